@@ -1,0 +1,3 @@
+from redis_ambassador.cli import main
+
+raise SystemExit(main())
