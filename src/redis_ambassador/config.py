@@ -1,0 +1,502 @@
+"""The one typed configuration object, loaded and validated once at start.
+
+Precedence, lowest to highest: defaults < TOML file < environment < flags (``overrides``).
+
+Keys are addressed as ``section.key`` (``upstream.pool_size``). Each key can also be set
+from the environment as ``REDIS_AMBASSADOR_<KEY>`` -- the key name upper-cased, without
+its section (key names are unique across sections). ``REDIS_AMBASSADOR_CONFIG`` names the
+config file when no path is given.
+
+Every value from every source is validated, even one a later source overrides, so a
+broken file is reported instead of silently masked. Numeric limits:
+
+* integers must be >= 1, except ``upstream.max_redirects`` and
+  ``upstream.tryagain_attempts``, where 0 means "don't follow / don't retry; return the
+  error to the client";
+* durations are seconds (int or float), finite and > 0, except
+  ``upstream.tryagain_backoff`` which may be 0 (retry immediately);
+* ``cluster.min_refresh_interval`` must not exceed ``cluster.refresh_interval``.
+
+An empty environment variable counts as unset (container tooling often exports empty
+values for "not configured"). Unknown ``REDIS_AMBASSADOR_*`` variables are ignored, since
+other parts of the program may define their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ENV_PREFIX",
+    "Address",
+    "ClusterConfig",
+    "Config",
+    "ConfigError",
+    "ServerConfig",
+    "UpstreamConfig",
+    "describe_keys",
+    "env_var_name",
+    "load_config",
+]
+
+ENV_PREFIX = "REDIS_AMBASSADOR_"
+CONFIG_ENV_VAR = ENV_PREFIX + "CONFIG"
+
+_ADDRESS_EXAMPLE = "e.g. 127.0.0.1:6379 or [::1]:6379"
+
+
+def _address_problem(text: str) -> tuple[str, int] | str:
+    """Split ``text`` into (host, port), or return why it can't be."""
+    text = text.strip()
+    if not text:
+        return f"empty address; expected host:port, {_ADDRESS_EXAMPLE}"
+    if text.startswith("["):
+        close = text.find("]")
+        if close == -1:
+            return "missing ']' after IPv6 host; expected [host]:port"
+        host, rest = text[1:close], text[close + 1 :]
+        if not rest.startswith(":"):
+            return "missing ':port' after ']'; expected [host]:port"
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            return f"missing port; expected host:port, {_ADDRESS_EXAMPLE}"
+        if ":" in host:
+            return "IPv6 addresses need brackets, e.g. [::1]:6379"
+    if not host:
+        return f"missing host; expected host:port, {_ADDRESS_EXAMPLE}"
+    if any(c.isspace() for c in host):
+        return f"host {host!r} contains whitespace"
+    # isascii() too: str.isdigit() accepts digits like '²' that int() rejects.
+    if not (port_text.isascii() and port_text.isdigit()):
+        return f"port {port_text!r} is not a number"
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        return f"port {port} is out of range 1..65535"
+    return host, port
+
+
+@dataclass(frozen=True)
+class Address:
+    """A TCP endpoint; IPv6 hosts are stored without brackets."""
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.host, str) or not self.host:
+            raise ValueError(f"invalid address host {self.host!r}: must be a non-empty string")
+        if isinstance(self.port, bool) or not isinstance(self.port, int):
+            raise ValueError(f"invalid address port {self.port!r}: must be an integer")
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"invalid address port {self.port}: out of range 1..65535")
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """Parse ``host:port`` or ``[ipv6]:port``; raise ValueError saying what is wrong."""
+        result = _address_problem(text)
+        if isinstance(result, str):
+            raise ValueError(f"invalid address {text!r}: {result}")
+        return cls(*result)
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+def _int(default: int, help: str, minimum: int = 1) -> Any:
+    return field(default=default, metadata={"help": help, "min": minimum})
+
+
+def _seconds(default: float, help: str, allow_zero: bool = False) -> Any:
+    return field(default=default, metadata={"help": help, "min": 0.0, "allow_zero": allow_zero})
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """TOML section ``[server]``: the client-facing listener."""
+
+    listen: Address = field(
+        default=Address("127.0.0.1", 6379),
+        metadata={"help": "address the plain-Redis listener binds, host:port"},
+    )
+    max_bulk_len: int = _int(
+        512 * 1024 * 1024,
+        "largest bulk string a client may send, in bytes (Redis proto-max-bulk-len)",
+    )
+    max_multibulk_len: int = _int(1024 * 1024, "most array items in one client request")
+    max_inflight_per_client: int = _int(
+        1024, "commands awaiting replies before we stop reading that client (backpressure)"
+    )
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """TOML section ``[cluster]``: finding and tracking the cluster topology."""
+
+    seeds: tuple[Address, ...] = field(
+        default=(),
+        metadata={"help": "host:port of nodes of an existing cluster; `serve` needs at least one"},
+    )
+    refresh_interval: float = _seconds(30.0, "seconds between periodic topology refreshes")
+    min_refresh_interval: float = _seconds(
+        0.1, "seconds; no two topology refreshes closer than this (coalescing)"
+    )
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """TOML section ``[upstream]``: connections to cluster nodes and retry policy."""
+
+    pool_size: int = _int(2, "pipelined connections per node, shared by all clients")
+    connect_timeout: float = _seconds(2.0, "seconds to establish a connection to a node")
+    command_timeout: float = _seconds(30.0, "seconds a command may wait for its node's reply")
+    max_redirects: int = _int(
+        5, "MOVED/ASK hops followed per command (0: return them to the client)", minimum=0
+    )
+    tryagain_attempts: int = _int(
+        10, "TRYAGAIN/CLUSTERDOWN retries per command (0: no retries)", minimum=0
+    )
+    tryagain_backoff: float = _seconds(
+        0.05,
+        "seconds before the first TRYAGAIN/CLUSTERDOWN retry, doubled each attempt (capped at 1 s)",
+        allow_zero=True,
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything configurable, one frozen section per TOML table."""
+
+    server: ServerConfig = ServerConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+
+
+class ConfigError(ValueError):
+    """A configuration problem; ``str(e)`` is one line naming the key, source and problem."""
+
+    def __init__(self, message: str, *, key: str | None = None, source: str | None = None):
+        # Keep it to one line so it reads well as a log line or a CLI error.
+        super().__init__("config error: " + " ".join(message.splitlines()))
+        self.key = key
+        self.source = source
+
+
+@dataclass(frozen=True)
+class _Key:
+    section: str
+    name: str
+    type: Any
+    default: object
+    help: str
+    minimum: float
+    allow_zero: bool
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+def _collect_keys() -> dict[str, _Key]:
+    keys: dict[str, _Key] = {}
+    for section in dataclasses.fields(Config):
+        section_cls = typing.get_type_hints(Config)[section.name]
+        hints = typing.get_type_hints(section_cls)
+        for f in dataclasses.fields(section_cls):
+            key = _Key(
+                section=section.name,
+                name=f.name,
+                type=hints[f.name],
+                default=f.default,
+                help=f.metadata["help"],
+                minimum=f.metadata.get("min", 0),
+                allow_zero=f.metadata.get("allow_zero", False),
+            )
+            if key.type not in _CONVERTERS:
+                raise TypeError(f"config key {key.dotted}: no converter for type {key.type!r}")
+            keys[key.dotted] = key
+    env_names = [k.env for k in keys.values()] + [CONFIG_ENV_VAR]
+    if len(set(env_names)) != len(env_names):
+        raise TypeError("config key names must be unique across sections (env var clash)")
+    return keys
+
+
+class _Bad(Exception):
+    """A value failed conversion; ``shown`` is what to print as the offending value."""
+
+    def __init__(self, problem: str, shown: object = None):
+        super().__init__(problem)
+        self.problem = problem
+        self.shown = shown
+
+
+_TYPE_NAMES = {
+    bool: "a boolean",
+    str: "a string",
+    list: "an array",
+    tuple: "an array",
+    dict: "a table",
+    float: "a float",
+    int: "an integer",
+}
+
+
+def _type_name(value: object) -> str:
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _to_int(key: _Key, value: object, text_ok: bool) -> int:
+    requirement = f"must be an integer >= {int(key.minimum)}"
+    if isinstance(value, str) and text_ok:
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise _Bad(requirement) from None
+    # bool is an int subclass, but `pool_size = true` is surely a mistake.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad(f"{requirement}, not {_type_name(value)}")
+    if value < key.minimum:
+        raise _Bad(requirement, value)
+    return value
+
+
+def _to_seconds(key: _Key, value: object, text_ok: bool) -> float:
+    requirement = f"must be a number of seconds {'>=' if key.allow_zero else '>'} 0"
+    if isinstance(value, str) and text_ok:
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise _Bad(requirement) from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Bad(f"{requirement}, not {_type_name(value)}")
+    seconds = float(value)
+    # inf/nan would disable timeouts or break arithmetic in ways nobody means to configure.
+    if not math.isfinite(seconds):
+        raise _Bad(f"{requirement} and finite", seconds)
+    if seconds < 0 or (seconds == 0 and not key.allow_zero):
+        raise _Bad(requirement, seconds)
+    return seconds
+
+
+def _to_address(value: object) -> Address:
+    if isinstance(value, Address):
+        return value
+    if not isinstance(value, str):
+        raise _Bad(f"must be a host:port string, not {_type_name(value)}")
+    result = _address_problem(value)
+    if isinstance(result, str):
+        raise _Bad(f"invalid address: {result}")
+    return Address(*result)
+
+
+def _to_address_key(key: _Key, value: object, text_ok: bool) -> Address:
+    return _to_address(value)
+
+
+_SEEDS_SEPARATORS = re.compile(r"[,\s]+")
+
+
+def _to_address_list(key: _Key, value: object, text_ok: bool) -> tuple[Address, ...]:
+    if isinstance(value, str) and text_ok:
+        items: list[object] = [s for s in _SEEDS_SEPARATORS.split(value.strip()) if s]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise _Bad(f"must be a list of host:port strings, not {_type_name(value)}")
+    addresses = []
+    for item in items:
+        try:
+            addresses.append(_to_address(item))
+        except _Bad as e:
+            raise _Bad(f"item {_show(item)}: {e.problem}") from None
+    return tuple(addresses)
+
+
+_CONVERTERS: dict[Any, Any] = {
+    int: _to_int,
+    float: _to_seconds,
+    Address: _to_address_key,
+    tuple[Address, ...]: _to_address_list,
+}
+
+_KEYS = _collect_keys()
+_SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
+
+
+def _show(value: object) -> str:
+    if isinstance(value, Address):
+        text = repr(str(value))
+    elif isinstance(value, list | tuple):
+        text = "[" + ", ".join(_show(v) for v in value) + "]"
+    else:
+        text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _convert(key: _Key, raw: object, source: str, text_ok: bool) -> object:
+    try:
+        return _CONVERTERS[key.type](key, raw, text_ok)
+    except _Bad as e:
+        shown = raw if e.shown is None else e.shown
+        raise ConfigError(
+            f"{key.dotted} = {_show(shown)} (from {source}): {e.problem}",
+            key=key.dotted,
+            source=source,
+        ) from None
+
+
+def _suggest(dotted: str) -> str:
+    """A " (did you mean ...?)" hint for an unknown dotted key, or ""."""
+    name = dotted.rpartition(".")[2]
+    # Right name, wrong section is the likeliest mistake; say exactly where it goes.
+    same_name = [k for k in _KEYS.values() if k.name == name]
+    if same_name:
+        return f" (did you mean '{same_name[0].dotted}'?)"
+    # Compare bare names: the shared "section." prefix would make anything look close.
+    by_name = {k.name: k.dotted for k in _KEYS.values()}
+    close = difflib.get_close_matches(name, list(by_name), n=1)
+    return f" (did you mean '{by_name[close[0]]}'?)" if close else ""
+
+
+def _unknown_key(dotted: str, where: str = "", source: str | None = None) -> ConfigError:
+    place = f" {where}" if where else ""
+    return ConfigError(
+        f"unknown key '{dotted}'{place}{_suggest(dotted)}", key=dotted, source=source
+    )
+
+
+def _read_file(path: str, named_by: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        problem = "not found"
+    except IsADirectoryError:
+        problem = "is a directory"
+    except OSError as e:
+        problem = f"cannot be read: {e.strerror or e}"
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"invalid TOML in {path}: {e}", source=path) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"invalid TOML in {path}: not UTF-8 ({e.reason})", source=path) from None
+    raise ConfigError(f"config file {path} {problem}{named_by}", source=path)
+
+
+def _file_values(path: str, named_by: str) -> list[tuple[_Key, object]]:
+    found = []
+    for section, table in _read_file(path, named_by).items():
+        if section not in _SECTIONS:
+            if not isinstance(table, dict):
+                # A key written above any [section] header.
+                raise _unknown_key(section, f"in {path}", path)
+            close = difflib.get_close_matches(section, _SECTIONS, n=1)
+            hint = f" (did you mean '[{close[0]}]'?)" if close else ""
+            raise ConfigError(f"unknown section '[{section}]' in {path}{hint}", source=path)
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"'{section}' in {path} must be a [{section}] table, not {_type_name(table)}",
+                key=section,
+                source=path,
+            )
+        for name, raw in table.items():
+            dotted = f"{section}.{name}"
+            if dotted not in _KEYS:
+                raise _unknown_key(dotted, f"in {path}", path)
+            found.append((_KEYS[dotted], raw))
+    return found
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Config:
+    """Build the Config from defaults < file < environment < overrides; raise ConfigError.
+
+    ``path`` falls back to ``$REDIS_AMBASSADOR_CONFIG``; with neither, no file is read.
+    ``env=None`` means ``os.environ``. ``overrides`` maps dotted keys to strings or typed
+    values (as the CLI flags give them); a None value means "flag not given".
+    """
+    if env is None:
+        env = os.environ
+    values: dict[str, tuple[object, str]] = {
+        dotted: (key.default, "default") for dotted, key in _KEYS.items()
+    }
+
+    named_by = ""
+    if path is None and env.get(CONFIG_ENV_VAR, "").strip():
+        path = env[CONFIG_ENV_VAR].strip()
+        named_by = f" (named by {CONFIG_ENV_VAR})"
+    if path is not None:
+        source = os.fspath(path)
+        for key, raw in _file_values(source, named_by):
+            values[key.dotted] = (_convert(key, raw, source, text_ok=False), source)
+
+    for key in _KEYS.values():
+        text = env.get(key.env, "")
+        if text.strip():
+            values[key.dotted] = (_convert(key, text, key.env, text_ok=True), key.env)
+
+    source = "command line"
+    for dotted, raw in (overrides or {}).items():
+        if dotted not in _KEYS:
+            raise _unknown_key(dotted, f"from {source}", source)
+        if raw is not None:
+            key = _KEYS[dotted]
+            values[dotted] = (_convert(key, raw, source, text_ok=True), source)
+
+    _check_consistency(values)
+
+    sections: dict[str, Any] = {}
+    for section in dataclasses.fields(Config):
+        section_cls = typing.get_type_hints(Config)[section.name]
+        sections[section.name] = section_cls(
+            **{
+                f.name: values[f"{section.name}.{f.name}"][0]
+                for f in dataclasses.fields(section_cls)
+            }
+        )
+    return Config(**sections)
+
+
+def _check_consistency(values: Mapping[str, tuple[object, str]]) -> None:
+    """Checks that involve more than one key."""
+    low, low_source = values["cluster.min_refresh_interval"]
+    high, high_source = values["cluster.refresh_interval"]
+    assert isinstance(low, float) and isinstance(high, float)
+    if low > high:
+        raise ConfigError(
+            f"cluster.min_refresh_interval = {low!r} (from {low_source}): must be <= "
+            f"cluster.refresh_interval ({high!r}, from {high_source})",
+            key="cluster.min_refresh_interval",
+            source=low_source,
+        )
+
+
+def describe_keys() -> list[tuple[str, object, str]]:
+    """Every key as (dotted name, default, one-line help), in declaration order."""
+    return [(k.dotted, k.default, k.help) for k in _KEYS.values()]
+
+
+def env_var_name(dotted: str) -> str:
+    """The environment variable that sets ``dotted`` (e.g. ``upstream.pool_size``)."""
+    try:
+        return _KEYS[dotted].env
+    except KeyError:
+        raise _unknown_key(dotted) from None
