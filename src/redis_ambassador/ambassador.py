@@ -1,0 +1,98 @@
+"""The composition root: discover the cluster, build the pipeline, serve until cancelled.
+
+anyio owns the lifetimes (one task group for node connects and the topology refresher; shutdown is
+cancellation); the per-byte work runs in asyncio protocol callbacks, on uvloop when installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from collections.abc import Callable
+
+import anyio
+
+from redis_ambassador.commands.table import CommandTable
+from redis_ambassador.config import Address, Config
+from redis_ambassador.routing.router import Router, ServerFacts
+from redis_ambassador.routing.topology import control_client, discover
+from redis_ambassador.server.client import ClientConnection
+from redis_ambassador.upstream.pool import Upstream
+
+log = logging.getLogger(__name__)
+
+
+class ListenError(RuntimeError):
+    """The listen address cannot be bound; the message says why and what to do."""
+
+
+async def _learn_cluster(address: Address, timeout: float) -> tuple[CommandTable, ServerFacts]:
+    """The command table and the server version, from the node that described the cluster."""
+    client = await control_client(address, timeout)
+    try:
+        table = CommandTable.from_reply(await client.execute_command("COMMAND"))
+        info = await client.execute_command("INFO", "server")
+    finally:
+        await client.aclose()
+    version = b"0.0.0"
+    for line in info.splitlines():
+        if line.startswith(b"redis_version:"):
+            version = line.split(b":", 1)[1].strip()
+    return table, ServerFacts(version)
+
+
+async def serve(config: Config, ready: Callable[[Address], None] | None = None) -> None:
+    """Run the ambassador until cancelled; ``ready`` is called with the bound address."""
+    if not config.cluster.seeds:
+        raise ValueError("no seed nodes configured (cluster.seeds / --seed HOST:PORT)")
+    loop = asyncio.get_running_loop()
+    timeout = config.upstream.connect_timeout
+    clients: set[ClientConnection] = set()
+    async with anyio.create_task_group() as tg:
+        upstream = Upstream(tg, config.upstream.pool_size, timeout)
+        slot_map, via = await discover(config.cluster.seeds, timeout)
+        table, facts = await _learn_cluster(via, timeout)
+        router = Router(config, upstream, table, facts)
+        router.apply(slot_map)
+        log.info(
+            "cluster found via %s: %d masters, %d commands known, Redis %s",
+            via, len(slot_map.masters), len(table), facts.version.decode(),
+        )  # fmt: skip
+        listen = config.server.listen
+        try:
+            server = await loop.create_server(
+                lambda: ClientConnection(router, clients),
+                listen.host,
+                listen.port,
+                reuse_address=True,
+            )
+        except OSError as exc:
+            raise ListenError(_listen_problem(listen, exc)) from exc
+        tg.start_soon(router.run_refresher, name="topology refresher")
+        bound = server.sockets[0].getsockname()
+        address = Address(listen.host, bound[1])
+        log.info("serving Redis on %s", address)
+        if ready is not None:
+            ready(address)
+        try:
+            await anyio.sleep_forever()
+        finally:
+            server.close()
+            for client in list(clients):
+                client.close()
+            upstream.close()
+            tg.cancel_scope.cancel()
+
+
+def _listen_problem(listen: Address, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        hint = ""
+        if listen.port == 6379:
+            hint = (
+                " (a system Redis may be running there: stop it with "
+                "'systemctl stop redis-server' or 'service redis-server stop', "
+                "or choose another port with --listen/--port)"
+            )
+        return f"cannot listen on {listen}: the port is already in use{hint}"
+    return f"cannot listen on {listen}: {exc.strerror or exc}"

@@ -1,0 +1,140 @@
+"""Command line: ``redis-ambassador serve`` in front of a cluster, ``dev`` with a local one."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+import anyio
+
+from redis_ambassador import __version__
+from redis_ambassador.ambassador import ListenError, serve
+from redis_ambassador.config import Address, Config, ConfigError, load_config
+from redis_ambassador.routing.topology import ClusterUnreachable
+
+log = logging.getLogger("redis_ambassador")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="redis-ambassador",
+        description="One plain Redis endpoint in front of a whole Redis Cluster.",
+    )
+    parser.add_argument("--version", action="version", version=f"redis-ambassador {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve_cmd = sub.add_parser("serve", help="serve in front of an existing Redis Cluster")
+    serve_cmd.add_argument("--config", metavar="FILE", help="TOML config file")
+    serve_cmd.add_argument("--listen", metavar="HOST:PORT", help="default 127.0.0.1:6379")
+    serve_cmd.add_argument(
+        "--seed", metavar="HOST:PORT", action="append", help="a cluster node (repeatable)"
+    )
+    _add_tuning_flags(serve_cmd)
+
+    dev = sub.add_parser("dev", help="start a local 3+3 Redis Cluster and serve in front of it")
+    dev.add_argument("--port", type=int, default=6379, help="port to serve on (default 6379)")
+    dev.add_argument("--host", default="127.0.0.1", help="address to serve on")
+    dev.add_argument("--masters", type=int, default=3)
+    dev.add_argument("--replicas", type=int, default=1, help="replicas per master")
+    _add_tuning_flags(dev)
+    return parser
+
+
+def _add_tuning_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pool-size", type=int, help="pipelined connections per node")
+    parser.add_argument("--connect-timeout", type=float, metavar="SECONDS")
+    parser.add_argument("--command-timeout", type=float, metavar="SECONDS")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "server.listen": getattr(args, "listen", None),
+        "cluster.seeds": getattr(args, "seed", None),
+        "upstream.pool_size": args.pool_size,
+        "upstream.connect_timeout": args.connect_timeout,
+        "upstream.command_timeout": args.command_timeout,
+    }
+
+
+def _run(config: Config, on_ready: Callable[[Address], None]) -> None:
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for signum in signals:
+                        log.info("%s received, shutting down", signal.Signals(signum).name)
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(stop_on_signal)
+            await serve(config, on_ready)
+
+    try:
+        import uvloop  # noqa: F401
+
+        options = {"use_uvloop": True}
+    except ImportError:
+        options = {}
+    anyio.run(main, backend="asyncio", backend_options=options)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "serve":
+            config = load_config(args.config, overrides=_overrides(args))
+            if not config.cluster.seeds:
+                raise ConfigError(
+                    "config error: cluster.seeds is empty: give --seed HOST:PORT, "
+                    "REDIS_AMBASSADOR_SEEDS or [cluster] seeds in the config file"
+                )
+            _run(config, lambda a: print(f"redis-ambassador serving on {a}", flush=True))
+        else:
+            return _dev(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except (ListenError, ClusterUnreachable) as exc:
+        print(f"redis-ambassador: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from redis_ambassador.localcluster import LocalCluster, RedisServerNotFound
+
+    overrides = _overrides(args)
+    overrides["server.listen"] = str(Address(args.host, args.port))
+    try:
+        with LocalCluster(masters=args.masters, replicas_per_master=args.replicas) as cluster:
+            overrides["cluster.seeds"] = list(cluster.seeds)
+            config = load_config(None, overrides=overrides)
+            print(
+                f"local cluster: {len(cluster.nodes)} redis-server processes "
+                f"({', '.join(cluster.seeds)} are masters)",
+                flush=True,
+            )
+
+            def ready(address: Address) -> None:
+                print(
+                    f"redis-ambassador serving on {address}: try "
+                    f"'redis-cli -p {address.port} set foo bar'; Ctrl-C stops everything",
+                    flush=True,
+                )
+
+            _run(config, ready)
+    except RedisServerNotFound as exc:
+        print(f"redis-ambassador: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,67 @@
+"""Every error reply the ambassador writes itself, worded as Redis words it.
+
+Errors that come from a node are forwarded untouched; only the ones produced here live here.
+"""
+
+from __future__ import annotations
+
+from redis_ambassador.protocol.replies import error
+
+
+def _shown(arg: bytes) -> str:
+    return arg.decode("utf-8", "replace")
+
+
+CROSSSLOT = error("CROSSSLOT Keys in request don't hash to the same slot")
+CLUSTERDOWN_UNCOVERED = error("CLUSTERDOWN Hash slot not served")
+SELECT_IN_CLUSTER = error("ERR SELECT is not allowed in cluster mode")
+NOT_AN_INTEGER = error("ERR value is not an integer or out of range")
+NOPROTO = error("NOPROTO unsupported protocol version")
+HELLO_PROTO_NOT_INTEGER = error("ERR Protocol version is not an integer or out of range")
+CLIENT_NAME_CHARS = error("ERR Client names cannot contain spaces, newlines or special characters.")
+
+
+def wrong_arity(name: str) -> bytes:
+    """Redis's arity error; ``name`` as Redis names it (``client|setname`` for a subcommand)."""
+    return error(f"ERR wrong number of arguments for '{name}' command")
+
+
+def unknown_subcommand(sub: bytes, command: str) -> bytes:
+    """Redis's reply to an unknown subcommand of a container command."""
+    return error(f"ERR unknown subcommand '{_shown(sub)[:128]}'. Try {command.upper()} HELP.")
+
+
+def syntax() -> bytes:
+    """Redis's generic syntax error."""
+    return error("ERR syntax error")
+
+
+def not_supported(args: list[bytes], why: str) -> bytes:
+    """A command the ambassador refuses for now, with the reason."""
+    return error(f"ERR redis-ambassador does not support '{_shown(args[0]).lower()}': {why}")
+
+
+def node_unavailable(address: str, detail: str) -> bytes:
+    """The node that owns the command's slot cannot be reached or failed mid-command."""
+    return error(f"ERR redis-ambassador: node {address} unavailable: {detail}")
+
+
+def too_many_redirects(last_error: bytes) -> bytes:
+    """Redirections kept coming; the last one is shown so the cause is visible."""
+    text = last_error[1:].rstrip(b"\r\n").decode("utf-8", "replace")
+    return error(f"ERR redis-ambassador: too many redirections, last was: {text}")
+
+
+def protocol(text: str) -> bytes:
+    """A protocol error; ``text`` starts with ``Protocol error:``, as Redis's does."""
+    return error(f"ERR {text}")
+
+
+def unrecognized_option(option: bytes) -> bytes:
+    """CLIENT SETINFO with an attribute Redis does not know."""
+    return error(f"ERR Unrecognized option '{_shown(option)}'")
+
+
+def hello_syntax(option: bytes) -> bytes:
+    """HELLO with an option Redis does not know."""
+    return error(f"ERR Syntax error in HELLO option '{_shown(option)}'")

@@ -1,0 +1,116 @@
+"""Node replies: where each one ends, so its bytes reach the client exactly as the node sent them.
+
+hiredis would decode ``+OK`` and ``$2\\r\\nOK`` to the same value, so replies are never decoded and
+re-encoded on the data path: the scanner only finds frame boundaries (RESP2 and RESP3).
+Also here: the few encoders for replies the ambassador writes itself.
+"""
+
+from __future__ import annotations
+
+_BULK = frozenset(b"$!=")  # length-prefixed payloads
+_AGGREGATE = frozenset(b"*~>")  # N nested replies
+_PAIRS = frozenset(b"%")  # N key/value pairs
+_ATTRIBUTE = 124  # '|': N pairs, then the reply they describe
+
+
+class ReplyScanner:
+    """Finds where a reply ends in a growing buffer, resuming where it stopped (sans-IO)."""
+
+    __slots__ = ("_offset", "_pending")
+
+    def __init__(self) -> None:
+        self._offset = -1  # where a suspended scan stopped, relative to the reply's start
+        self._pending = 0
+
+    def end_of(self, buf: bytes | bytearray, start: int) -> int:
+        """End offset of the reply starting at ``start``, or -1 until more bytes arrive.
+
+        Call again with a longer ``buf`` to resume; the reply may have moved to another ``start``
+        (the caller dropped the bytes before it).
+        """
+        if self._offset < 0:
+            # Most replies are one line or one bulk string: settle those without the loop.
+            kind = buf[start]
+            eol = buf.find(b"\r\n", start)
+            if eol < 0:
+                return self._suspend(0, 1)
+            if kind in _BULK:
+                size = int(buf[start + 1 : eol])
+                end = eol + 4 + size if size >= 0 else eol + 2
+                if end > len(buf):
+                    return self._suspend(0, 1)
+                return end
+            if kind not in _AGGREGATE and kind not in _PAIRS and kind != _ATTRIBUTE:
+                return eol + 2
+            pos, pending = start, 1
+        else:
+            pos, pending = start + self._offset, self._pending
+        end = len(buf)
+        find = buf.find
+        while pending:
+            if pos >= end:
+                return self._suspend(pos - start, pending)
+            kind = buf[pos]
+            eol = find(b"\r\n", pos)
+            if eol < 0:
+                return self._suspend(pos - start, pending)
+            if kind in _BULK:
+                size = int(buf[pos + 1 : eol])
+                nxt = eol + 4 + size if size >= 0 else eol + 2
+                if nxt > end:
+                    return self._suspend(pos - start, pending)
+                pos = nxt
+                pending -= 1
+            elif kind in _AGGREGATE:
+                count = int(buf[pos + 1 : eol])
+                pos = eol + 2
+                pending += count - 1 if count > 0 else -1
+            elif kind in _PAIRS:
+                count = int(buf[pos + 1 : eol])
+                pos = eol + 2
+                pending += 2 * count - 1 if count > 0 else -1
+            elif kind == _ATTRIBUTE:
+                # The attribute's pairs come first; the reply they annotate is still owed.
+                pending += 2 * int(buf[pos + 1 : eol])
+                pos = eol + 2
+            else:
+                pos = eol + 2
+                pending -= 1
+        self._offset = -1
+        return pos
+
+    def _suspend(self, offset: int, pending: int) -> int:
+        self._offset = offset
+        self._pending = pending
+        return -1
+
+
+def simple(text: str) -> bytes:
+    """``+text``."""
+    return b"+%s\r\n" % text.encode()
+
+
+def error(text: str) -> bytes:
+    """``-text`` (text starts with the error code, e.g. ``ERR ...``)."""
+    return b"-%s\r\n" % text.replace("\r", " ").replace("\n", " ").encode()
+
+
+def bulk(value: bytes | None) -> bytes:
+    """A bulk string, or the RESP2 null bulk for None."""
+    if value is None:
+        return b"$-1\r\n"
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def integer(value: int) -> bytes:
+    """``:value``."""
+    return b":%d\r\n" % value
+
+
+def array(items: list[bytes]) -> bytes:
+    """An array of already-encoded replies."""
+    return b"*%d\r\n%b" % (len(items), b"".join(items))
+
+
+OK = b"+OK\r\n"
+PONG = b"+PONG\r\n"

@@ -1,0 +1,262 @@
+"""The router: each command to the node that owns its slot, or answered here, or refused.
+
+The hot path is one loop over a read's commands: a dict lookup says whether the command has one
+key at a fixed place, the key is hashed (CRC16, ``{hashtag}``), and the frame is queued on the
+owner's connection for the client's lane. Everything else (several keys, no keys, local and
+refused commands, unknown commands) takes ``_dispatch_other``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from binascii import crc_hqx
+from typing import TYPE_CHECKING
+
+import anyio
+from redis.crc import key_slot
+
+from redis_ambassador import errors
+from redis_ambassador.commands.local import BLOCKING, LOCAL, REFUSED
+from redis_ambassador.commands.table import CommandSpec, CommandTable
+from redis_ambassador.config import Address, Config
+from redis_ambassador.protocol.replies import OK
+from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap, discover
+from redis_ambassador.upstream.connection import Entry, NodeConnection
+from redis_ambassador.upstream.pool import NodePool, Upstream
+
+if TYPE_CHECKING:
+    from redis_ambassador.server.client import Batch, ClientConnection
+
+log = logging.getLogger(__name__)
+
+_MOVED = b"-MOVED "
+_ASK = b"-ASK "
+# Blocking only when given BLOCK; without it they are ordinary reads.
+_BLOCK_OPTION = {"xread": b"block", "xreadgroup": b"block"}
+
+
+class ServerFacts:
+    """What the ambassador tells clients about "the server" (HELLO)."""
+
+    def __init__(self, version: bytes) -> None:
+        self.version = version
+
+
+class Router:
+    """Maps commands onto node pools; follows redirections; keeps the slot table current."""
+
+    def __init__(
+        self, config: Config, upstream: Upstream, table: CommandTable, facts: ServerFacts
+    ) -> None:
+        self.settings = config.server
+        self.pool_size = config.upstream.pool_size
+        self._config = config
+        self._upstream = upstream
+        self._table = table
+        self.facts = facts
+        self._owners: list[NodePool | None] = [None] * SLOTS
+        self._masters: list[NodePool] = []
+        self._any = itertools.count()
+        self._known: list[Address] = list(config.cluster.seeds)
+        self._refresh_wanted = anyio.Event()
+        self._loop = asyncio.get_running_loop()
+        # Names (as sent, in either letter case) of plain commands with one key at a fixed index.
+        self._fast: dict[bytes, int] = {}
+        for spec in table.specs():
+            if spec.single_key and self._plain(spec):
+                raw = spec.name.encode()
+                self._fast[raw] = self._fast[raw.upper()] = spec.single_key
+        upstream.on_redirect = self._redirected
+        upstream.on_failure = self._connection_failed
+
+    @staticmethod
+    def _plain(spec: CommandSpec) -> bool:
+        return (
+            spec.name not in LOCAL
+            and spec.name not in REFUSED
+            and spec.name not in _BLOCK_OPTION
+            and "blocking" not in spec.flags
+            and not spec.subcommands
+        )
+
+    # -- dispatch ---------------------------------------------------------------------------------
+
+    def dispatch(
+        self,
+        client: ClientConnection,
+        batch: Batch,
+        commands: list[list[bytes]],
+        frames: list[bytes],
+    ) -> None:
+        """Send (or answer) every command of one read; replies land in ``batch`` by index."""
+        fast = self._fast.get
+        owners = self._owners
+        lane = client.lane
+        for i, args in enumerate(commands):
+            k = fast(args[0])
+            if k and len(args) > k:
+                key = args[k]
+                # Keys without '{' hash whole; key_slot handles {hashtags}.
+                pool = owners[key_slot(key) if b"{" in key else crc_hqx(key, 0) & 16383]
+                if pool is not None:
+                    pool.lane(lane).send(batch, i, frames[i])
+                    continue
+            self._dispatch_other(client, batch, i, args, frames[i])
+
+    def _dispatch_other(
+        self, client: ClientConnection, batch: Batch, i: int, args: list[bytes], frame: bytes
+    ) -> None:
+        spec = self._table.resolve(args)
+        if spec is None:
+            # Unknown here means unknown to the cluster too: its node words the error.
+            self._send_anywhere(client, batch, i, frame)
+            return
+        name = spec.name
+        base = name.split("|", 1)[0]
+        if base == "quit":
+            client.close_after_reply(batch)
+            batch.fill(i, OK)
+            return
+        local = LOCAL.get(base)
+        if local is not None:
+            batch.fill(i, local(client, args, self.facts))
+            return
+        reason = REFUSED.get(name) or REFUSED.get(base)
+        if reason is None and self._blocks(spec, base, args):
+            reason = BLOCKING
+        if reason is not None:
+            batch.fill(i, errors.not_supported(args, reason))
+            return
+        keys = spec.keys(args)
+        if not keys:
+            # No keys, or keys that cannot be found (bad arity): any master answers as Redis would.
+            self._send_anywhere(client, batch, i, frame)
+            return
+        slot = key_slot(keys[0])
+        for key in keys[1:]:
+            if key_slot(key) != slot:
+                batch.fill(i, errors.CROSSSLOT)
+                return
+        pool = self._owners[slot]
+        if pool is None:
+            self.request_refresh()
+            batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
+            return
+        pool.lane(client.lane).send(batch, i, frame)
+
+    @staticmethod
+    def _blocks(spec: CommandSpec, base: str, args: list[bytes]) -> bool:
+        option = _BLOCK_OPTION.get(base)
+        if option is not None:
+            return any(a.lower() == option for a in args[1:])
+        return "blocking" in spec.flags
+
+    def _send_anywhere(self, client: ClientConnection, batch: Batch, i: int, frame: bytes) -> None:
+        if not self._masters:
+            self.request_refresh()
+            batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
+            return
+        pool = self._masters[next(self._any) % len(self._masters)]
+        pool.lane(client.lane).send(batch, i, frame)
+
+    # -- redirections and failures ----------------------------------------------------------
+
+    def _redirected(self, entry: Entry, reply: bytes, via: NodeConnection) -> None:
+        batch, index, frame, hops = entry
+        if batch is None:
+            return
+        upstream = self._config.upstream
+        if reply.startswith(_MOVED) or reply.startswith(_ASK):
+            if hops >= upstream.max_redirects:
+                batch.fill(index, errors.too_many_redirects(reply))
+                return
+            _, slot, target = reply.split()
+            address = _redirect_address(target, via.address)
+            pool = self._upstream.pool(address)
+            conn = pool.lane(batch.client.lane)
+            if reply.startswith(_MOVED):
+                self._owners[int(slot)] = pool
+                self.request_refresh()
+                conn.send(batch, index, frame, hops + 1)
+            else:
+                conn.send_asking(batch, index, frame, hops + 1)
+            return
+        # TRYAGAIN: the slot is mid-migration; the same node can answer in a moment.
+        if hops >= upstream.tryagain_attempts:
+            batch.fill(index, reply)
+            return
+        self._later(hops, via.address, (batch, index, frame, hops + 1))
+
+    def _connection_failed(
+        self, conn: NodeConnection, unsent: list[Entry], sent: list[Entry]
+    ) -> None:
+        self.request_refresh()
+        # A command that reached the node may have run: tell the client instead of replaying it.
+        for batch, index, _, _ in sent:
+            if batch is not None:
+                batch.fill(index, errors.node_unavailable(str(conn.address), "connection lost"))
+        # Commands never written are safe to send again once the topology has been checked.
+        for batch, index, frame, hops in unsent:
+            if batch is None:
+                continue
+            if hops >= self._config.upstream.tryagain_attempts:
+                batch.fill(index, errors.node_unavailable(str(conn.address), "cannot connect"))
+            else:
+                self._later(hops, conn.address, (batch, index, frame, hops + 1))
+
+    def _later(self, hops: int, address: Address, entry: Entry) -> None:
+        delay = min(self._config.upstream.tryagain_backoff * (2**hops), 1.0)
+        self._loop.call_later(delay, self._resend, address, entry)
+
+    def _resend(self, address: Address, entry: Entry) -> None:
+        batch, index, frame, hops = entry
+        if batch is None:
+            return
+        self._upstream.pool(address).lane(batch.client.lane).send(batch, index, frame, hops)
+
+    # -- topology ----------------------------------------------------------------------------
+
+    def request_refresh(self) -> None:
+        """Ask the refresher for a new slot map soon (calls coalesce)."""
+        self._refresh_wanted.set()
+
+    def apply(self, slot_map: SlotMap) -> None:
+        """Route by a new slot map; drop pools of nodes that left, once they are idle."""
+        pools = {address: self._upstream.pool(address) for address in slot_map.masters}
+        self._owners[:] = [pools[a] if a is not None else None for a in slot_map.owners]
+        self._masters = list(pools.values())
+        self._known = list(dict.fromkeys([*pools, *self._config.cluster.seeds]))
+        for address, pool in list(self._upstream.pools.items()):
+            if address not in pools and not pool.pending:
+                self._upstream.discard(address)
+
+    async def refresh(self) -> SlotMap:
+        """Fetch and apply the slot map from the first known node that answers."""
+        slot_map, _ = await discover(self._known, self._config.upstream.connect_timeout)
+        previous = [p.address if p else None for p in self._owners]
+        self.apply(slot_map)
+        if list(slot_map.owners) != previous:
+            log.info("topology changed: %s", slot_map.describe())
+        return slot_map
+
+    async def run_refresher(self) -> None:
+        """Refresh periodically, and soon after a MOVED or a failure (at most every
+        ``min_refresh_interval``)."""
+        cluster = self._config.cluster
+        while True:
+            with anyio.move_on_after(cluster.refresh_interval):
+                await self._refresh_wanted.wait()
+            self._refresh_wanted = anyio.Event()
+            try:
+                await self.refresh()
+            except ClusterUnreachable as exc:
+                log.warning("topology refresh failed: %s", exc)
+            await anyio.sleep(cluster.min_refresh_interval)
+
+
+def _redirect_address(target: bytes, via: Address) -> Address:
+    """The node named by MOVED/ASK (``host:port``; an empty host means the sender's host)."""
+    host, _, port = target.decode().rpartition(":")
+    return Address(host or via.host, int(port))

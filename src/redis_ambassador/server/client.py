@@ -1,0 +1,180 @@
+"""One client connection: read commands, hand them to the router, write replies in order.
+
+A read's commands form one ``Batch``. Its replies are filled in as nodes answer (in any order
+across nodes) and the batch is written once complete, after every earlier batch: the client sees
+replies in exactly the order it sent the commands, as from a single Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from redis_ambassador import errors
+from redis_ambassador.protocol.requests import RequestParser
+
+if TYPE_CHECKING:
+    from redis_ambassador.routing.router import Router
+
+log = logging.getLogger(__name__)
+
+_client_ids = itertools.count(1)
+
+
+class Batch:
+    """The replies owed for one read's commands, filled in place by index."""
+
+    __slots__ = ("client", "close_after", "remaining", "replies")
+
+    def __init__(self, client: ClientConnection, size: int) -> None:
+        self.client = client
+        self.replies: list[bytes | bytearray | None] = [None] * size
+        self.remaining = size
+        self.close_after = False
+
+    def fill(self, index: int, reply: bytes) -> None:
+        """Set one reply (for replies produced outside a node connection's hot loop)."""
+        self.replies[index] = reply
+        self.remaining -= 1
+        if not self.remaining:
+            self.client.batch_complete()
+
+
+class ClientConnection(asyncio.Protocol):
+    """The ambassador's side of one client's socket."""
+
+    def __init__(self, router: Router, registry: set[ClientConnection]) -> None:
+        self.id = next(_client_ids)
+        settings = router.settings
+        self.lane = self.id % router.pool_size
+        self.name = b""
+        self._router = router
+        self._registry = registry
+        self._parser = RequestParser(settings.max_bulk_len, settings.max_multibulk_len)
+        self._max_inflight = settings.max_inflight_per_client
+        self._batches: deque[Batch] = deque()
+        self._inflight = 0  # commands read but not yet answered
+        self._transport: asyncio.Transport | None = None
+        self._reading = True
+        self._write_paused = False
+        self._closing = False
+        self.peer = "?"
+
+    # -- asyncio's side -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = f"{peer[0]}:{peer[1]}"
+        self._registry.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        commands, frames, error = self._parser.feed(data)
+        if commands:
+            batch = Batch(self, len(commands))
+            self._batches.append(batch)
+            self._inflight += len(commands)
+            self._router.dispatch(self, batch, commands, frames)
+        if error is not None:
+            self._refuse(errors.protocol(str(error)))
+        elif self._inflight >= self._max_inflight:
+            self._pause_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._transport = None
+        self._registry.discard(self)
+        # Replies still owed go nowhere; the batches are dropped when their nodes answer.
+        self._batches.clear()
+
+    def pause_writing(self) -> None:
+        # The client is not reading: stop reading its commands, so what we buffer for it stays
+        # bounded by what is already in flight.
+        self._write_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._maybe_resume_reading()
+
+    # -- the router's and nodes' side -----------------------------------------------------------
+
+    def batch_complete(self) -> None:
+        """Write every complete batch at the head of the queue."""
+        batches = self._batches
+        transport = self._transport
+        if transport is None:
+            return
+        head = batches[0] if batches else None
+        if head is None or head.remaining:
+            return
+        batches.popleft()
+        if not batches or batches[0].remaining:
+            # The common case: exactly one batch became writable.
+            replies = head.replies
+            transport.write(replies[0] if len(replies) == 1 else b"".join(replies))
+            self._inflight -= len(replies)
+            if head.close_after:
+                self._close_after_write()
+        else:
+            out = list(head.replies)
+            done = len(head.replies)
+            close = head.close_after
+            while batches and not batches[0].remaining and not close:
+                nxt = batches.popleft()
+                out.extend(nxt.replies)
+                done += len(nxt.replies)
+                close = nxt.close_after
+            transport.write(b"".join(out))
+            self._inflight -= done
+            if close:
+                self._close_after_write()
+        if not self._reading:
+            self._maybe_resume_reading()
+
+    def close_after_reply(self, batch: Batch) -> None:
+        """QUIT: close once this batch's replies are written; read nothing more."""
+        batch.close_after = True
+        self._closing = True
+        self._pause_reading()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _refuse(self, reply: bytes) -> None:
+        """Queue an error after everything owed, then close (Redis's protocol-error behaviour)."""
+        batch = Batch(self, 1)
+        self._batches.append(batch)
+        self._inflight += 1
+        self.close_after_reply(batch)
+        batch.fill(0, reply)
+
+    def _close_after_write(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def _pause_reading(self) -> None:
+        if self._reading and self._transport is not None:
+            self._reading = False
+            self._transport.pause_reading()
+
+    def _maybe_resume_reading(self) -> None:
+        if (
+            not self._reading
+            and not self._closing
+            and not self._write_paused
+            and self._inflight < self._max_inflight
+            and self._transport is not None
+        ):
+            self._reading = True
+            self._transport.resume_reading()
+
+    def close(self) -> None:
+        """Close the connection now (shutdown)."""
+        if self._transport is not None:
+            self._transport.close()

@@ -1,0 +1,138 @@
+"""One pipelined connection to one cluster node, shared by many clients.
+
+Frames from every client are queued and written once per event-loop tick; replies come back in
+the order the frames were written, so a FIFO of "who asked" is all the bookkeeping needed. Each
+reply's bytes are handed to the batch that asked, untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Protocol
+
+from redis_ambassador.protocol.replies import ReplyScanner
+
+if TYPE_CHECKING:
+    from redis_ambassador.config import Address
+    from redis_ambassador.server.client import Batch
+
+# Who asked: the batch (None for an ASKING whose +OK is dropped), the command's place in it,
+# its frame (kept to resend on a redirection) and the redirections followed so far.
+Entry = tuple["Batch | None", int, bytes, int]
+
+ASKING = b"*1\r\n$6\r\nASKING\r\n"
+_REDIRECT_PREFIXES = (b"-MOVED ", b"-ASK ", b"-TRYAGAIN ")
+
+
+class ConnectionOwner(Protocol):
+    """What a connection reports to: redirections, failures, and when it has bytes to write."""
+
+    def redirected(self, entry: Entry, reply: bytes, via: NodeConnection) -> None: ...
+    def connection_failed(
+        self, conn: NodeConnection, unsent: list[Entry], sent: list[Entry]
+    ) -> None: ...
+    def schedule_flush(self, conn: NodeConnection) -> None: ...
+
+
+class NodeConnection(asyncio.Protocol):
+    """A multiplexed, pipelined connection to one node (sans-policy: the owner decides)."""
+
+    def __init__(self, address: Address, owner: ConnectionOwner) -> None:
+        self.address = address
+        self._owner = owner
+        self._transport: asyncio.Transport | None = None
+        self._inflight: deque[Entry] = deque()
+        self._out: list[bytes] = []
+        self._unsent = 0  # entries at the tail of _inflight whose frames are still in _out
+        self._partial: bytearray | None = None
+        self._scanner = ReplyScanner()
+        self.dirty = False
+        self.closed = False
+
+    # -- the owner's side -------------------------------------------------------------------
+
+    def send(self, batch: Batch | None, index: int, frame: bytes, hops: int = 0) -> None:
+        """Queue a command; its reply will fill ``batch.replies[index]``."""
+        self._inflight.append((batch, index, frame, hops))
+        self._out.append(frame)
+        self._unsent += 1
+        if not self.dirty:
+            self.dirty = True
+            self._owner.schedule_flush(self)
+
+    def send_asking(self, batch: Batch, index: int, frame: bytes, hops: int) -> None:
+        """Queue ASKING and the command back to back, so no other client's command can land
+        between them on this shared connection."""
+        self._inflight.append((None, 0, ASKING, hops))
+        self._out.append(ASKING)
+        self._unsent += 1
+        self.send(batch, index, frame, hops)
+
+    def flush(self) -> None:
+        """Write everything queued since the last flush in one call."""
+        self.dirty = False
+        if self._transport is None or not self._out:
+            return
+        out = self._out
+        self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+        self._unsent = 0
+
+    @property
+    def pending(self) -> int:
+        """Commands written or queued that still await a reply."""
+        return len(self._inflight)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- asyncio's side ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        if self._out:
+            self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        partial = self._partial
+        if partial is not None:
+            partial += data
+            buf: bytes | bytearray = partial
+        else:
+            buf = data
+        inflight = self._inflight
+        end_of = self._scanner.end_of
+        size = len(buf)
+        pos = 0
+        while pos < size and inflight:
+            end = end_of(buf, pos)
+            if end < 0:
+                break
+            if buf[pos] == 45 and buf.startswith(_REDIRECT_PREFIXES, pos):
+                self._owner.redirected(inflight.popleft(), bytes(buf[pos:end]), self)
+            else:
+                batch, index, _, _ = inflight.popleft()
+                if batch is not None:
+                    batch.replies[index] = buf[pos:end]
+                    batch.remaining -= 1
+                    if not batch.remaining:
+                        batch.client.batch_complete()
+            pos = end
+        if pos >= size:
+            self._partial = None
+        elif partial is not None:
+            del partial[:pos]
+        else:
+            self._partial = bytearray(buf[pos:])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._transport = None
+        entries = list(self._inflight)
+        self._inflight.clear()
+        cut = len(entries) - self._unsent
+        self._out.clear()
+        self._unsent = 0
+        self._owner.connection_failed(self, entries[cut:], entries[:cut])
