@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
 import random
 import re
@@ -15,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -51,6 +53,16 @@ _INSTALL_HINT = (
 # both pick a port the first has chosen but not yet bound.
 _reserved_ports: set[int] = set()
 _reserved_lock = threading.Lock()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it when its parent exits."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 class LocalClusterError(RuntimeError):
@@ -350,6 +362,8 @@ class LocalCluster:
             "daemonize no",
             f"dir {node.dir}",
             f"logfile {node.log_path}",
+            # Replicas sync at once instead of waiting 5 s for more replicas to batch with.
+            "repl-diskless-sync-delay 0",
         ]
         if self._version >= (7, 0, 0):
             lines.append("enable-debug-command yes")
@@ -365,6 +379,8 @@ class LocalCluster:
             stderr=subprocess.DEVNULL,
             # Own group: a terminal Ctrl-C reaches only us, and we tear down in order.
             process_group=0,
+            # If we die without running stop() (SIGKILL, CI timeout), the kernel ends the node.
+            preexec_fn=_die_with_parent,
         )
 
     def _launch_all(self) -> None:
