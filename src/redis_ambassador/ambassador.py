@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 from collections.abc import Callable
 
@@ -70,9 +71,13 @@ async def serve(config: Config, ready: Callable[[Address], None] | None = None) 
         except OSError as exc:
             raise ListenError(_listen_problem(listen, exc)) from exc
         tg.start_soon(router.run_refresher, name="topology refresher")
+        tg.start_soon(upstream.run_watchdog, config.upstream.command_timeout, name="watchdog")
         bound = server.sockets[0].getsockname()
         address = Address(listen.host, bound[1])
         log.info("serving Redis on %s", address)
+        # Start-up objects (command table, slot table) live forever: keep them out of the
+        # collector's full passes, which then only walk what the traffic allocates.
+        gc.freeze()
         if ready is not None:
             ready(address)
         try:

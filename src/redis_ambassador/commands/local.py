@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from redis_ambassador import errors
-from redis_ambassador.protocol.replies import OK, PONG, array, bulk, integer
+from redis_ambassador.protocol.replies import OK, PONG, array, bulk, integer, mapping, null
 
 
 class Session(Protocol):
@@ -18,6 +18,9 @@ class Session(Protocol):
 
     id: int
     name: bytes
+    protocol: int
+
+    def set_protocol(self, protocol: int) -> None: ...
 
 
 class ServerFacts(Protocol):
@@ -74,7 +77,7 @@ def _client(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
     if sub == b"getname":
         if len(args) != 2:
             return errors.wrong_arity("client|getname")
-        return bulk(client.name or None)
+        return bulk(client.name) if client.name else null(client.protocol)
     if sub == b"id":
         return integer(client.id) if len(args) == 2 else errors.wrong_arity("client|id")
     if sub == b"setinfo":
@@ -116,10 +119,11 @@ def _hello(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
             proto = int(args[1])
         except ValueError:
             return errors.HELLO_PROTO_NOT_INTEGER
-        if proto != 2:
-            # RESP3 lands with the command-surface work; NOPROTO makes clients fall back to RESP2.
+        if proto not in (2, 3):
             return errors.NOPROTO
         i = 2
+    else:
+        proto = client.protocol
     name = None
     while i < len(args):
         option = args[i].lower()
@@ -134,16 +138,18 @@ def _hello(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
             return errors.hello_syntax(args[i])
     if name is not None:
         client.name = name
-    return array(
+    client.set_protocol(proto)
+    return mapping(
         [
             bulk(b"server"), bulk(b"redis"),
             bulk(b"version"), bulk(facts.version),
-            bulk(b"proto"), integer(2),
+            bulk(b"proto"), integer(proto),
             bulk(b"id"), integer(client.id),
             bulk(b"mode"), bulk(b"standalone"),
             bulk(b"role"), bulk(b"master"),
             bulk(b"modules"), array([]),
-        ]
+        ],
+        proto,
     )  # fmt: skip
 
 

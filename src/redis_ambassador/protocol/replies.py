@@ -112,5 +112,17 @@ def array(items: list[bytes]) -> bytes:
     return b"*%d\r\n%b" % (len(items), b"".join(items))
 
 
+def mapping(flat: list[bytes], protocol: int) -> bytes:
+    """Alternating encoded keys and values: a RESP3 map, or a flat array in RESP2."""
+    if protocol == 3:
+        return b"%%%d\r\n%b" % (len(flat) // 2, b"".join(flat))
+    return array(flat)
+
+
+def null(protocol: int) -> bytes:
+    """The null reply: RESP3's ``_``, or RESP2's null bulk string."""
+    return b"_\r\n" if protocol == 3 else b"$-1\r\n"
+
+
 OK = b"+OK\r\n"
 PONG = b"+PONG\r\n"

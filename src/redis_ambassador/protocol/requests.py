@@ -19,6 +19,24 @@ _ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
+# Bytes that one bulk item of n payload bytes takes in a request: "$<n>\r\n<payload>\r\n".
+_ELEMENT_SIZE = [len(b"$%d\r\n" % n) + n + 2 for n in range(4096)]
+
+
+def _canonical_end(buf: bytes, pos: int, args: list) -> int:
+    """Where the canonical frame of ``args`` starting at ``pos`` ends, or -1 if ``buf`` does
+    not hold exactly that frame there."""
+    if args.__class__ is not list or not args:
+        return -1  # *0, *-1 or a top-level non-array: the exact reader knows what Redis does
+    p = pos + len(b"*%d\r\n" % len(args))
+    for arg in args:
+        if p >= len(buf) or buf[p] != 36:
+            return -1
+        size = len(arg)
+        p += _ELEMENT_SIZE[size] if size < 4096 else size + len(b"$%d\r\n" % size) + 2
+    return p if p <= len(buf) else -1
+
+
 class ProtocolError(Exception):
     """Malformed input; ``str(self)`` is Redis's reply text, e.g. ``Protocol error: ...``."""
 
@@ -254,28 +272,49 @@ class RequestParser:
         gets = reader.gets
         append_cmd = commands.append
         append_frame = frames.append
+        element = _ELEMENT_SIZE
         pos = 0
-        startswith = buf.startswith
-        while True:
-            try:
+        # Each command hiredis returns is located in ``buf`` by the canonical sizes of its
+        # items, and every item must start with '$' where it should: then the bytes are exactly
+        # the canonical frame and are forwarded as they came, without re-encoding. Anything
+        # else (non-'$' items, nested arrays, huge items) leaves the loop.
+        try:
+            while True:
                 args = gets()
-            except Exception:  # hiredis.ProtocolError, or MemoryError for an absurd array size
-                break
-            if args is False:
-                if pos == len(buf):
-                    return b""
-                break  # hiredis holds part of a command: let the exact reader check its lengths
-            if args.__class__ is not list or not args:
-                break  # *0, *-1 or a non-array type: the exact reader knows what Redis does
-            try:
-                frame = encode_command(args)
-            except TypeError:
-                break  # a nested array, integer or null where Redis expects '$'
-            if not startswith(frame, pos):
-                break  # not byte-for-byte canonical (e.g. '+' items): Redis refuses, so do we
-            append_cmd(args)
-            append_frame(frame)
-            pos += len(frame)
+                if args is False:
+                    if pos == len(buf):
+                        return b""
+                    break  # hiredis holds part of a command: let the exact reader check it
+                n = len(args)
+                try:
+                    if n == 2:
+                        a, b = args
+                        p1 = pos + 4
+                        p2 = p1 + element[len(a)]
+                        end = p2 + element[len(b)]
+                        if buf[p1] != 36 or buf[p2] != 36:
+                            break
+                    elif n == 3:
+                        a, b, c = args
+                        p1 = pos + 4
+                        p2 = p1 + element[len(a)]
+                        p3 = p2 + element[len(b)]
+                        end = p3 + element[len(c)]
+                        if buf[p1] != 36 or buf[p2] != 36 or buf[p3] != 36:
+                            break
+                    else:
+                        raise IndexError
+                except IndexError:  # another arity, or an item too large for the table
+                    end = _canonical_end(buf, pos, args)
+                    if end < 0:
+                        break
+                append_cmd(args)
+                append_frame(buf[pos:end])
+                pos = end
+        except Exception:
+            # hiredis.ProtocolError; MemoryError for an absurd array size; TypeError for an
+            # integer, null or non-array where Redis wants '$'; IndexError for a huge item.
+            pass
         # An unfinished, unusual or malformed command: start again from its first byte, exactly.
         self._reader = hiredis.Reader()
         self._exact = ExactReader(self._max_bulk, self._max_multibulk)

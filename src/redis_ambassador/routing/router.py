@@ -101,7 +101,10 @@ class Router:
                 # Keys without '{' hash whole; key_slot handles {hashtags}.
                 pool = owners[key_slot(key) if b"{" in key else crc_hqx(key, 0) & 16383]
                 if pool is not None:
-                    pool.lane(lane).send(batch, i, frames[i])
+                    conn = pool.conns[lane]
+                    if conn.closed:
+                        conn = pool.lane(lane)
+                    conn.send(batch, i, frames[i])
                     continue
             self._dispatch_other(client, batch, i, args, frames[i])
 

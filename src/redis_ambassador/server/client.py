@@ -49,7 +49,10 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, router: Router, registry: set[ClientConnection]) -> None:
         self.id = next(_client_ids)
         settings = router.settings
-        self.lane = self.id % router.pool_size
+        self._lane_base = self.id % router.pool_size
+        self._pool_size = router.pool_size
+        self.lane = self._lane_base
+        self.protocol = 2
         self.name = b""
         self._router = router
         self._registry = registry
@@ -62,6 +65,11 @@ class ClientConnection(asyncio.Protocol):
         self._write_paused = False
         self._closing = False
         self.peer = "?"
+
+    def set_protocol(self, protocol: int) -> None:
+        """HELLO 2/3: later commands use node connections that speak the same protocol."""
+        self.protocol = protocol
+        self.lane = self._lane_base + (self._pool_size if protocol == 3 else 0)
 
     # -- asyncio's side -----------------------------------------------------------------------
 

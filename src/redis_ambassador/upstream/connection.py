@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 Entry = tuple["Batch | None", int, bytes, int]
 
 ASKING = b"*1\r\n$6\r\nASKING\r\n"
+HELLO3 = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"
 _REDIRECT_PREFIXES = (b"-MOVED ", b"-ASK ", b"-TRYAGAIN ")
 
 
@@ -38,17 +39,23 @@ class ConnectionOwner(Protocol):
 class NodeConnection(asyncio.Protocol):
     """A multiplexed, pipelined connection to one node (sans-policy: the owner decides)."""
 
-    def __init__(self, address: Address, owner: ConnectionOwner) -> None:
+    def __init__(self, address: Address, owner: ConnectionOwner, protocol: int = 2) -> None:
         self.address = address
+        self.protocol = protocol
         self._owner = owner
         self._transport: asyncio.Transport | None = None
         self._inflight: deque[Entry] = deque()
-        self._out: list[bytes] = []
-        self._unsent = 0  # entries at the tail of _inflight whose frames are still in _out
+        self._out: list[bytes] = []  # frames not yet written: the tail of _inflight
         self._partial: bytearray | None = None
         self._scanner = ReplyScanner()
         self.dirty = False
         self.closed = False
+        self.reads = 0  # bumped on every read: the watchdog's sign of life
+        self.failure = "connection lost"  # why it closed, for the clients' error replies
+        if protocol == 3:
+            # First on the wire; its reply (the server map) is dropped.
+            self._inflight.append((None, 0, HELLO3, 0))
+            self._out.append(HELLO3)
 
     # -- the owner's side -------------------------------------------------------------------
 
@@ -56,7 +63,6 @@ class NodeConnection(asyncio.Protocol):
         """Queue a command; its reply will fill ``batch.replies[index]``."""
         self._inflight.append((batch, index, frame, hops))
         self._out.append(frame)
-        self._unsent += 1
         if not self.dirty:
             self.dirty = True
             self._owner.schedule_flush(self)
@@ -66,7 +72,6 @@ class NodeConnection(asyncio.Protocol):
         between them on this shared connection."""
         self._inflight.append((None, 0, ASKING, hops))
         self._out.append(ASKING)
-        self._unsent += 1
         self.send(batch, index, frame, hops)
 
     def flush(self) -> None:
@@ -77,7 +82,6 @@ class NodeConnection(asyncio.Protocol):
         out = self._out
         self._transport.write(out[0] if len(out) == 1 else b"".join(out))
         out.clear()
-        self._unsent = 0
 
     @property
     def pending(self) -> int:
@@ -88,6 +92,12 @@ class NodeConnection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def abort(self, reason: str) -> None:
+        """Drop the connection now (the node stopped answering); in-flight commands fail."""
+        self.failure = reason
+        if self._transport is not None:
+            self._transport.abort()
+
     # -- asyncio's side ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -96,6 +106,7 @@ class NodeConnection(asyncio.Protocol):
             self.flush()
 
     def data_received(self, data: bytes) -> None:
+        self.reads += 1
         partial = self._partial
         if partial is not None:
             partial += data
@@ -104,13 +115,31 @@ class NodeConnection(asyncio.Protocol):
             buf = data
         inflight = self._inflight
         end_of = self._scanner.end_of
+        find = buf.find
         size = len(buf)
         pos = 0
         while pos < size and inflight:
-            end = end_of(buf, pos)
+            # Bulk strings and one-line replies inline; the scanner does the rest (and resumes
+            # a reply split across reads).
+            kind = buf[pos]
+            if kind == 36 and partial is None:
+                eol = find(b"\r\n", pos)
+                if eol < 0:
+                    end = end_of(buf, pos)
+                else:
+                    length = int(buf[pos + 1 : eol])
+                    end = eol + length + 4 if length >= 0 else eol + 2
+                    if end > size:
+                        end = end_of(buf, pos)
+            elif (kind == 43 or kind == 58) and partial is None:
+                end = find(b"\r\n", pos) + 2
+                if end == 1:
+                    end = end_of(buf, pos)
+            else:
+                end = end_of(buf, pos)
             if end < 0:
                 break
-            if buf[pos] == 45 and buf.startswith(_REDIRECT_PREFIXES, pos):
+            if kind == 45 and buf.startswith(_REDIRECT_PREFIXES, pos):
                 self._owner.redirected(inflight.popleft(), bytes(buf[pos:end]), self)
             else:
                 batch, index, _, _ = inflight.popleft()
@@ -132,7 +161,19 @@ class NodeConnection(asyncio.Protocol):
         self._transport = None
         entries = list(self._inflight)
         self._inflight.clear()
-        cut = len(entries) - self._unsent
+        cut = len(entries) - len(self._out)
         self._out.clear()
-        self._unsent = 0
         self._owner.connection_failed(self, entries[cut:], entries[:cut])
+
+
+class _Unopened:
+    """Stands in a lane that has never been used (the RESP3 lanes until a client needs them)."""
+
+    closed = True
+    pending = 0
+
+    def close(self) -> None:
+        pass
+
+
+UNOPENED: NodeConnection = _Unopened()  # type: ignore[assignment]

@@ -2,7 +2,9 @@
 
 Every client is assigned a lane (its id modulo the pool size), and uses that lane's connection on
 every node: a client's commands to one node then travel one connection and run in the order sent,
-as on a single Redis.
+as on a single Redis. Lanes ``0..size-1`` speak RESP2; lanes ``size..2*size-1`` speak RESP3 (opened
+on first use, for clients that said ``HELLO 3``), so each client gets replies exactly as a node
+encodes them in its protocol.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from redis_ambassador.config import Address
-from redis_ambassador.upstream.connection import ConnectionOwner, Entry, NodeConnection
+from redis_ambassador.upstream.connection import UNOPENED, ConnectionOwner, Entry, NodeConnection
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +29,19 @@ class NodePool:
         self.address = address
         self.name = str(address)
         self._upstream = upstream
-        self.conns = [self._open() for _ in range(upstream.pool_size)]
+        self._size = upstream.pool_size
+        self.conns: list[NodeConnection] = [self._open(i) for i in range(self._size)]
+        self.conns += [UNOPENED] * self._size
 
     def lane(self, index: int) -> NodeConnection:
-        """The connection for a lane, replacing it first if it has failed."""
+        """The connection for a lane, (re)opening it first if it is not usable."""
         conn = self.conns[index]
         if conn.closed:
-            conn = self.conns[index] = self._open()
+            conn = self.conns[index] = self._open(index)
         return conn
 
-    def _open(self) -> NodeConnection:
-        conn = NodeConnection(self.address, self._upstream)
+    def _open(self, index: int) -> NodeConnection:
+        conn = NodeConnection(self.address, self._upstream, 3 if index >= self._size else 2)
         self._upstream.connect(conn, self.address)
         return conn
 
@@ -112,6 +116,28 @@ class Upstream(ConnectionOwner):
         self, conn: NodeConnection, unsent: list[Entry], sent: list[Entry]
     ) -> None:
         self.on_failure(conn, unsent, sent)
+
+    async def run_watchdog(self, timeout: float) -> None:
+        """Abort connections whose node has not sent a byte for ``timeout`` seconds while
+        commands wait on it (a hung or paused node): its clients get an error, not a hang."""
+        waiting: dict[NodeConnection, tuple[int, float]] = {}
+        while True:
+            await anyio.sleep(min(1.0, timeout / 4))
+            now = self._loop.time()
+            for pool in list(self._pools.values()):
+                for conn in pool.conns:
+                    if conn is UNOPENED:
+                        continue
+                    if not conn.pending or conn.closed:
+                        waiting.pop(conn, None)
+                        continue
+                    seen = waiting.get(conn)
+                    if seen is None or seen[0] != conn.reads:
+                        waiting[conn] = (conn.reads, now)
+                    elif now - seen[1] >= timeout:
+                        log.warning("node %s silent for %.1fs: reconnecting", pool.name, timeout)
+                        conn.abort(f"no reply within {timeout:g}s")
+                        waiting.pop(conn)
 
     def close(self) -> None:
         for pool in self._pools.values():
