@@ -186,10 +186,13 @@ class Router:
             else:
                 conn.send_asking(batch, index, frame, hops + 1)
             return
-        # TRYAGAIN: the slot is mid-migration; the same node can answer in a moment.
+        # TRYAGAIN (slot mid-migration) or CLUSTERDOWN (e.g. a failover in progress): the command
+        # did not run; ask again shortly, and let a MOVED then point at the new owner.
         if hops >= upstream.tryagain_attempts:
             batch.fill(index, reply)
             return
+        if reply.startswith(b"-CLUSTERDOWN"):
+            self.request_refresh()
         self._later(hops, via.address, (batch, index, frame, hops + 1))
 
     def _connection_failed(
