@@ -1,0 +1,950 @@
+"""Benchmark: redis-benchmark against a local Redis Cluster directly and through the ambassador.
+
+Method and targets: /work/shared/PERFORMANCE.md; usage and what each figure means: bench/README.md.
+One command starts a 3-master cluster (no replicas) and the ambassador in front of it, runs every
+case direct and through the ambassador interleaved round by round, measures the ambassador's CPU
+per request and its RSS per idle client, prints a table with the targets, and writes
+bench/results/latest.json. Exit code 0 even when targets are missed: it is a report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import ctypes
+import json
+import os
+import platform
+import queue
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from redis_ambassador.localcluster import LocalCluster, LocalClusterError
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "bench" / "results"
+TESTS = ("SET", "GET")
+KEYSPACE = 100_000
+VALUE_SIZE = 3
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+BENCH_TIMEOUT = 300.0
+CALIBRATION_ATTEMPTS = 4
+# Above this much CPU used by processes outside the benchmark, the report warns about noise.
+NOISY_OTHER_CORES = 0.25
+# Fds kept back from the idle-client count for the cluster clients, redis-benchmark pipes, logs.
+FD_MARGIN = 256
+# "Returned near baseline": at most this share of the growth with idle clients is still held.
+RETAINED_MAX_SHARE = 0.25
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One redis-benchmark load shape."""
+
+    name: str
+    clients: int
+    pipeline: int
+    warmup_requests: int  # per test, first calibration run; scaled up until runs are long enough
+    min_requests: int  # per test: a floor so that a slow moment cannot shrink a case to noise
+
+
+CASES = (
+    Case("50 clients, pipeline 16", 50, 16, 200_000, 50_000),
+    Case("50 clients, pipeline 1", 50, 1, 30_000, 10_000),
+    Case("1 client, pipeline 1", 1, 1, 10_000, 5_000),
+)
+
+# Target thresholds from PERFORMANCE.md ("Targets"), applied to the worse of SET and GET.
+TARGET_P16_RATIO = 0.45
+AIM_P16_RATIO = 0.66
+TARGET_P1_RATIO = 0.42
+TARGET_ADDED_P50_US = 60.0
+TARGET_IDLE_KB = 8.0
+
+
+class BenchError(RuntimeError):
+    """Something needed for the report could not be run or measured."""
+
+
+@dataclass
+class TestFigures:
+    """One row of redis-benchmark --csv: throughput and latency (ms) of one test."""
+
+    rps: float
+    avg_ms: float
+    min_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+@dataclass
+class Run:
+    """One redis-benchmark invocation (SET then GET) against one target."""
+
+    case: str
+    target: str  # "direct" or "ambassador"
+    round: int
+    requests_per_test: int
+    wall_s: float
+    tests: dict[str, TestFigures]
+    ambassador_cpu_s: float | None = None  # utime+stime spent by the ambassador during the run
+    loadavg_1m: float = 0.0  # before the run: other work on this shared machine adds noise
+    test_seconds: dict[str, float] = field(default_factory=dict)  # requests / rps, per test
+    other_cores: float = 0.0  # CPU used by processes not in this benchmark, in cores
+    ambassador_wait_share: float = 0.0  # time the ambassador was runnable but not running
+    stderr: str = ""
+
+
+@dataclass
+class IdleCycle:
+    """One open-measure-close cycle of idle clients."""
+
+    opened: int
+    rss_with_kb: int  # a second after all were open and had answered one PING
+    rss_after_kb: int  # a second after all were closed
+    still_open: int  # connections the ambassador had not closed when measured
+    open_s: float
+
+
+@dataclass
+class IdleResult:
+    """RSS of the ambassador around N idle client connections, opened and closed twice."""
+
+    requested: int
+    rss_before_kb: int
+    cycles: list[IdleCycle]
+    note: str = ""
+    opened: int = field(init=False)
+    rss_with_kb: int = field(init=False)
+    rss_after_kb: int = field(init=False)
+    kb_per_client: float = field(init=False)
+    retained_kb: int = field(init=False)
+    returned_near_baseline: bool = field(init=False)
+    second_cycle_growth_kb: int | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        first, last = self.cycles[0], self.cycles[-1]
+        self.opened = first.opened
+        self.rss_with_kb = first.rss_with_kb
+        self.rss_after_kb = last.rss_after_kb
+        growth = self.rss_with_kb - self.rss_before_kb
+        self.kb_per_client = growth / self.opened if self.opened else float("nan")
+        self.retained_kb = self.rss_after_kb - self.rss_before_kb
+        self.returned_near_baseline = self.retained_kb <= max(0.0, growth * RETAINED_MAX_SHARE)
+        # Memory kept after cycle 1 but reused by cycle 2 is allocator retention, not a leak.
+        self.second_cycle_growth_kb = (
+            self.cycles[1].rss_with_kb - first.rss_with_kb if len(self.cycles) > 1 else None
+        )
+
+
+# -- /proc readings ---------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime+stime of a process (all its threads) in seconds, from /proc/PID/stat."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    # comm (field 2) may contain spaces and parentheses, so split after its closing paren.
+    fields = raw[raw.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / CLK_TCK
+
+
+def status_kb(pid: int, key: str) -> int:
+    """A "kB" line of /proc/PID/status (VmRSS, VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise BenchError(f"{key} missing from /proc/{pid}/status")
+
+
+def run_queue_wait_s(pid: int) -> float:
+    """Seconds the process's threads spent runnable but waiting for a CPU (schedstat)."""
+    total_ns = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total_ns += int((task / "schedstat").read_text().split()[1])
+    return total_ns / 1e9
+
+
+@dataclass(frozen=True)
+class Probe:
+    """CPU counters around a run, to tell how much other work shared the machine."""
+
+    at: float
+    machine_busy_s: float  # all CPUs, from /proc/stat
+    ours_s: float  # this process, its waited children (redis-benchmark), nodes, ambassador
+    ambassador_wait_s: float
+
+    @classmethod
+    def take(cls, ambassador_pid: int, node_pids: list[int]) -> Probe:
+        """Read the counters now."""
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        busy = (sum(fields[:8]) - idle) / CLK_TCK  # guest time is already inside user
+        ours = 0.0
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+            usage = resource.getrusage(who)
+            ours += usage.ru_utime + usage.ru_stime
+        for pid in [ambassador_pid, *node_pids]:
+            with contextlib.suppress(OSError):
+                ours += cpu_seconds(pid)
+        return cls(time.monotonic(), busy, ours, run_queue_wait_s(ambassador_pid))
+
+    def since(self, before: Probe) -> tuple[float, float]:
+        """(cores used by other processes, share of the time the ambassador waited for a CPU)."""
+        wall = max(self.at - before.at, 1e-9)
+        other = (self.machine_busy_s - before.machine_busy_s) - (self.ours_s - before.ours_s)
+        return max(other, 0.0) / wall, (self.ambassador_wait_s - before.ambassador_wait_s) / wall
+
+
+# -- redis-benchmark --------------------------------------------------------------------------
+
+
+def parse_csv(stdout: str) -> dict[str, TestFigures]:
+    """Rows of redis-benchmark 7 --csv; cluster mode prints a node list before the header."""
+    lines = [line for line in stdout.splitlines() if line.startswith('"')]
+    rows = list(csv.reader(lines))
+    if not rows or rows[0][:2] != ["test", "rps"]:
+        raise BenchError(f"no CSV header in redis-benchmark output: {stdout[-500:]!r}")
+    header = rows[0]
+    out: dict[str, TestFigures] = {}
+    for row in rows[1:]:
+        values = dict(zip(header, row, strict=True))
+        out[values["test"]] = TestFigures(
+            rps=float(values["rps"]),
+            avg_ms=float(values["avg_latency_ms"]),
+            min_ms=float(values["min_latency_ms"]),
+            p50_ms=float(values["p50_latency_ms"]),
+            p95_ms=float(values["p95_latency_ms"]),
+            p99_ms=float(values["p99_latency_ms"]),
+            max_ms=float(values["max_latency_ms"]),
+        )
+    missing = [t for t in TESTS if t not in out]
+    if missing:
+        raise BenchError(f"redis-benchmark reported no {missing}: {stdout[-500:]!r}")
+    return out
+
+
+def redis_benchmark(
+    host: str, port: int, *, cluster: bool, case: Case, requests: int, threads: int = 0
+) -> tuple[dict[str, TestFigures], float, str]:
+    """Run SET and GET once; returns the figures, wall seconds and stderr."""
+    cmd = ["redis-benchmark"]
+    if cluster:
+        cmd.append("--cluster")
+    if threads:
+        cmd += ["--threads", str(threads)]
+    cmd += ["-h", host, "-p", str(port), "-t", "set,get"]
+    cmd += ["-r", str(KEYSPACE), "-d", str(VALUE_SIZE), "-c", str(case.clients)]
+    cmd += ["-P", str(case.pipeline), "-n", str(requests), "--csv"]
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=BENCH_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(
+            f"redis-benchmark took over {BENCH_TIMEOUT:.0f} s: {' '.join(cmd)}"
+        ) from exc
+    wall = time.monotonic() - start
+    if proc.returncode != 0:
+        raise BenchError(
+            f"redis-benchmark exited {proc.returncode}: {' '.join(cmd)}\n{proc.stderr[-2000:]}"
+        )
+    return parse_csv(proc.stdout), wall, proc.stderr.strip()
+
+
+# -- the ambassador process -------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it if we die without cleaning up (e.g. SIGKILL)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the kernel considers free right now (tiny race until the ambassador binds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class Ambassador:
+    """`python -m redis_ambassador serve` as a subprocess; stderr goes to a log file."""
+
+    def __init__(self, seeds: list[str], extra_args: list[str], log_path: Path) -> None:
+        self.host = "127.0.0.1"
+        self.port = free_port(self.host)
+        self.log_path = log_path
+        self.cmd = [sys.executable, "-m", "redis_ambassador", "serve"]
+        self.cmd += ["--listen", f"{self.host}:{self.port}"]
+        for seed in seeds:
+            self.cmd += ["--seed", seed]
+        self.cmd += extra_args
+        self.proc: subprocess.Popen[str] | None = None
+        self.returncode: int | None = None
+        self._lines: queue.Queue[str | None] = queue.Queue()
+
+    @property
+    def pid(self) -> int:
+        """Pid of the running ambassador."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        """Spawn and wait for the "serving on" line, with a deadline."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("w") as log:
+            self.proc = subprocess.Popen(
+                self.cmd,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                # Own group: a terminal Ctrl-C reaches only us, and we stop it in order.
+                process_group=0,
+                preexec_fn=_die_with_parent,
+            )
+        # A thread keeps draining stdout so the ambassador can never block on a full pipe.
+        threading.Thread(target=self._pump, daemon=True).start()
+        deadline = time.monotonic() + READY_TIMEOUT
+        wanted = f"redis-ambassador serving on {self.host}:{self.port}"
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, min(0.2, deadline - time.monotonic())))
+            except queue.Empty:
+                line = ""
+            if line is None or self.proc.poll() is not None:
+                raise BenchError(
+                    f"ambassador exited with {self.proc.wait()} before it was ready; "
+                    f"{self.cmd}\n{self.log_tail()}"
+                )
+            if line.strip() == wanted:
+                return
+            if time.monotonic() >= deadline:
+                raise BenchError(
+                    f"ambassador not ready after {READY_TIMEOUT:.0f} s\n{self.log_tail()}"
+                )
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def check_alive(self) -> None:
+        """Raise if the ambassador has died (e.g. crashed mid-run)."""
+        if self.proc is None or self.proc.poll() is not None:
+            code = None if self.proc is None else self.proc.returncode
+            raise BenchError(f"ambassador is not running (exit {code})\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a grace period; safe to call twice."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                print(f"ambassador ignored SIGTERM for {STOP_TIMEOUT:.0f} s; killing it")
+                self.proc.kill()
+                self.proc.wait()
+        self.returncode = self.proc.returncode
+
+    def log_tail(self, lines: int = 20) -> str:
+        """Last lines of the ambassador's stderr."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def problems(self) -> list[str]:
+        """WARNING/ERROR/CRITICAL log lines and tracebacks from the ambassador's stderr."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        keys = (" WARNING ", " ERROR ", " CRITICAL ", "Traceback", "Error:")
+        return [line for line in text.splitlines() if any(k in line for k in keys)]
+
+
+def smoke_test(host: str, port: int) -> None:
+    """SET then GET one key through the ambassador before spending minutes on it."""
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(
+            b"*3\r\n$3\r\nSET\r\n$11\r\nbench:smoke\r\n$2\r\nok\r\n*2\r\n$3\r\nGET\r\n$11\r\nbench:smoke\r\n"
+        )
+        want = b"+OK\r\n$2\r\nok\r\n"
+        got = b""
+        while len(got) < len(want):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+    if got != want:
+        raise BenchError(f"ambassador smoke test: expected {want!r}, got {got!r}")
+
+
+# -- idle clients -----------------------------------------------------------------------------
+
+
+def raise_nofile() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (inherited by the ambassador); returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= hard:
+        return hard if soft == resource.RLIM_INFINITY else soft
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def measure_idle(amb: Ambassador, wanted: int, nofile: int, cycles: int = 2) -> IdleResult:
+    """RSS before, with `wanted` idle connections open, and after they close; `cycles` times."""
+    note = ""
+    count = wanted
+    if count > nofile - FD_MARGIN:
+        count = max(0, nofile - FD_MARGIN)
+        note = f"capped at {count} by RLIMIT_NOFILE={nofile} (hard limit)"
+        print(f"idle clients: {note}")
+    time.sleep(0.5)
+    before = status_kb(amb.pid, "VmRSS")
+    done: list[IdleCycle] = []
+    for _ in range(cycles):
+        cycle, problem = _idle_cycle(amb, count)
+        done.append(cycle)
+        note = note or problem
+        print(
+            f"  open {cycle.opened}: RSS {cycle.rss_with_kb / 1024:.1f} MB, "
+            f"closed: {cycle.rss_after_kb / 1024:.1f} MB (baseline {before / 1024:.1f} MB)"
+        )
+    return IdleResult(requested=wanted, rss_before_kb=before, cycles=done, note=note)
+
+
+def _idle_cycle(amb: Ambassador, count: int) -> tuple[IdleCycle, str]:
+    socks: list[socket.socket] = []
+    problem = ""
+    start = time.monotonic()
+    try:
+        try:
+            for _ in range(count):
+                socks.append(socket.create_connection((amb.host, amb.port), timeout=10))
+        except OSError as exc:
+            problem = f"opened only {len(socks)} of {count}: {exc}"
+            print(f"idle clients: {problem}")
+        # One PING each, answered: proves the ambassador accepted the connection and built its
+        # per-client state, like a pooled client that has been used once and now sits idle.
+        ping = b"*1\r\n$4\r\nPING\r\n"
+        for sock in socks:
+            sock.sendall(ping)
+        for sock in socks:
+            got = b""
+            while len(got) < 7:
+                chunk = sock.recv(64)
+                if not chunk:
+                    raise BenchError(f"ambassador closed an idle client before PONG ({got!r})")
+                got += chunk
+            if got != b"+PONG\r\n":
+                raise BenchError(f"unexpected PING reply {got!r}")
+        open_s = time.monotonic() - start
+        time.sleep(1.0)
+        with_clients = status_kb(amb.pid, "VmRSS")
+        still_open = sum(1 for sock in socks if _still_open(sock))
+    finally:
+        for sock in socks:
+            sock.close()
+    time.sleep(1.0)
+    after = status_kb(amb.pid, "VmRSS")
+    cycle = IdleCycle(
+        opened=len(socks),
+        rss_with_kb=with_clients,
+        rss_after_kb=after,
+        still_open=still_open,
+        open_s=open_s,
+    )
+    return cycle, problem
+
+
+def _still_open(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+# -- summary ----------------------------------------------------------------------------------
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def summarize(runs: list[Run]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per case and test: medians over rounds, and paired (same-round) ratios and deltas."""
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for case in CASES:
+        direct = sorted(
+            (r for r in runs if r.case == case.name and r.target == "direct"), key=lambda r: r.round
+        )
+        amb = sorted(
+            (r for r in runs if r.case == case.name and r.target == "ambassador"),
+            key=lambda r: r.round,
+        )
+        pairs = list(zip(direct, amb, strict=True))
+        cpu_us = [
+            r.ambassador_cpu_s * 1e6 / (r.requests_per_test * len(TESTS))
+            for r in amb
+            if r.ambassador_cpu_s is not None
+        ]
+        cpu_share = [r.ambassador_cpu_s / r.wall_s for r in amb if r.ambassador_cpu_s is not None]
+        wait_share = [r.ambassador_wait_share for r in amb]
+        per_test: dict[str, dict[str, Any]] = {}
+        for test in TESTS:
+            ratios = [a.tests[test].rps / d.tests[test].rps for d, a in pairs]
+            per_test[test] = {
+                "direct_rps": _median([r.tests[test].rps for r in direct]),
+                "ambassador_rps": _median([r.tests[test].rps for r in amb]),
+                # Median of same-round ratios: interleaving makes each pair see the same drift.
+                "ratio": _median(ratios),
+                "ratio_min": min(ratios, default=float("nan")),
+                "ratio_max": max(ratios, default=float("nan")),
+                "ratios": ratios,
+                "direct_p50_ms": _median([r.tests[test].p50_ms for r in direct]),
+                "direct_p99_ms": _median([r.tests[test].p99_ms for r in direct]),
+                "ambassador_p50_ms": _median([r.tests[test].p50_ms for r in amb]),
+                "ambassador_p99_ms": _median([r.tests[test].p99_ms for r in amb]),
+                "added_p50_us": _median(
+                    [(a.tests[test].p50_ms - d.tests[test].p50_ms) * 1000 for d, a in pairs]
+                ),
+                "added_p99_us": _median(
+                    [(a.tests[test].p99_ms - d.tests[test].p99_ms) * 1000 for d, a in pairs]
+                ),
+                # The ambassador's CPU is read around a whole SET+GET run, so it is per case.
+                "ambassador_cpu_us_per_request": _median(cpu_us),
+                "ambassador_cpu_share_of_one_core": _median(cpu_share),
+                "ambassador_run_queue_wait_share": _median(wait_share),
+                "other_cores_direct": _median([r.other_cores for r in direct]),
+                "other_cores_ambassador": _median([r.other_cores for r in amb]),
+            }
+        summary[case.name] = per_test
+    return summary
+
+
+def evaluate_targets(
+    summary: dict[str, dict[str, dict[str, Any]]], idle: IdleResult | None
+) -> list[dict[str, Any]]:
+    """Each PERFORMANCE.md target with its figure (the worse of SET and GET) and PASS/MISS."""
+    p16, p1, one = (summary[c.name] for c in CASES)
+    p16_ratio = min(p16[t]["ratio"] for t in TESTS)
+    p1_ratio = min(p1[t]["ratio"] for t in TESTS)
+    added = max(one[t]["added_p50_us"] for t in TESTS)
+    targets: list[dict[str, Any]] = [
+        {
+            "target": f"50 clients, pipeline 16: ratio >= {TARGET_P16_RATIO} (aim {AIM_P16_RATIO})",
+            "figure": f"{p16_ratio:.2f}x"
+            + (" (aim reached)" if p16_ratio >= AIM_P16_RATIO else ""),
+            "value": p16_ratio,
+            "pass": p16_ratio >= TARGET_P16_RATIO,
+        },
+        {
+            "target": f"50 clients, pipeline 1: ratio >= {TARGET_P1_RATIO}",
+            "figure": f"{p1_ratio:.2f}x",
+            "value": p1_ratio,
+            "pass": p1_ratio >= TARGET_P1_RATIO,
+        },
+        {
+            "target": f"1 client: added p50 <= {TARGET_ADDED_P50_US:.0f} us",
+            "figure": f"{added:+.0f} us",
+            "value": added,
+            "pass": added <= TARGET_ADDED_P50_US,
+        },
+    ]
+    if idle is not None and idle.opened:
+        targets.append(
+            {
+                "target": f"idle clients: <= {TARGET_IDLE_KB:.0f} KB RSS each ({idle.opened} open)",
+                "figure": f"{idle.kb_per_client:.2f} KB/client",
+                "value": idle.kb_per_client,
+                "pass": idle.kb_per_client <= TARGET_IDLE_KB,
+            }
+        )
+        targets.append(
+            {
+                "target": "idle clients: RSS returns near baseline after they leave",
+                "figure": f"{idle.retained_kb:+d} KB retained (limit {RETAINED_MAX_SHARE:.0%} "
+                f"of the {idle.rss_with_kb - idle.rss_before_kb} KB growth)",
+                "value": idle.retained_kb,
+                "pass": idle.returned_near_baseline,
+            }
+        )
+    return targets
+
+
+def print_report(
+    summary: dict[str, dict[str, dict[str, Any]]],
+    idle: IdleResult | None,
+    targets: list[dict[str, Any]],
+    rounds: int,
+) -> None:
+    """The table, the idle-clients line and the targets."""
+    header = (
+        f"{'case':<24} {'test':<4} {'direct rps':>11} {'amb rps':>10} {'ratio':>5} "
+        f"{'(min-max)':>11} {'direct p50/p99 ms':>17} {'amb p50/p99 ms':>15} "
+        f"{'added p50/p99 us':>16} {'amb CPU us/req':>14} {'amb CPU/wait':>12}"
+    )
+    print()
+    print(f"Medians over {rounds} interleaved rounds (ratio = ambassador/direct, paired per round)")
+    print(header)
+    print("-" * len(header))
+    for case in CASES:
+        for test in TESTS:
+            s = summary[case.name][test]
+            print(
+                f"{case.name:<24} {test:<4} "
+                f"{s['direct_rps']:>11,.0f} {s['ambassador_rps']:>10,.0f} "
+                f"{s['ratio']:>5.2f} {s['ratio_min']:>5.2f}-{s['ratio_max']:<5.2f} "
+                f"{s['direct_p50_ms']:>8.3f}/{s['direct_p99_ms']:<8.3f} "
+                f"{s['ambassador_p50_ms']:>7.3f}/{s['ambassador_p99_ms']:<7.3f} "
+                f"{s['added_p50_us']:>+7.0f}/{s['added_p99_us']:<+8.0f} "
+                f"{s['ambassador_cpu_us_per_request']:>14.2f} "
+                f"{s['ambassador_cpu_share_of_one_core']:>7.0%}/"
+                f"{s['ambassador_run_queue_wait_share']:<4.0%}"
+            )
+    others = [
+        s[f"other_cores_{target}"]
+        for per_test in summary.values()
+        for s in per_test.values()
+        for target in ("direct", "ambassador")
+    ]
+    busiest = max(others, default=0.0)
+    print(
+        f"Other work on this machine during the runs: up to {busiest:.2f} cores "
+        f"(median per case and target) of {os.cpu_count()}"
+    )
+    if busiest > NOISY_OTHER_CORES:
+        print(
+            "  WARNING: other processes competed for the CPUs; ratios are noisier than usual "
+            "(see the min-max spread), rerun on a quieter machine to compare settings"
+        )
+    print()
+    if idle is None:
+        print("idle clients: skipped")
+    else:
+        growth = idle.rss_with_kb - idle.rss_before_kb
+        returned = (
+            "returned near baseline"
+            if idle.returned_near_baseline
+            else "did NOT return near baseline"
+        )
+        print(
+            f"idle clients: {idle.opened} open: RSS {idle.rss_before_kb / 1024:.1f} MB -> "
+            f"{idle.rss_with_kb / 1024:.1f} MB (+{growth / 1024:.1f} MB, "
+            f"{idle.kb_per_client:.2f} KB/client) -> "
+            f"{idle.rss_after_kb / 1024:.1f} MB after close ({idle.retained_kb:+d} KB: {returned})"
+        )
+        extra = idle.second_cycle_growth_kb
+        if extra is not None:
+            first_growth = max(growth, 1)
+            verdict = (
+                "grew again: possible leak"
+                if extra > first_growth * RETAINED_MAX_SHARE
+                else "reused what cycle 1 left: allocator retention, not a leak"
+            )
+            print(f"  second open/close cycle: RSS with clients {extra:+d} KB vs first ({verdict})")
+        for number, cycle in enumerate(idle.cycles, 1):
+            if cycle.still_open != cycle.opened:
+                print(
+                    f"  note: cycle {number}: only {cycle.still_open} of {cycle.opened} "
+                    "were still open when measured"
+                )
+        if idle.note:
+            print(f"  note: {idle.note}")
+    print()
+    print("Targets (PERFORMANCE.md; figure = the worse of SET and GET)")
+    for t in targets:
+        print(f"  {'PASS' if t['pass'] else 'MISS'}  {t['target']}: {t['figure']}")
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Direct Redis Cluster vs redis-ambassador, interleaved (see bench/README.md)."
+    )
+    parser.add_argument("--quick", action="store_true", help="fast smoke run: 2 short rounds")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5, quick 2)")
+    parser.add_argument(
+        "--run-seconds",
+        type=float,
+        help="target length of one direct SET+GET run; the ambassador's runs last 1/ratio "
+        "times longer (default 3.0, quick 1.0)",
+    )
+    parser.add_argument(
+        "--idle-clients",
+        type=int,
+        help="idle connections to open (default 10000, quick 1000; 0 skips)",
+    )
+    parser.add_argument(
+        "--ambassador-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra flag(s) for `serve`, repeatable, split like a shell: "
+        "--ambassador-arg='--pool-size 4'",
+    )
+    parser.add_argument(
+        "--direct-threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="--threads for the direct runs (default: redis-benchmark's own, one per master)",
+    )
+    parser.add_argument(
+        "--json", type=Path, default=RESULTS_DIR / "latest.json", help="results file"
+    )
+    args = parser.parse_args(argv)
+    # The = form keeps argparse from reading the value as one of our own flags.
+    args.ambassador_arg = [part for value in args.ambassador_arg for part in shlex.split(value)]
+    args.rounds = args.rounds or (2 if args.quick else 5)
+    args.run_seconds = args.run_seconds or (1.0 if args.quick else 3.0)
+    if args.idle_clients is None:
+        args.idle_clients = 1000 if args.quick else 10_000
+    if args.rounds < 1 or args.run_seconds <= 0 or args.idle_clients < 0:
+        parser.error("--rounds and --run-seconds must be positive, --idle-clients >= 0")
+    return args
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the finally blocks stop the ambassador and the cluster."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _git_state() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return proc.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "src_dirty": bool(git("status", "--porcelain", "src")),
+    }
+
+
+def _machine() -> dict[str, Any]:
+    version = subprocess.run(
+        ["redis-benchmark", "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    loadavg = Path("/proc/loadavg").read_text().split()[:3]
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "redis_benchmark": version,
+        "loadavg_at_start": loadavg,
+    }
+
+
+def _fmt_progress(run: Run) -> str:
+    figures = "  ".join(
+        f"{t} {run.tests[t].rps:>9,.0f} rps p50 {run.tests[t].p50_ms:.3f} ms" for t in TESTS
+    )
+    cpu = ""
+    if run.ambassador_cpu_s is not None:
+        per_req = run.ambassador_cpu_s * 1e6 / (run.requests_per_test * len(TESTS))
+        cpu = f"  cpu {per_req:.2f} us/req, waited {run.ambassador_wait_share:.0%}"
+    return (
+        f"  {run.target:<10} {figures}  ({run.wall_s:.1f} s, others {run.other_cores:.2f} cores)"
+        f"{cpu}"
+    )
+
+
+def benchmark(
+    cluster: LocalCluster, amb: Ambassador, args: argparse.Namespace
+) -> tuple[list[Run], dict[str, int]]:
+    """Warm up and calibrate each case, then run all cases round by round, interleaved."""
+    direct_host, direct_port = cluster.seeds[0].rsplit(":", 1)
+    node_pids = [n.pid for n in cluster.nodes if n.pid is not None]
+    requests: dict[str, int] = {}
+
+    def one(case: Case, target: str, rnd: int, n: int) -> Run:
+        amb.check_alive()
+        load = float(Path("/proc/loadavg").read_text().split()[0])
+        probe_before = Probe.take(amb.pid, node_pids)
+        cpu_before = cpu_seconds(amb.pid)
+        if target == "direct":
+            tests, wall, err = redis_benchmark(
+                direct_host,
+                int(direct_port),
+                cluster=True,
+                case=case,
+                requests=n,
+                threads=args.direct_threads,
+            )
+        else:
+            tests, wall, err = redis_benchmark(
+                amb.host, amb.port, cluster=False, case=case, requests=n
+            )
+        cpu = cpu_seconds(amb.pid) - cpu_before
+        other_cores, wait_share = Probe.take(amb.pid, node_pids).since(probe_before)
+        amb.check_alive()
+        return Run(
+            case=case.name,
+            target=target,
+            round=rnd,
+            requests_per_test=n,
+            wall_s=wall,
+            tests=tests,
+            ambassador_cpu_s=cpu if target == "ambassador" else None,
+            loadavg_1m=load,
+            other_cores=other_cores,
+            ambassador_wait_share=wait_share,
+            test_seconds={t: n / f.rps for t, f in tests.items() if f.rps > 0},
+            stderr=err,
+        )
+
+    # Warm-up (not reported) for both targets; the direct runs also size the measured ones.
+    # Sized by wall time, not by the rps of a short run: in --cluster mode redis-benchmark runs
+    # one thread per master and a test only ends on a 250 ms timer tick, so a short run
+    # reports far too few rps (see README).
+    print("warm-up and calibration")
+    for case in CASES:
+        n = case.warmup_requests
+        one(case, "ambassador", 0, n)
+        for _ in range(CALIBRATION_ATTEMPTS):
+            warm = one(case, "direct", 0, n)
+            scale = args.run_seconds / warm.wall_s
+            n = int(n * min(scale, 10.0))
+            if warm.wall_s >= args.run_seconds * 0.5:
+                break
+        requests[case.name] = max(round(n, -3), case.min_requests)
+        print(f"  {case.name}: {requests[case.name]:,} requests per test")
+
+    runs: list[Run] = []
+    for rnd in range(1, args.rounds + 1):
+        for case in CASES:
+            print(f"round {rnd}/{args.rounds}: {case.name}")
+            for target in ("direct", "ambassador"):
+                run = one(case, target, rnd, requests[case.name])
+                runs.append(run)
+                print(_fmt_progress(run))
+                if run.stderr:
+                    print(f"    redis-benchmark stderr: {run.stderr[-300:]}")
+    return runs, requests
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    for tool in ("redis-benchmark", "redis-server"):
+        if shutil.which(tool) is None:
+            print(f"bench: {tool} not found on PATH; run scripts/bootstrap", file=sys.stderr)
+            return 1
+    started = time.monotonic()
+    # Before anything is spawned, so the ambassador inherits the raised limit too.
+    nofile = raise_nofile()
+    results: dict[str, Any] = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "git": _git_state(),
+        "machine": _machine(),
+        "rlimit_nofile": nofile,
+    }
+    cluster = LocalCluster(masters=3, replicas_per_master=0)
+    amb: Ambassador | None = None
+    try:
+        with _sigterm_as_interrupt():
+            try:
+                print("starting a 3-master cluster (no replicas)")
+                cluster.start()
+                amb = Ambassador(cluster.seeds, args.ambassador_arg, RESULTS_DIR / "ambassador.log")
+                print(f"starting the ambassador: {' '.join(amb.cmd[1:])}")
+                amb.start()
+                smoke_test(amb.host, amb.port)
+                results["ambassador_cmd"] = amb.cmd
+                results["cluster_seeds"] = cluster.seeds
+
+                idle: IdleResult | None = None
+                if args.idle_clients:
+                    print(f"idle clients: opening {args.idle_clients}")
+                    idle = measure_idle(amb, args.idle_clients, nofile)
+                    results["idle_clients"] = asdict(idle)
+
+                runs, requests = benchmark(cluster, amb, args)
+                results["requests_per_test"] = requests
+                results["runs"] = [asdict(r) for r in runs]
+                results["ambassador_rss_kb_end"] = status_kb(amb.pid, "VmRSS")
+                results["ambassador_peak_rss_kb"] = status_kb(amb.pid, "VmHWM")
+                summary = summarize(runs)
+                targets = evaluate_targets(summary, idle)
+                results["summary"] = summary
+                results["targets"] = targets
+            finally:
+                if amb is not None:
+                    amb.stop()
+                    results["ambassador_exit_code"] = amb.returncode
+                    results["ambassador_problems"] = amb.problems()
+                cluster.stop()
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; ambassador and cluster stopped", file=sys.stderr)
+        return 130
+    except (BenchError, LocalClusterError, OSError) as exc:
+        print(f"bench: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+    wall = time.monotonic() - started
+    results["wall_s"] = wall
+    print_report(summary, idle, targets, args.rounds)
+    problems = results.get("ambassador_problems") or []
+    if problems:
+        print(
+            f"\nambassador stderr had {len(problems)} warning/error line(s) "
+            f"(full log: {RESULTS_DIR / 'ambassador.log'}):"
+        )
+        for line in problems[:10]:
+            print(f"  {line}")
+    if results.get("ambassador_exit_code") not in (0, None):
+        print(f"\nambassador exited with code {results['ambassador_exit_code']} on SIGTERM")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.json.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(args.json)
+    print(f"\nwall time {wall:.0f} s; results in {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
