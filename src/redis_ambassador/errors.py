@@ -16,6 +16,7 @@ CROSSSLOT = error("CROSSSLOT Keys in request don't hash to the same slot")
 CLUSTERDOWN_UNCOVERED = error("CLUSTERDOWN Hash slot not served")
 SELECT_IN_CLUSTER = error("ERR SELECT is not allowed in cluster mode")
 NOT_AN_INTEGER = error("ERR value is not an integer or out of range")
+INT_OUT_OF_RANGE = error("ERR value is out of range, value must between -2147483648 and 2147483647")
 NOPROTO = error("NOPROTO unsupported protocol version")
 HELLO_PROTO_NOT_INTEGER = error("ERR Protocol version is not an integer or out of range")
 CLIENT_NAME_CHARS = error("ERR Client names cannot contain spaces, newlines or special characters.")
@@ -65,3 +66,8 @@ def unrecognized_option(option: bytes) -> bytes:
 def hello_syntax(option: bytes) -> bytes:
     """HELLO with an option Redis does not know."""
     return error(f"ERR Syntax error in HELLO option '{_shown(option)}'")
+
+
+def bad_client_attribute(option: bytes) -> bytes:
+    """CLIENT SETINFO with a value Redis 7.2 refuses (the option quoted as typed)."""
+    return error(f"ERR {_shown(option)} cannot contain spaces, newlines or special characters.")

@@ -41,19 +41,11 @@ def case_id(case: dict) -> str:
 
 
 # Where CommandSpec.keys() and COMMAND GETKEYS disagree because of a bug here.
-SORT_BUG = (
-    "BUG: SORT/SORT_RO have 'unknown' key specs (BY/GET/STORE), so keys() gives up and returns "
-    "None; Redis falls back to sortGetKeys and finds the sorted key and the STORE destination"
-)
 MIGRATE_BUG = (
     'BUG: MIGRATE ... "" ... KEYS k1 k2: keys() also returns the empty key at index 3; Redis '
     "(migrateGetKeys, the KEYS spec is 'incomplete') returns only the keys after KEYS"
 )
 KNOWN_BUGS = {
-    ("SORT", "k"): SORT_BUG,
-    ("SORT", "k", "BY", "w_*", "STORE", "dst"): SORT_BUG,
-    ("SORT", "k", "LIMIT", "0", "10", "ALPHA", "STORE", "dst"): SORT_BUG,
-    ("SORT_RO", "k", "BY", "w_*"): SORT_BUG,
     ("MIGRATE", "127.0.0.1", "6379", "", "0", "5000", "KEYS", "k1", "k2"): MIGRATE_BUG,
     ("MIGRATE", "127.0.0.1", "6379", "", "0", "5000", "COPY", "REPLACE", "KEYS", "k1"): MIGRATE_BUG,
 }

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from redis_ambassador import errors
 from redis_ambassador.protocol.replies import OK, PONG, array, bulk, integer, mapping, null
+from redis_ambassador.protocol.requests import string2ll
 
 
 class Session(Protocol):
@@ -47,14 +48,17 @@ def _echo(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
 def _select(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
     if len(args) != 2:
         return errors.wrong_arity("select")
-    try:
-        db = int(args[1])
-    except ValueError:
+    db = string2ll(args[1])
+    if db is None:
         return errors.NOT_AN_INTEGER
+    if not -(2**31) <= db < 2**31:
+        return errors.INT_OUT_OF_RANGE
     return OK if db == 0 else errors.SELECT_IN_CLUSTER
 
 
 def _ok(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+    if len(args) != 1:
+        return errors.wrong_arity(args[0].decode("utf-8", "replace").lower())
     return OK
 
 
@@ -86,6 +90,8 @@ def _client(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
             return errors.wrong_arity("client|setinfo")
         if args[2].lower() not in (b"lib-name", b"lib-ver"):
             return errors.unrecognized_option(args[2])
+        if not _valid_client_name(args[3]):
+            return errors.bad_client_attribute(args[2])
         return OK
     if sub in _CLIENT_SUBCOMMANDS:
         return errors.not_supported(
@@ -115,9 +121,8 @@ _CLIENT_SUBCOMMANDS = {
 def _hello(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
     i = 1
     if len(args) > 1:
-        try:
-            proto = int(args[1])
-        except ValueError:
+        proto = string2ll(args[1])
+        if proto is None:
             return errors.HELLO_PROTO_NOT_INTEGER
         if proto not in (2, 3):
             return errors.NOPROTO

@@ -161,10 +161,15 @@ class CommandSpec:
         if self.key_specs:
             keys: list[bytes] = []
             for ks in self.key_specs:
+                if ks.begin == "unknown":
+                    continue  # found by Redis's own code: see _KEYS_FOUND_BY_CODE
                 found = ks.key_indexes(args)
                 if found is None:
                     return None
                 keys.extend(args[i] for i in found)
+            extra = _KEYS_FOUND_BY_CODE.get(self.name)
+            if extra is not None:
+                keys.extend(extra(args))
             return keys
         first, last, step = self.legacy_keys
         if first <= 0:
@@ -174,6 +179,26 @@ class CommandSpec:
         if last >= len(args):
             return None
         return [args[i] for i in range(first, last + 1, step or 1)]
+
+
+def _sort_store_key(args: list[bytes]) -> list[bytes]:
+    """SORT's destination, found as Redis's ``sortGetKeys`` does (the last STORE wins)."""
+    skip = {b"limit": 2, b"get": 1, b"by": 1}
+    found: list[bytes] = []
+    i = 2
+    while i < len(args):
+        option = args[i].lower()
+        if option in skip:
+            i += skip[option]
+        elif option == b"store" and i + 1 < len(args):
+            found = [args[i + 1]]
+        i += 1
+    return found
+
+
+# Keys that a command's specs mark 'unknown' and Redis locates with a function of its own; for
+# others, the keys the specs do give route the command and the node checks the rest.
+_KEYS_FOUND_BY_CODE = {"sort": _sort_store_key}
 
 
 class CommandTable:

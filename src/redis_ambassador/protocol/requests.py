@@ -1,10 +1,10 @@
 """Client requests: bytes in, commands out, exactly as Redis reads its query buffer.
 
 Two readers share one contract. The fast one lets hiredis split whole commands out of a read in C
-and re-encodes each into a canonical frame for its node. The exact one mirrors Redis's
-``processMultibulkBuffer``/``processInlineBuffer`` byte for byte: it takes over for inline commands,
-commands split across reads (so declared lengths are checked before anything is buffered), and
-malformed input (so the error text is the one Redis would send).
+and cuts each command's frame out of the read for its node, checking it is RESP as Redis reads
+it. The exact one mirrors Redis's ``processMultibulkBuffer``/``processInlineBuffer`` byte for
+byte: it takes over for inline commands, commands split across reads (so declared lengths are
+checked before anything is buffered), and malformed input (so the error text is Redis's).
 """
 
 from __future__ import annotations
@@ -56,7 +56,15 @@ def encode_command(args: list[bytes]) -> bytes:
     return b"*%d\r\n%b" % (n, b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in args]))
 
 
-def _string2ll(digits: bytes) -> int | None:
+def _line_end(buf: bytearray, char: bytes) -> int:
+    """Where ``char`` ends the line at the start of ``buf``, as Redis's ``strchr`` finds it: a
+    NUL byte ends the search, so a line with a NUL before its end is not (yet) a line."""
+    end = buf.find(char)
+    stop = end if end >= 0 else len(buf)
+    return -1 if buf.find(b"\0", 0, stop) >= 0 else end
+
+
+def string2ll(digits: bytes) -> int | None:
     """Redis's ``string2ll``: strict decimal, optional '-', no '+', no leading zeros."""
     if not digits or len(digits) > 20:
         return None
@@ -177,14 +185,14 @@ class ExactReader:
                 return None
             if buf[0] != 42:
                 return self._inline()
-            newline = buf.find(b"\r")
+            newline = _line_end(buf, b"\r")
             if newline < 0:
                 if len(buf) > INLINE_MAX_SIZE:
                     raise ProtocolError("Protocol error: too big mbulk count string")
                 return None
             if newline > len(buf) - 2:
                 return None
-            count = _string2ll(bytes(buf[1:newline]))
+            count = string2ll(bytes(buf[1:newline]))
             if count is None or count > self._max_multibulk:
                 raise ProtocolError("Protocol error: invalid multibulk length")
             del buf[: newline + 2]
@@ -194,7 +202,7 @@ class ExactReader:
             self._args = []
         while self._multibulklen:
             if self._bulklen == -1:
-                newline = buf.find(b"\r")
+                newline = _line_end(buf, b"\r")
                 if newline < 0:
                     if len(buf) > INLINE_MAX_SIZE:
                         raise ProtocolError("Protocol error: too big bulk count string")
@@ -203,7 +211,7 @@ class ExactReader:
                     return None
                 if buf[0] != 36:
                     raise ProtocolError(f"Protocol error: expected '$', got '{chr(buf[0])}'")
-                length = _string2ll(bytes(buf[1:newline]))
+                length = string2ll(bytes(buf[1:newline]))
                 if length is None or length < 0 or length > self._max_bulk:
                     raise ProtocolError("Protocol error: invalid bulk length")
                 del buf[: newline + 2]
@@ -220,7 +228,7 @@ class ExactReader:
 
     def _inline(self) -> list[bytes] | None:
         buf = self._buf
-        newline = buf.find(b"\n")
+        newline = _line_end(buf, b"\n")
         if newline < 0:
             if len(buf) > INLINE_MAX_SIZE:
                 raise ProtocolError("Protocol error: too big inline request")
@@ -234,9 +242,11 @@ class ExactReader:
 class RequestParser:
     """Sans-IO request reader for one client connection: ``feed(bytes)`` returns its commands.
 
-    Each command comes as ``(args, frame)``: the arguments, and the canonical RESP encoding to
-    forward to a node. Commands complete before a protocol error are returned with the error, so
-    they run and are answered first, as Redis does.
+    Each command comes as ``(args, frame)``: the arguments, and the RESP frame to forward to a
+    node (its bytes as received: canonical RESP, except that, as in Redis, the two bytes after
+    a payload are not checked, and the node skips them just the same). Commands complete
+    before a protocol error are returned with the error, so they run and are answered first,
+    as Redis does.
     """
 
     __slots__ = ("_exact", "_max_bulk", "_max_multibulk", "_reader", "_slow_below")
@@ -276,7 +286,7 @@ class RequestParser:
         pos = 0
         # Each command hiredis returns is located in ``buf`` by the canonical sizes of its
         # items, and every item must start with '$' where it should: then the bytes are exactly
-        # the canonical frame and are forwarded as they came, without re-encoding. Anything
+        # the frame as Redis would read it, forwarded as it came, without re-encoding. Anything
         # else (non-'$' items, nested arrays, huge items) leaves the loop.
         try:
             while True:
