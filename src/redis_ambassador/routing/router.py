@@ -25,6 +25,7 @@ from redis_ambassador.protocol.replies import OK
 from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap, discover
 from redis_ambassador.upstream.connection import Entry, NodeConnection
 from redis_ambassador.upstream.pool import NodePool, Upstream
+from redis_ambassador.upstream.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from redis_ambassador.server.client import Batch, ClientConnection
@@ -54,6 +55,7 @@ class Router:
         self.pool_size = config.upstream.pool_size
         self._config = config
         self._upstream = upstream
+        self._retry = RetryPolicy.from_config(config.upstream)
         self._table = table
         self.facts = facts
         self._owners: list[NodePool | None] = [None] * SLOTS
@@ -170,9 +172,8 @@ class Router:
         batch, index, frame, hops = entry
         if batch is None:
             return
-        upstream = self._config.upstream
         if reply.startswith(_MOVED) or reply.startswith(_ASK):
-            if hops >= upstream.max_redirects:
+            if not self._retry.follows_redirect(hops):
                 batch.fill(index, errors.too_many_redirects(reply))
                 return
             _, slot, target = reply.split()
@@ -188,12 +189,10 @@ class Router:
             return
         # TRYAGAIN (slot mid-migration) or CLUSTERDOWN (e.g. a failover in progress): the command
         # did not run; ask again shortly, and let a MOVED then point at the new owner.
-        if hops >= upstream.tryagain_attempts:
-            batch.fill(index, reply)
-            return
         if reply.startswith(b"-CLUSTERDOWN"):
             self.request_refresh()
-        self._later(hops, via.address, (batch, index, frame, hops + 1))
+        if not self._later(via.address, entry):
+            batch.fill(index, reply)
 
     def _connection_failed(
         self, conn: NodeConnection, unsent: list[Entry], sent: list[Entry]
@@ -202,19 +201,22 @@ class Router:
         # A command that reached the node may have run: tell the client instead of replaying it.
         for batch, index, _, _ in sent:
             if batch is not None:
-                batch.fill(index, errors.node_unavailable(str(conn.address), "connection lost"))
-        # Commands never written are safe to send again once the topology has been checked.
-        for batch, index, frame, hops in unsent:
-            if batch is None:
-                continue
-            if hops >= self._config.upstream.tryagain_attempts:
+                batch.fill(index, errors.node_unavailable(str(conn.address), conn.failure))
+        # Commands never written are safe to send again (after a pause, to let the topology
+        # refresh; if the slot moved, the node's MOVED leads on).
+        for entry in unsent:
+            batch, index, _, _ = entry
+            if batch is not None and not self._later(conn.address, entry):
                 batch.fill(index, errors.node_unavailable(str(conn.address), "cannot connect"))
-            else:
-                self._later(hops, conn.address, (batch, index, frame, hops + 1))
 
-    def _later(self, hops: int, address: Address, entry: Entry) -> None:
-        delay = min(self._config.upstream.tryagain_backoff * (2**hops), 1.0)
-        self._loop.call_later(delay, self._resend, address, entry)
+    def _later(self, address: Address, entry: Entry) -> bool:
+        """Send ``entry`` to ``address`` again after the policy's delay; False if it gives up."""
+        batch, index, frame, hops = entry
+        delay = self._retry.retry_delay(hops)
+        if delay is None:
+            return False
+        self._loop.call_later(delay, self._resend, address, (batch, index, frame, hops + 1))
+        return True
 
     def _resend(self, address: Address, entry: Entry) -> None:
         batch, index, frame, hops = entry
