@@ -73,7 +73,14 @@ class Ambassador:
         self.log = log
 
     @classmethod
-    def start(cls, seeds: list[str], log_dir: Path, *, pool_size: int | None = None) -> Ambassador:
+    def start(
+        cls,
+        seeds: list[str],
+        log_dir: Path,
+        *,
+        pool_size: int | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> Ambassador:
         """Launch on a free port and return once it printed its ready line.
 
         The port is picked by binding port 0 and releasing it, so another process may grab it in
@@ -87,6 +94,7 @@ class Ambassador:
                 args += ["--seed", seed]
             if pool_size is not None:
                 args += ["--pool-size", str(pool_size)]
+            args += extra_args
             with log.open("wb") as stderr:
                 process = subprocess.Popen(
                     args,
@@ -145,18 +153,8 @@ class Ambassador:
             return ""
 
     def client(self, **options: Any) -> redis.Redis:
-        """redis-py at its defaults, pointed at the ambassador, returning bytes, speaking RESP2.
-
-        redis-py 8 opens every connection with HELLO 3 and gives up on NOPROTO, and the
-        ambassador speaks RESP2 only so far (see the xfail in test_through_ambassador.py):
-        ``protocol=2`` is the one default changed, until RESP3 lands.
-        """
-        kwargs: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port,
-            "decode_responses": False,
-            "protocol": 2,
-        }
+        """redis-py at its defaults (RESP3 in redis-py 8), pointed at the ambassador, bytes."""
+        kwargs: dict[str, Any] = {"host": self.host, "port": self.port, "decode_responses": False}
         kwargs.update(options)
         return redis.Redis(**kwargs)
 
@@ -172,12 +170,12 @@ class Ambassador:
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS line in /proc status")
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it has not exited by the deadline."""
+    def stop(self, timeout: float = _AMBASSADOR_STOP_TIMEOUT) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=_AMBASSADOR_STOP_TIMEOUT)
+                self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -201,12 +199,15 @@ def ambassador(
 def start_ambassador(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Ambassador]]:
-    """Factory: ``start_ambassador(local_cluster, pool_size=None)``; all stopped at session end."""
+    """Factory: ``start_ambassador(local_cluster, pool_size=None, extra_args=())`` (more `serve`
+    flags in ``extra_args``); every one started is stopped at the end of the session."""
     started: list[Ambassador] = []
     log_dir = tmp_path_factory.mktemp("ambassadors")
 
-    def start(local: LocalCluster, *, pool_size: int | None = None) -> Ambassador:
-        running = Ambassador.start(local.seeds, log_dir, pool_size=pool_size)
+    def start(
+        local: LocalCluster, *, pool_size: int | None = None, extra_args: tuple[str, ...] = ()
+    ) -> Ambassador:
+        running = Ambassador.start(local.seeds, log_dir, pool_size=pool_size, extra_args=extra_args)
         started.append(running)
         return running
 
@@ -224,28 +225,35 @@ class ReplyTimeout(AssertionError):
     """The peer did not send what was expected before the deadline."""
 
 
+_LINE_TYPES = frozenset(b"+-:_,#(")  # one line: simple string, error, integer, RESP3 scalars
+_BLOB_TYPES = frozenset(b"$!=")  # length-prefixed: bulk string, blob error, verbatim string
+_AGGREGATE_TYPES = {ord("*"): 1, ord("~"): 1, ord(">"): 1, ord("%"): 2}  # items per count
+
+
 def reply_end(buf: bytes, pos: int = 0) -> int:
-    """End offset of the RESP2 reply starting at ``pos``, or -1 if incomplete (independent of
-    the ambassador's own scanner, so a bug there cannot hide here)."""
+    """End offset of the RESP2/RESP3 reply starting at ``pos``, or -1 if incomplete (written
+    independently of the ambassador's own scanner, so a bug there cannot hide here)."""
     eol = buf.find(b"\r\n", pos)
     if eol < 0:
         return -1
-    kind = buf[pos : pos + 1]
-    if kind in (b"+", b"-", b":"):
+    kind = buf[pos]
+    if kind in _LINE_TYPES:
         return eol + 2
-    if kind == b"$":
+    if kind in _BLOB_TYPES:
         size = int(buf[pos + 1 : eol])
         end = eol + 2 if size < 0 else eol + 2 + size + 2
         return end if end <= len(buf) else -1
-    if kind == b"*":
+    if kind in _AGGREGATE_TYPES or kind == ord("|"):
         count = int(buf[pos + 1 : eol])
+        items = max(count, 0) * _AGGREGATE_TYPES.get(kind, 2)
         end = eol + 2
-        for _ in range(max(count, 0)):
+        for _ in range(items):
             end = reply_end(buf, end)
             if end < 0:
                 return -1
-        return end
-    raise AssertionError(f"not a RESP2 reply at offset {pos}: {buf[pos : pos + 60]!r}")
+        # An attribute annotates the reply that follows it: both belong together.
+        return reply_end(buf, end) if kind == ord("|") else end
+    raise AssertionError(f"not a RESP reply at offset {pos}: {buf[pos : pos + 60]!r}")
 
 
 class RawConnection:
