@@ -69,6 +69,12 @@ def _same_on_node_and_ambassador(
     return proxied
 
 
+def _rejected_calls(cluster: LocalCluster, node: LocalNode, command: str) -> int:
+    """How many `command` calls the node refused before running them (MOVED, ASK, ...)."""
+    stats = cluster.client(node).info("commandstats").get(f"cmdstat_{command}", {})
+    return int(stats.get("rejected_calls", 0))
+
+
 # -- basics -----------------------------------------------------------------------------------
 
 
@@ -86,13 +92,19 @@ def test_set_then_get_returns_the_value_and_a_missing_key_returns_nil(
 def test_10000_pipelined_keys_each_land_on_the_master_owning_their_slot(
     ambassador: Ambassador, cluster: LocalCluster, owners: list[LocalNode], ns: str
 ) -> None:
-    keys = [f"{ns}:bulk:{i}".encode() for i in range(10_000)]
+    # Hashtag edge cases too: an empty tag hashes the whole key, only the first tag counts.
+    tricky = [b"{}", b"{}x", b"{a}{b}", b"x{a}y", b"{", b"}{a}", b"{{a}}", b"", b"\x00\r\n{\xff}"]
+    keys = [f"{ns}:bulk:{i}".encode() for i in range(10_000 - len(tricky))]
+    keys += [ns.encode() + t for t in tricky[:-2]] + [t + ns.encode() for t in tricky[-2:]]
+    rejected_before = {m: _rejected_calls(cluster, m, "set") for m in cluster.masters()}
     client = ambassador.client()
     for start in range(0, len(keys), 1000):
         pipe = client.pipeline(transaction=False)
         for key in keys[start : start + 1000]:
             pipe.set(key, b"v=" + key)
-        assert pipe.execute() == [True] * 1000
+        assert pipe.execute() == [True] * len(keys[start : start + 1000])
+    # Sent straight to each owner: no node had to answer MOVED.
+    assert {m: _rejected_calls(cluster, m, "set") for m in cluster.masters()} == rejected_before
 
     by_node: dict[LocalNode, list[bytes]] = defaultdict(list)
     for key in keys:
@@ -121,9 +133,12 @@ def test_a_pipeline_of_1000_mixed_slot_commands_is_answered_in_request_order(
     counters: dict[str, int] = defaultdict(int)
     lists: dict[str, int] = defaultdict(int)
     written: list[tuple[str, str]] = []
+    # Replies the ambassador writes itself and replies from nodes, interleaved.
+    crossslot = b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    (unknown,) = raw(owners[0].host, owners[0].port).exchange(resp("NOPE", "arg"))
     for i in range(1000):
         slot_key = f"{ns}:k{i % 97}"  # 97 keys spread over the slots (hence every master)
-        op = i % 5
+        op = i % 8
         if op == 0:
             value = f"value-{i}"
             requests.append(resp("SET", f"{slot_key}:s{i}", value))
@@ -141,9 +156,20 @@ def test_a_pipeline_of_1000_mixed_slot_commands_is_answered_in_request_order(
             lists[slot_key] += 1
             requests.append(resp("LPUSH", f"{slot_key}:l", f"item-{i}"))
             expected.append(b":%d\r\n" % lists[slot_key])
-        else:
+        elif op == 4:
             requests.append(resp("HSET", f"{slot_key}:h", f"f{i}", f"v{i}"))
             expected.append(b":1\r\n")
+        elif op == 5:
+            requests.append(resp("ECHO", f"echo-{i}"))
+            expected.append(b"$%d\r\necho-%d\r\n" % (len(f"echo-{i}"), i))
+        elif op == 6:
+            x = f"{ns}:x{i}"
+            y = next(k for k in (f"{ns}:y{i}.{j}" for j in range(10)) if key_slot(k) != key_slot(x))
+            requests.append(resp("MSET", x, "1", y, "2"))
+            expected.append(crossslot)
+        else:
+            requests.append(resp("NOPE", "arg"))
+            expected.append(unknown)
     assert {owners[key_slot(f"{ns}:k{j}")] for j in range(97)} == set(owners)
 
     conn = raw(ambassador.host, ambassador.port)
