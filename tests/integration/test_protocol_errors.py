@@ -79,7 +79,7 @@ def _send_in_pieces(conn: RawConnection, data: bytes, piece: int) -> None:
 INVALID_MULTIBULK = b"-ERR Protocol error: invalid multibulk length\r\n"
 
 # (input, Redis's reply); each is a complete client write that ends the connection.
-# `*3000000000` has its own tests below: it must not reach the session ambassador (see the xfail).
+# `*3000000000` has its own test below, on an ambassador of its own.
 _PROTOCOL_ERRORS: dict[str, tuple[bytes, bytes]] = {
     "multibulk-length-not-a-number": (b"*3x\r\n", INVALID_MULTIBULK),
     "item-not-a-bulk-string": (
@@ -360,34 +360,9 @@ def test_a_client_vanishing_with_replies_in_flight_does_not_desync_shared_node_c
     _assert_serving(ambassador, bystander)
 
 
-# -- known ambassador bugs: strict xfails, so a fix turns them into failures to un-mark -----------
+# -- an absurd multibulk count: refused before anything is allocated -------------------------------
 
 
-def _kernel_grants(size: int) -> bool:
-    """Whether Linux would let one allocation of ``size`` bytes succeed (overcommit policy)."""
-    try:
-        mode = int(Path("/proc/sys/vm/overcommit_memory").read_text())
-        meminfo = Path("/proc/meminfo").read_text()
-    except OSError:
-        return False
-    if mode != 0:
-        return mode == 1  # 1: always; 2: strict accounting refuses it
-    kb = {
-        line.split(":")[0]: int(line.split()[1])
-        for line in meminfo.splitlines()
-        if line.startswith(("MemTotal:", "SwapTotal:"))
-    }
-    return (kb["MemTotal"] + kb["SwapTotal"]) * 1024 > size
-
-
-@pytest.mark.xfail(
-    # Where the kernel refuses the 24 GB list, hiredis raises MemoryError and nothing goes wrong.
-    _kernel_grants(3_000_000_000 * 8),
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: `*3000000000\\r\\n` in one read makes hiredis allocate a 3e9-slot list "
-    "(~23 GB of address space); freeing it later blocks the event loop for ~15 s",
-)
 def test_an_absurd_multibulk_count_neither_reserves_memory_nor_freezes_other_clients(
     own_ambassador: Ambassador, raw: Raw
 ) -> None:

@@ -528,14 +528,9 @@ def test_a_client_pipelining_5000_commands_without_reading_does_not_stall_others
     assert sent.is_set()
 
 
-# -- known ambassador bugs: strict xfails, so a fix turns them into failures to un-mark -----------
+# -- QUIT ends the conversation ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: commands after QUIT in the same write are still run and answered",
-)
 def test_commands_after_quit_in_the_same_write_are_neither_run_nor_answered(
     ambassador: Ambassador, owners: list[LocalNode], raw: Raw, ns: str
 ) -> None:

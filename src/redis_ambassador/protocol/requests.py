@@ -9,6 +9,8 @@ checked before anything is buffered), and malformed input (so the error text is 
 
 from __future__ import annotations
 
+import re
+
 import hiredis
 
 # Redis's PROTO_INLINE_MAX_SIZE: how far a header or inline line may run without its newline.
@@ -249,7 +251,14 @@ class RequestParser:
     as Redis does.
     """
 
-    __slots__ = ("_exact", "_max_bulk", "_max_multibulk", "_reader", "_slow_below")
+    __slots__ = (
+        "_exact",
+        "_large_count",
+        "_max_bulk",
+        "_max_multibulk",
+        "_reader",
+        "_slow_below",
+    )
 
     def __init__(self, max_bulk_len: int = 512 * 1024 * 1024, max_multibulk_len: int = 1024 * 1024):
         self._reader = hiredis.Reader()
@@ -258,6 +267,9 @@ class RequestParser:
         self._max_multibulk = max_multibulk_len
         # A read no longer than every limit cannot break one, so hiredis may take it whole.
         self._slow_below = min(max_bulk_len, max_multibulk_len)
+        # hiredis allocates an array as soon as it reads the header, so an absurd count must never
+        # reach it: a read holding '*' and as many digits as the limit has goes the exact way.
+        self._large_count = re.compile(rb"\*-?\d{%d}" % len(str(max_multibulk_len))).search
 
     def feed(self, data: bytes) -> tuple[list[list[bytes]], list[bytes], ProtocolError | None]:
         """Parse a read; returns (commands' args, their frames, the protocol error if any)."""
@@ -274,7 +286,7 @@ class RequestParser:
 
     def _feed_fast(self, buf: bytes, commands: list, frames: list) -> bytes:
         """Take whole commands with hiredis; return what the exact reader did not finish."""
-        if buf[0] != 42 or len(buf) > self._slow_below:
+        if buf[0] != 42 or len(buf) > self._slow_below or self._large_count(buf):
             self._exact = ExactReader(self._max_bulk, self._max_multibulk)
             return self._feed_exact(buf, commands, frames)
         reader = self._reader

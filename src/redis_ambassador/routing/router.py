@@ -108,48 +108,53 @@ class Router:
                         conn = pool.lane(lane)
                     conn.send(batch, i, frames[i])
                     continue
-            self._dispatch_other(client, batch, i, args, frames[i])
+            if self._dispatch_other(client, batch, i, args, frames[i]):
+                return
 
     def _dispatch_other(
         self, client: ClientConnection, batch: Batch, i: int, args: list[bytes], frame: bytes
-    ) -> None:
+    ) -> bool:
+        """Route anything but a plain single-key command; True when the rest must not run."""
         spec = self._table.resolve(args)
         if spec is None:
             # Unknown here means unknown to the cluster too: its node words the error.
             self._send_anywhere(client, batch, i, frame)
-            return
+            return False
         name = spec.name
         base = name.split("|", 1)[0]
         if base == "quit":
+            # Redis closes after +OK and never runs what the client sent after QUIT.
             client.close_after_reply(batch)
+            batch.cut_after(i)
             batch.fill(i, OK)
-            return
+            return True
         local = LOCAL.get(base)
         if local is not None:
             batch.fill(i, local(client, args, self.facts))
-            return
+            return False
         reason = REFUSED.get(name) or REFUSED.get(base)
         if reason is None and self._blocks(spec, base, args):
             reason = BLOCKING
         if reason is not None:
             batch.fill(i, errors.not_supported(args, reason))
-            return
+            return False
         keys = spec.keys(args)
         if not keys:
             # No keys, or keys that cannot be found (bad arity): any master answers as Redis would.
             self._send_anywhere(client, batch, i, frame)
-            return
+            return False
         slot = key_slot(keys[0])
         for key in keys[1:]:
             if key_slot(key) != slot:
                 batch.fill(i, errors.CROSSSLOT)
-                return
+                return False
         pool = self._owners[slot]
         if pool is None:
             self.request_refresh()
             batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
-            return
+            return False
         pool.lane(client.lane).send(batch, i, frame)
+        return False
 
     @staticmethod
     def _blocks(spec: CommandSpec, base: str, args: list[bytes]) -> bool:

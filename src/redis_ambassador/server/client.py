@@ -35,6 +35,11 @@ class Batch:
         self.remaining = size
         self.close_after = False
 
+    def cut_after(self, index: int) -> None:
+        """Drop the commands after ``index`` unanswered (QUIT: Redis never runs them)."""
+        self.remaining -= len(self.replies) - index - 1
+        del self.replies[index + 1 :]
+
     def fill(self, index: int, reply: bytes) -> None:
         """Set one reply (for replies produced outside a node connection's hot loop)."""
         self.replies[index] = reply
