@@ -10,6 +10,7 @@ import asyncio
 import errno
 import gc
 import logging
+import socket
 from collections.abc import Callable
 
 import anyio
@@ -43,37 +44,47 @@ async def _learn_cluster(address: Address, timeout: float) -> tuple[CommandTable
     return table, ServerFacts(version)
 
 
+def _listen_socket(address: Address) -> socket.socket:
+    """Bind the client port first: a port in use is reported before anything else starts."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    try:
+        sock = socket.create_server((address.host, address.port), family=family, backlog=1024)
+    except OSError as exc:
+        raise ListenError(_listen_problem(address, exc)) from exc
+    sock.setblocking(False)
+    return sock
+
+
 async def serve(config: Config, ready: Callable[[Address], None] | None = None) -> None:
-    """Run the ambassador until cancelled; ``ready`` is called with the bound address."""
+    """Run the ambassador until cancelled; ``ready`` is called with the bound address.
+
+    Start-up failures (port in use, no reachable seed) raise ListenError or ClusterUnreachable
+    themselves, before any task starts.
+    """
     if not config.cluster.seeds:
         raise ValueError("no seed nodes configured (cluster.seeds / --seed HOST:PORT)")
     loop = asyncio.get_running_loop()
     timeout = config.upstream.connect_timeout
+    sock = _listen_socket(config.server.listen)
+    try:
+        slot_map, via = await discover(config.cluster.seeds, timeout)
+        table, facts = await _learn_cluster(via, timeout)
+    except BaseException:
+        sock.close()
+        raise
+    log.info(
+        "cluster found via %s: %d masters, %d commands known, Redis %s",
+        via, len(slot_map.masters), len(table), facts.version.decode(),
+    )  # fmt: skip
     clients: set[ClientConnection] = set()
     async with anyio.create_task_group() as tg:
         upstream = Upstream(tg, config.upstream.pool_size, timeout)
-        slot_map, via = await discover(config.cluster.seeds, timeout)
-        table, facts = await _learn_cluster(via, timeout)
         router = Router(config, upstream, table, facts)
         router.apply(slot_map)
-        log.info(
-            "cluster found via %s: %d masters, %d commands known, Redis %s",
-            via, len(slot_map.masters), len(table), facts.version.decode(),
-        )  # fmt: skip
-        listen = config.server.listen
-        try:
-            server = await loop.create_server(
-                lambda: ClientConnection(router, clients),
-                listen.host,
-                listen.port,
-                reuse_address=True,
-            )
-        except OSError as exc:
-            raise ListenError(_listen_problem(listen, exc)) from exc
+        server = await loop.create_server(lambda: ClientConnection(router, clients), sock=sock)
         tg.start_soon(router.run_refresher, name="topology refresher")
         tg.start_soon(upstream.run_watchdog, config.upstream.command_timeout, name="watchdog")
-        bound = server.sockets[0].getsockname()
-        address = Address(listen.host, bound[1])
+        address = Address(config.server.listen.host, sock.getsockname()[1])
         log.info("serving Redis on %s", address)
         # Start-up objects (command table, slot table) live forever: keep them out of the
         # collector's full passes, which then only walk what the traffic allocates.

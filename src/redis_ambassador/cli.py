@@ -80,7 +80,13 @@ def _run(config: Config, on_ready: Callable[[Address], None]) -> None:
         options = {"use_uvloop": True}
     except ImportError:
         options = {}
-    anyio.run(main, backend="asyncio", backend_options=options)
+    try:
+        anyio.run(main, backend="asyncio", backend_options=options)
+    except BaseExceptionGroup as group:
+        # A start-up failure surfaces through the task group: report it plainly.
+        while isinstance(group, BaseExceptionGroup) and len(group.exceptions) == 1:
+            group = group.exceptions[0]
+        raise group from None
 
 
 def main(argv: list[str] | None = None) -> int:
