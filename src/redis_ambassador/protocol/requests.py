@@ -93,36 +93,27 @@ def split_inline(line: bytes) -> list[bytes]:
         if p >= n:
             return args
         current = bytearray()
-        in_dq = in_sq = False
+        quote = 0  # the opening quote ('"' 34 or "'" 39) while inside one
         while True:
             c = line[p] if p < n else 0
-            if in_dq:
+            if quote:
                 if (
-                    c == 92
+                    quote == 34
+                    and c == 92
                     and p + 3 < n
                     and line[p + 1] == 120
-                    and line[p + 2] in _HEX
-                    and (line[p + 3] in _HEX)
+                    and (line[p + 2] in _HEX and line[p + 3] in _HEX)
                 ):
-                    current.append(int(line[p + 2 : p + 4], 16))
+                    current.append(int(line[p + 2 : p + 4], 16))  # "\xHH"
                     p += 3
-                elif c == 92 and p + 1 < n:
+                elif quote == 34 and c == 92 and p + 1 < n:
                     p += 1
                     current.append(_ESCAPES.get(line[p], line[p]))
-                elif c == 34:
-                    if p + 1 < n and line[p + 1] not in _ISSPACE:
-                        raise ProtocolError("Protocol error: unbalanced quotes in request")
-                    p += 1
-                    break
-                elif p >= n:
-                    raise ProtocolError("Protocol error: unbalanced quotes in request")
-                else:
-                    current.append(c)
-            elif in_sq:
-                if c == 92 and p + 1 < n and line[p + 1] == 39:
+                elif quote == 39 and c == 92 and p + 1 < n and line[p + 1] == 39:
                     p += 1
                     current.append(39)
-                elif c == 39:
+                elif c == quote and p < n:
+                    # The closing quote must end the argument.
                     if p + 1 < n and line[p + 1] not in _ISSPACE:
                         raise ProtocolError("Protocol error: unbalanced quotes in request")
                     p += 1
@@ -133,10 +124,8 @@ def split_inline(line: bytes) -> list[bytes]:
                     current.append(c)
             elif p >= n or c in (32, 10, 13, 9):
                 break
-            elif c == 34:
-                in_dq = True
-            elif c == 39:
-                in_sq = True
+            elif c in (34, 39):
+                quote = c
             else:
                 current.append(c)
             p += 1
