@@ -25,7 +25,7 @@ from redis_ambassador.config import Address, load_config
 from redis_ambassador.protocol.requests import RequestParser, encode_command
 from redis_ambassador.routing.router import Router, ServerFacts
 from redis_ambassador.routing.topology import SLOTS, SlotMap
-from redis_ambassador.server.client import ClientConnection
+from redis_ambassador.server.client import ClientConnection, ClientRegistry
 from redis_ambassador.upstream.pool import Upstream
 
 COMMAND_REPLY = Path(__file__).parent.parent / "tests" / "unit" / "data" / "command.resp"
@@ -74,7 +74,7 @@ async def _measure(pipeline: int, command: bytes, rounds: int) -> dict[str, floa
         conn.connection_made(_Transport())  # type: ignore[arg-type]
     clients = []
     for _ in range(CLIENTS):
-        client = ClientConnection(router, set())
+        client = ClientConnection(router, ClientRegistry())
         client.connection_made(_Transport())  # type: ignore[arg-type]
         clients.append(client)
     value = [b"xxx"] if command == b"SET" else []

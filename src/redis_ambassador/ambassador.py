@@ -20,7 +20,7 @@ from redis_ambassador.commands.table import CommandTable
 from redis_ambassador.config import Address, Config
 from redis_ambassador.routing.router import Router, ServerFacts
 from redis_ambassador.routing.topology import control_client, discover
-from redis_ambassador.server.client import ClientConnection
+from redis_ambassador.server.client import ClientConnection, ClientRegistry
 from redis_ambassador.upstream.pool import Upstream
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ async def serve(config: Config, ready: Callable[[Address], None] | None = None) 
         "cluster found via %s: %d masters, %d commands known, Redis %s",
         via, len(slot_map.masters), len(table), facts.version.decode(),
     )  # fmt: skip
-    clients: set[ClientConnection] = set()
+    clients = ClientRegistry()
     async with anyio.create_task_group() as tg:
         upstream = Upstream(tg, config.upstream.pool_size, timeout)
         router = Router(config, upstream, table, facts)
@@ -97,13 +97,13 @@ async def serve(config: Config, ready: Callable[[Address], None] | None = None) 
             await anyio.sleep_forever()
         finally:
             server.close()
-            for client in list(clients):
+            for client in list(clients.connected):
                 client.close()
             upstream.close()
             tg.cancel_scope.cancel()
 
 
-async def _return_memory_after_departures(clients: set[ClientConnection]) -> None:
+async def _return_memory_after_departures(clients: ClientRegistry) -> None:
     """Give freed memory back to the OS once many clients have left.
 
     glibc keeps what a burst of connections used (about 3.5 KB each) in its heap after they
@@ -112,13 +112,12 @@ async def _return_memory_after_departures(clients: set[ClientConnection]) -> Non
     trim = _malloc_trim()
     if trim is None:
         return
-    peak = 0
+    trimmed_at = 0
     while True:
         await anyio.sleep(1)
-        peak = max(peak, len(clients))
-        if peak - len(clients) >= _DEPARTURES_BEFORE_TRIM:
+        if clients.departed - trimmed_at >= _DEPARTURES_BEFORE_TRIM:
+            trimmed_at = clients.departed
             trim(0)
-            peak = len(clients)
 
 
 _DEPARTURES_BEFORE_TRIM = 256

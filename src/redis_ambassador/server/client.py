@@ -24,6 +24,22 @@ log = logging.getLogger(__name__)
 _client_ids = itertools.count(1)
 
 
+class ClientRegistry:
+    """The connected clients, and how many have left since start (for memory housekeeping)."""
+
+    def __init__(self) -> None:
+        self.connected: set[ClientConnection] = set()
+        self.departed = 0
+
+    def add(self, client: ClientConnection) -> None:
+        self.connected.add(client)
+
+    def discard(self, client: ClientConnection) -> None:
+        if client in self.connected:
+            self.connected.discard(client)
+            self.departed += 1
+
+
 class Batch:
     """The replies owed for one read's commands, filled in place by index."""
 
@@ -51,7 +67,7 @@ class Batch:
 class ClientConnection(asyncio.Protocol):
     """The ambassador's side of one client's socket."""
 
-    def __init__(self, router: Router, registry: set[ClientConnection]) -> None:
+    def __init__(self, router: Router, registry: ClientRegistry) -> None:
         self.id = next(_client_ids)
         settings = router.settings
         self._lane_base = self.id % router.pool_size
