@@ -116,40 +116,43 @@ class NodeConnection(asyncio.Protocol):
         else:
             buf = data
         inflight = self._inflight
+        popleft = inflight.popleft
         end_of = self._scanner.end_of
         find = buf.find
         size = len(buf)
         pos = 0
+        # Bulk strings and one-line replies are framed inline; the scanner does the rest, and
+        # resumes a reply split across reads (all of a buffer that began with a partial reply).
+        fast = partial is None
         while pos < size and inflight:
-            # Bulk strings and one-line replies inline; the scanner does the rest (and resumes
-            # a reply split across reads).
             kind = buf[pos]
-            if kind == 36 and partial is None:
-                eol = find(b"\r\n", pos)
-                if eol < 0:
-                    end = end_of(buf, pos)
-                else:
-                    length = int(buf[pos + 1 : eol])
-                    end = eol + length + 4 if length >= 0 else eol + 2
-                    if end > size:
-                        end = end_of(buf, pos)
-            elif (kind == 43 or kind == 58) and partial is None:
-                end = find(b"\r\n", pos) + 2
-                if end == 1:
-                    end = end_of(buf, pos)
-            else:
-                end = end_of(buf, pos)
+            end = -1
+            if fast:
+                if kind == 36:
+                    eol = find(b"\r\n", pos)
+                    if eol > 0:
+                        length = int(buf[pos + 1 : eol])
+                        end = eol + length + 4 if length >= 0 else eol + 2
+                        if end > size:
+                            end = -1
+                elif kind == 43 or kind == 58:
+                    end = find(b"\r\n", pos) + 2
+                    if end == 1:
+                        end = -1
             if end < 0:
-                break
-            if kind == 45 and buf.startswith(_REDIRECT_PREFIXES, pos):
-                self._owner.redirected(inflight.popleft(), bytes(buf[pos:end]), self)
-            else:
-                batch, index, _, _ = inflight.popleft()
-                if batch is not None:
-                    batch.replies[index] = buf[pos:end]
-                    batch.remaining -= 1
-                    if not batch.remaining:
-                        batch.client.batch_complete()
+                end = end_of(buf, pos)
+                if end < 0:
+                    break
+                if kind == 45 and buf.startswith(_REDIRECT_PREFIXES, pos):
+                    self._owner.redirected(popleft(), bytes(buf[pos:end]), self)
+                    pos = end
+                    continue
+            batch, index, _, _ = popleft()
+            if batch is not None:
+                batch.replies[index] = buf[pos:end]
+                batch.remaining -= 1
+                if not batch.remaining:
+                    batch.client.batch_complete()
             pos = end
         if pos >= size:
             self._partial = None
