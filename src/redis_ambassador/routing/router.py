@@ -107,7 +107,11 @@ class Router:
                     conn = pool.conns[lane]
                     if conn.closed:
                         conn = pool.lane(lane)
-                    conn.send(batch, i, frames[i])
+                    frame = frames[i]
+                    conn.queue.append((batch, i, frame, 0))
+                    conn.out.append(frame)
+                    if not conn.dirty:
+                        conn.mark_dirty()
                     continue
             if self._dispatch_other(client, batch, i, args, frames[i]):
                 return

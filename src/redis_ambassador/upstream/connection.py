@@ -46,8 +46,10 @@ class NodeConnection(asyncio.Protocol):
         self.protocol = protocol
         self._owner = owner
         self._transport: asyncio.Transport | None = None
-        self._inflight: deque[Entry] = deque()
-        self._out: list[bytes] = []  # frames not yet written: the tail of _inflight
+        # Who asked, in wire order, and the frames not yet written (the tail of ``queue``). Public
+        # so the router's hot loop appends to them directly; ``send`` does the same for the rest.
+        self.queue: deque[Entry] = deque()
+        self.out: list[bytes] = []
         self._partial: bytearray | None = None
         self._scanner = ReplyScanner()
         self.dirty = False
@@ -56,39 +58,43 @@ class NodeConnection(asyncio.Protocol):
         self.failure = "connection lost"  # why it closed, for the clients' error replies
         if protocol == 3:
             # First on the wire; its reply (the server map) is dropped.
-            self._inflight.append((None, 0, HELLO3, 0))
-            self._out.append(HELLO3)
+            self.queue.append((None, 0, HELLO3, 0))
+            self.out.append(HELLO3)
 
     # -- the owner's side -------------------------------------------------------------------
 
     def send(self, batch: Batch | None, index: int, frame: bytes, hops: int = 0) -> None:
         """Queue a command; its reply will fill ``batch.replies[index]``."""
-        self._inflight.append((batch, index, frame, hops))
-        self._out.append(frame)
+        self.queue.append((batch, index, frame, hops))
+        self.out.append(frame)
         if not self.dirty:
-            self.dirty = True
-            self._owner.schedule_flush(self)
+            self.mark_dirty()
+
+    def mark_dirty(self) -> None:
+        """Have everything queued written at the end of this event-loop turn."""
+        self.dirty = True
+        self._owner.schedule_flush(self)
 
     def send_asking(self, batch: Batch, index: int, frame: bytes, hops: int) -> None:
         """Queue ASKING and the command back to back, so no other client's command can land
         between them on this shared connection."""
-        self._inflight.append((None, 0, ASKING, hops))
-        self._out.append(ASKING)
+        self.queue.append((None, 0, ASKING, hops))
+        self.out.append(ASKING)
         self.send(batch, index, frame, hops)
 
     def flush(self) -> None:
         """Write everything queued since the last flush in one call."""
         self.dirty = False
-        if self._transport is None or not self._out:
+        if self._transport is None or not self.out:
             return
-        out = self._out
+        out = self.out
         self._transport.write(out[0] if len(out) == 1 else b"".join(out))
         out.clear()
 
     @property
     def pending(self) -> int:
         """Commands written or queued that still await a reply."""
-        return len(self._inflight)
+        return len(self.queue)
 
     def close(self) -> None:
         if self._transport is not None:
@@ -104,7 +110,7 @@ class NodeConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        if self._out:
+        if self.out:
             self.flush()
 
     def data_received(self, data: bytes) -> None:
@@ -115,7 +121,7 @@ class NodeConnection(asyncio.Protocol):
             buf: bytes | bytearray = partial
         else:
             buf = data
-        inflight = self._inflight
+        inflight = self.queue
         popleft = inflight.popleft
         end_of = self._scanner.end_of
         find = buf.find
@@ -164,10 +170,10 @@ class NodeConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._transport = None
-        entries = list(self._inflight)
-        self._inflight.clear()
-        cut = len(entries) - len(self._out)
-        self._out.clear()
+        entries = list(self.queue)
+        self.queue.clear()
+        cut = len(entries) - len(self.out)
+        self.out.clear()
         self._owner.connection_failed(self, entries[cut:], entries[:cut])
 
 
