@@ -176,12 +176,8 @@ class ExactReader:
                 return None
             if buf[0] != 42:
                 return self._inline()
-            newline = _line_end(buf, b"\r")
+            newline = self._header_end("Protocol error: too big mbulk count string")
             if newline < 0:
-                if len(buf) > INLINE_MAX_SIZE:
-                    raise ProtocolError("Protocol error: too big mbulk count string")
-                return None
-            if newline > len(buf) - 2:
                 return None
             count = string2ll(bytes(buf[1:newline]))
             if count is None or count > self._max_multibulk:
@@ -193,12 +189,8 @@ class ExactReader:
             self._args = []
         while self._multibulklen:
             if self._bulklen == -1:
-                newline = _line_end(buf, b"\r")
+                newline = self._header_end("Protocol error: too big bulk count string")
                 if newline < 0:
-                    if len(buf) > INLINE_MAX_SIZE:
-                        raise ProtocolError("Protocol error: too big bulk count string")
-                    return None
-                if newline > len(buf) - 2:
                     return None
                 if buf[0] != 36:
                     raise ProtocolError(f"Protocol error: expected '$', got '{chr(buf[0])}'")
@@ -216,6 +208,17 @@ class ExactReader:
             self._multibulklen -= 1
         args, self._args = self._args, []
         return args
+
+    def _header_end(self, too_big: str) -> int:
+        """Where the header line at the start of the buffer ends ('\r'), -1 while incomplete
+        (Redis needs the byte after '\r' too, and gives up on a line past 64 KB)."""
+        buf = self._buf
+        newline = _line_end(buf, b"\r")
+        if newline < 0:
+            if len(buf) > INLINE_MAX_SIZE:
+                raise ProtocolError(too_big)
+            return -1
+        return newline if newline <= len(buf) - 2 else -1
 
     def _inline(self) -> list[bytes] | None:
         buf = self._buf
