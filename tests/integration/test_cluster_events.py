@@ -360,3 +360,61 @@ def test_a_paused_master_costs_only_its_own_keys_an_error_after_the_command_time
     assert 1.0 <= outcome.waited < 4.0, f"the error came after {outcome.waited:.2f}s"
     assert outcome.slowest_other < 0.5, f"other masters took {outcome.slowest_other:.2f}s"
     assert outcome.recovered, "the resumed master's key never answered again"
+
+
+def test_a_killed_master_shows_clients_a_bounded_error_window_and_its_keys_work_after_failover(
+    private_cluster: LocalCluster, private_ambassador: Ambassador
+) -> None:
+    """SIGKILL, not a graceful failover: the command on the wire when the node dies may have run
+    and is answered with an error; later commands for its slots wait for the promotion (retry
+    budget: about 6.5 s with the default settings) and then succeed. Beyond the budget they
+    would get an error too; the test bounds and reports the window."""
+    cluster = private_cluster
+    tag = "{killed}"
+    victim = cluster.master_for_slot(key_slot(tag))
+    acked: dict[str, str] = {}
+    failed: list[str] = []
+
+    def one_round(client: redis.Redis, n: int) -> list[str]:
+        key = f"{tag}:{n}"
+        try:
+            assert client.set(key, f"v{n}") is True
+        except redis.ResponseError as exc:
+            if "unavailable" not in str(exc) and "Hash slot not served" not in str(exc):
+                raise
+            failed.append(f"{time.monotonic():.2f} {exc}")
+            return []
+        acked[key] = f"v{n}"
+        return []
+
+    traffic = Traffic(private_ambassador, one_round)
+    traffic.start()
+    try:
+        traffic.wait_rounds(50)
+        killed_at = time.monotonic()
+        cluster.kill(victim)
+        deadline = killed_at + 30
+        while cluster.master_for_slot(key_slot(tag)).port == victim.port:
+            assert time.monotonic() < deadline, "no replica took over within 30 s"
+            time.sleep(0.1)
+        promoted_after = time.monotonic() - killed_at
+        traffic.wait_rounds(100, timeout=30)
+    finally:
+        traffic.stop()
+    assert not traffic.errors, traffic.errors[:5]
+    assert not traffic.problems, traffic.problems[:5]
+    print(
+        f"killed master: promoted after {promoted_after:.1f} s; {len(acked)} writes acknowledged, "
+        f"{len(failed)} answered with an error: {failed}"
+    )
+    # Only the command on the wire at the kill, when Redis promotes within the retry budget;
+    # beyond it, each exhausted budget costs one more.
+    assert len(failed) <= (1 if promoted_after < 6 else 1 + int(promoted_after // 6)), failed
+    new_master = cluster.master_for_slot(key_slot(tag))
+    with cluster.client(new_master) as direct:
+        values = direct.mget(list(acked))
+    missing = [k for k, v in zip(acked, values, strict=True) if v is None]
+    # Redis replicates asynchronously: a write the dead master acknowledged just before dying
+    # may not have reached its replica. That loss is Redis's, not ours: bounded and reported.
+    print(f"killed master: {len(missing)} acknowledged writes not on the promoted replica")
+    assert len(missing) <= 5, missing[:10]

@@ -15,6 +15,7 @@ from binascii import crc_hqx
 from typing import TYPE_CHECKING
 
 import anyio
+import hiredis
 from redis.crc import key_slot
 
 from redis_ambassador import errors
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 _MOVED = b"-MOVED "
 _ASK = b"-ASK "
+# Seconds a node whose connection failed is not dialed again (retries wait instead).
+_DOWN_FOR = 1.0
 # Blocking only when given BLOCK; without it they are ordinary reads.
 _BLOCK_OPTION = {"xread": b"block", "xreadgroup": b"block"}
 
@@ -62,6 +65,7 @@ class Router:
         self._masters: list[NodePool] = []
         self._any = itertools.count()
         self._known: list[Address] = list(config.cluster.seeds)
+        self._failed_at: dict[Address, float] = {}  # loop time of each node's last failure
         self._refresh_wanted = anyio.Event()
         self._loop = asyncio.get_running_loop()
         # Names (as sent, in either letter case) of plain commands with one key at a fixed index.
@@ -155,8 +159,11 @@ class Router:
                 return False
         pool = self._owners[slot]
         if pool is None:
+            # No master serves the slot (a failover in progress?): wait for one, within the
+            # retry budget, rather than fail at once.
             self.request_refresh()
-            batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
+            if not self._later(None, (batch, i, frame, 0)):
+                batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
             return False
         pool.lane(client.lane).send(batch, i, frame)
         return False
@@ -188,6 +195,13 @@ class Router:
                 return
             _, slot, target = reply.split()
             address = _redirect_address(target, via.address)
+            if self._is_down(address):
+                # Pointed at a node that just failed (its replica is not promoted yet): retry
+                # later, within the retry budget, instead of hopping to it again and again.
+                self.request_refresh()
+                if not self._later(via.address, entry):
+                    batch.fill(index, errors.node_unavailable(str(address), "cannot connect"))
+                return
             pool = self._upstream.pool(address)
             conn = pool.lane(batch.client.lane)
             if reply.startswith(_MOVED):
@@ -207,6 +221,7 @@ class Router:
     def _connection_failed(
         self, conn: NodeConnection, unsent: list[Entry], sent: list[Entry]
     ) -> None:
+        self._failed_at[conn.address] = self._loop.time()
         self.request_refresh()
         # A command that reached the node may have run: tell the client instead of replaying it.
         for batch, index, _, _ in sent:
@@ -219,8 +234,14 @@ class Router:
             if batch is not None and not self._later(conn.address, entry):
                 batch.fill(index, errors.node_unavailable(str(conn.address), "cannot connect"))
 
-    def _later(self, address: Address, entry: Entry) -> bool:
-        """Send ``entry`` to ``address`` again after the policy's delay; False if it gives up."""
+    def _is_down(self, address: Address) -> bool:
+        """Whether a connection to ``address`` failed in the last second (then it is not
+        dialed again at once; a proper circuit breaker is the resilience work's)."""
+        failed = self._failed_at.get(address)
+        return failed is not None and self._loop.time() - failed < _DOWN_FOR
+
+    def _later(self, address: Address | None, entry: Entry) -> bool:
+        """Route ``entry`` again after the policy's delay; False if the policy gives up."""
         batch, index, frame, hops = entry
         delay = self._retry.retry_delay(hops)
         if delay is None:
@@ -228,11 +249,38 @@ class Router:
         self._loop.call_later(delay, self._resend, address, (batch, index, frame, hops + 1))
         return True
 
-    def _resend(self, address: Address, entry: Entry) -> None:
-        batch, index, frame, hops = entry
+    def _resend(self, address: Address | None, entry: Entry) -> None:
+        """Send again, to whoever owns the command's slot by now (a failover may have moved it
+        away from ``address``), or wait again while no live master does."""
+        batch, index, frame, _ = entry
         if batch is None:
             return
-        self._upstream.pool(address).lane(batch.client.lane).send(batch, index, frame, hops)
+        pool = self._route_again(frame, address)
+        if pool is not None:
+            pool.lane(batch.client.lane).send(*entry)
+            return
+        self.request_refresh()  # to learn of the promotion as soon as it happens
+        if not self._later(address, entry):
+            batch.fill(index, errors.CLUSTERDOWN_UNCOVERED)
+
+    def _route_again(self, frame: bytes, address: Address | None) -> NodePool | None:
+        """The live master for the command in ``frame``: its slot's owner, or for a keyless
+        command ``address`` if still a master, else any master."""
+        reader = hiredis.Reader()
+        reader.feed(frame)
+        args = reader.gets()
+        spec = self._table.resolve(args) if args else None
+        keys = spec.keys(args) if spec is not None else None
+        if keys:
+            pool = self._owners[key_slot(keys[0])]
+        else:
+            known = self._upstream.pools.get(address) if address is not None else None
+            pool = known if known in self._masters else None
+            if pool is None and self._masters:
+                pool = self._masters[next(self._any) % len(self._masters)]
+        if pool is None or self._is_down(pool.address):
+            return None
+        return pool
 
     # -- topology ----------------------------------------------------------------------------
 
