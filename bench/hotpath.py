@@ -39,6 +39,9 @@ class _Transport:
     def write(self, data: bytes) -> None:
         pass
 
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
     def get_extra_info(self, name: str) -> object:
         return ("127.0.0.1", 1)
 

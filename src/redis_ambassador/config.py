@@ -139,6 +139,11 @@ class ServerConfig:
     max_inflight_per_client: int = _int(
         1024, "commands awaiting replies before we stop reading that client (backpressure)"
     )
+    max_output_buffer: int = _int(
+        64 * 1024 * 1024,
+        "bytes of replies buffered for a client that is not reading them before we stop "
+        "reading its commands",
+    )
 
 
 @dataclass(frozen=True)

@@ -407,9 +407,9 @@ def test_a_killed_master_shows_clients_a_bounded_error_window_and_its_keys_work_
         f"killed master: promoted after {promoted_after:.1f} s; {len(acked)} writes acknowledged, "
         f"{len(failed)} answered with an error: {failed}"
     )
-    # Only the command on the wire at the kill, when Redis promotes within the retry budget;
-    # beyond it, each exhausted budget costs one more.
-    assert len(failed) <= (1 if promoted_after < 6 else 1 + int(promoted_after // 6)), failed
+    # The command on the wire at the kill; at most one more whose retry budget (6.5 s) ran out
+    # as the promotion landed (a loaded machine makes both slower), and one per further budget.
+    assert len(failed) <= 2 + int(promoted_after // 6.5), failed
     new_master = cluster.master_for_slot(key_slot(tag))
     with cluster.client(new_master) as direct:
         values = direct.mget(list(acked))

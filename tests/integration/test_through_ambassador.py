@@ -7,6 +7,7 @@ adds keys under a per-test prefix, so the tests may run in any order.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 import uuid
@@ -545,3 +546,33 @@ def test_commands_after_quit_in_the_same_write_are_neither_run_nor_answered(
     assert ambassador.client().exists(direct_key) == 0
     assert run(ambassador.host, ambassador.port, proxied_key) == b"+PONG\r\n+OK\r\n"
     assert ambassador.client().exists(proxied_key) == 0
+
+
+def test_a_client_that_writes_its_whole_pipeline_before_reading_is_not_deadlocked(
+    ambassador: Ambassador,
+) -> None:
+    # 2,000,000 GETs (50 MB) sent before a single reply is read: Redis keeps reading and
+    # buffers the replies, so the send completes; the ambassador must not stop reading the
+    # client while its replies (10 MB here) wait.
+    frame = b"*2\r\n$3\r\nGET\r\n$20\r\nwhole-pipeline:nokey\r\n"
+    count = 2_000_000
+    sock = socket.create_connection((ambassador.host, ambassador.port), timeout=60)
+    sent = threading.Event()
+
+    def send() -> None:
+        sock.sendall(frame * count)
+        sent.set()
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        assert sent.wait(60), "the ambassador stopped reading a client that had not read yet"
+        expected = b"$-1\r\n" * count
+        received = bytearray()
+        while len(received) < len(expected):
+            chunk = sock.recv(1 << 20)
+            assert chunk, "connection closed early"
+            received += chunk
+        assert received == expected
+    finally:
+        sock.close()

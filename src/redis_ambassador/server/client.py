@@ -79,6 +79,7 @@ class ClientConnection(asyncio.Protocol):
         self._registry = registry
         self._parser = RequestParser(settings.max_bulk_len, settings.max_multibulk_len)
         self._max_inflight = settings.max_inflight_per_client
+        self._max_output = settings.max_output_buffer
         self._batches: deque[Batch] = deque()
         self._inflight = 0  # commands read but not yet answered
         self._transport: asyncio.Transport | None = None
@@ -96,6 +97,9 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        # A client may write its whole pipeline before reading a reply: keep reading it while
+        # its replies pile up, to a bound (a small one would deadlock such a client).
+        self._transport.set_write_buffer_limits(high=self._max_output)
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = f"{peer[0]}:{peer[1]}"
