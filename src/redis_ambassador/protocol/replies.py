@@ -29,19 +29,6 @@ class ReplyScanner:
         (the caller dropped the bytes before it).
         """
         if self._offset < 0:
-            # Most replies are one line or one bulk string: settle those without the loop.
-            kind = buf[start]
-            eol = buf.find(b"\r\n", start)
-            if eol < 0:
-                return self._suspend(0, 1)
-            if kind in _BULK:
-                size = int(buf[start + 1 : eol])
-                end = eol + 4 + size if size >= 0 else eol + 2
-                if end > len(buf):
-                    return self._suspend(0, 1)
-                return end
-            if kind not in _AGGREGATE and kind not in _PAIRS and kind != _ATTRIBUTE:
-                return eol + 2
             pos, pending = start, 1
         else:
             pos, pending = start + self._offset, self._pending
