@@ -32,11 +32,6 @@ def unknown_subcommand(sub: bytes, command: str) -> bytes:
     return error(f"ERR unknown subcommand '{_shown(sub)[:128]}'. Try {command.upper()} HELP.")
 
 
-def syntax() -> bytes:
-    """Redis's generic syntax error."""
-    return error("ERR syntax error")
-
-
 def not_supported(args: list[bytes], why: str) -> bytes:
     """A command the ambassador refuses for now, with the reason."""
     return error(f"ERR redis-ambassador does not support '{_shown(args[0]).lower()}': {why}")

@@ -72,11 +72,6 @@ class ReplyScanner:
         return -1
 
 
-def simple(text: str) -> bytes:
-    """``+text``."""
-    return b"+%s\r\n" % text.encode()
-
-
 def error(text: str) -> bytes:
     """``-text`` (text starts with the error code, e.g. ``ERR ...``)."""
     return b"-%s\r\n" % text.replace("\r", " ").replace("\n", " ").encode()
