@@ -15,7 +15,7 @@ from redis_ambassador.protocol.replies import (
     bulk,
     error,
     integer,
-    simple,
+    null,
 )
 
 # One complete reply of every kind a node can send (RESP2 and RESP3), including the examples of
@@ -219,8 +219,8 @@ def test_random_replies_in_random_reads_come_out_whole_and_in_order(
 # --- encoders ---------------------------------------------------------------------------------
 
 
-def test_simple_reply_encodes_as_status_line() -> None:
-    assert simple("OK") == OK == b"+OK\r\n"
+def test_status_constants_are_redis_status_lines() -> None:
+    assert OK == b"+OK\r\n"
     assert PONG == b"+PONG\r\n"
 
 
@@ -245,7 +245,8 @@ def test_integer_and_array_replies_encode_like_redis() -> None:
 
 
 @pytest.mark.parametrize(
-    "encoded", [simple("x"), error("ERR x"), bulk(b"x"), bulk(None), integer(5), array([OK, PONG])]
+    "encoded",
+    [OK, error("ERR x"), bulk(b"x"), bulk(None), integer(5), array([OK, PONG]), null(3), null(2)],
 )
 def test_encoded_replies_are_single_complete_replies_for_the_scanner(encoded: bytes) -> None:
     assert ReplyScanner().end_of(encoded + b"+next\r\n", 0) == len(encoded)
