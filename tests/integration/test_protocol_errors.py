@@ -146,18 +146,27 @@ def test_protocol_error_gets_redis_exact_reply_then_close_while_others_keep_work
     raw: Raw,
 ) -> None:
     data, expected = _PROTOCOL_ERRORS[case]
-    piece = len(data) if delivery == "one-write" else 1
-    node = cluster.masters()[0]
-    results = []
-    for host, port in ((node.host, node.port), (ambassador.host, ambassador.port)):
-        conn = raw(host, port)
-        _send_in_pieces(conn, data, piece)
-        # Everything until the peer closes: the error and nothing else.
-        results.append(conn.read_until_closed())
-    direct, proxied = results
+    direct, proxied = _until_closed_from_node_and_ambassador(
+        cluster, ambassador, raw, data, delivery
+    )
     assert direct == expected, "the node itself answers differently: fix the expectation"
     assert proxied == direct
     _assert_serving(ambassador, bystander)
+
+
+def _until_closed_from_node_and_ambassador(
+    cluster: LocalCluster, ambassador: Ambassador, raw: Raw, data: bytes, delivery: str
+) -> tuple[bytes, bytes]:
+    """The same bytes sent to a master directly and to the ambassador ("one-write" or
+    "byte-by-byte"); each side's whole answer until it closes the connection."""
+    piece = len(data) if delivery == "one-write" else 1
+    node = cluster.masters()[0]
+    answers = []
+    for host, port in ((node.host, node.port), (ambassador.host, ambassador.port)):
+        conn = raw(host, port)
+        _send_in_pieces(conn, data, piece)
+        answers.append(conn.read_until_closed())
+    return answers[0], answers[1]
 
 
 @pytest.fixture
@@ -175,15 +184,9 @@ def own_ambassador(
 def test_a_multibulk_count_over_int_max_gets_redis_exact_reply_then_close(
     delivery: str, own_ambassador: Ambassador, cluster: LocalCluster, raw: Raw
 ) -> None:
-    data = b"*3000000000\r\n"
-    piece = len(data) if delivery == "one-write" else 1
-    node = cluster.masters()[0]
-    results = []
-    for host, port in ((node.host, node.port), (own_ambassador.host, own_ambassador.port)):
-        conn = raw(host, port)
-        _send_in_pieces(conn, data, piece)
-        results.append(conn.read_until_closed())
-    direct, proxied = results
+    direct, proxied = _until_closed_from_node_and_ambassador(
+        cluster, own_ambassador, raw, b"*3000000000\r\n", delivery
+    )
     assert direct == INVALID_MULTIBULK
     assert proxied == direct
     with own_ambassador.client(socket_timeout=5) as client:
