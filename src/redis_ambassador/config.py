@@ -39,6 +39,7 @@ __all__ = [
     "ENV_PREFIX",
     "Address",
     "ClusterConfig",
+    "CommandsConfig",
     "Config",
     "ConfigError",
     "ServerConfig",
@@ -181,12 +182,26 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True)
+class CommandsConfig:
+    """TOML section ``[commands]``: how commands a single node cannot answer are treated."""
+
+    split_cross_slot: bool = field(
+        default=True,
+        metadata={
+            "help": "split MGET/MSET/DEL/UNLINK/EXISTS/TOUCH whose keys span slots into one "
+            "command per slot (not atomic across slots); false: refuse them with CROSSSLOT"
+        },
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything configurable, one frozen section per TOML table."""
 
     server: ServerConfig = ServerConfig()
     cluster: ClusterConfig = ClusterConfig()
     upstream: UpstreamConfig = UpstreamConfig()
+    commands: CommandsConfig = CommandsConfig()
 
 
 class ConfigError(ValueError):
@@ -333,7 +348,23 @@ def _to_address_list(key: _Key, value: object, text_ok: bool) -> tuple[Address, 
     return tuple(addresses)
 
 
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _to_bool(key: _Key, value: object, text_ok: bool) -> bool:
+    if isinstance(value, str) and text_ok:
+        text = value.strip().lower()
+        if text in _TRUE | _FALSE:
+            return text in _TRUE
+        raise _Bad("must be true or false (or yes/no, on/off, 1/0)", value)
+    if not isinstance(value, bool):
+        raise _Bad(f"must be true or false, not {_type_name(value)}")
+    return value
+
+
 _CONVERTERS: dict[Any, Any] = {
+    bool: _to_bool,
     int: _to_int,
     float: _to_seconds,
     Address: _to_address_key,

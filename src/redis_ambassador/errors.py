@@ -13,6 +13,7 @@ def _shown(arg: bytes) -> str:
 
 
 CROSSSLOT = error("CROSSSLOT Keys in request don't hash to the same slot")
+INVALID_CURSOR = error("ERR invalid cursor")
 CLUSTERDOWN_UNCOVERED = error("CLUSTERDOWN Hash slot not served")
 SELECT_IN_CLUSTER = error("ERR SELECT is not allowed in cluster mode")
 NOT_AN_INTEGER = error("ERR value is not an integer or out of range")

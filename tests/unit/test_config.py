@@ -494,3 +494,18 @@ def test_address_constructor_validates() -> None:
 def test_sections_construct_with_defaults() -> None:
     assert ClusterConfig().seeds == ()
     assert Config().cluster == ClusterConfig()
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("false", False), ("No", False), ("on", True), ("1", True)]
+)
+def test_boolean_keys_read_true_and_false_words_from_the_environment(
+    text: str, value: bool
+) -> None:
+    config = load_config(None, env={"REDIS_AMBASSADOR_SPLIT_CROSS_SLOT": text})
+    assert config.commands.split_cross_slot is value
+
+
+def test_boolean_key_with_another_word_names_the_key_and_the_choices() -> None:
+    with pytest.raises(ConfigError, match=r"commands.split_cross_slot .*true or false"):
+        load_config(None, env={"REDIS_AMBASSADOR_SPLIT_CROSS_SLOT": "maybe"})

@@ -173,7 +173,7 @@ LOCAL: dict[str, Handler] = {
 _TRANSACTIONS = "transactions are not supported by the ambassador yet"
 _PUBSUB = "pub/sub subscriptions are not supported by the ambassador yet"
 BLOCKING = "blocking commands are not supported by the ambassador yet"
-_FANOUT = "it needs every node of the cluster, which the ambassador does not do yet"
+_SCRIPT_DEBUG = "the Lua debugger needs a connection of its own to one node"
 _ONE_NODE = "it would act on one node of the cluster only"
 _NOT_HERE = "it is not available through the ambassador"
 
@@ -185,10 +185,7 @@ REFUSED: dict[str, str] = {
         ["subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe"],
         _PUBSUB,
     ),
-    **dict.fromkeys(
-        ["dbsize", "keys", "scan", "randomkey", "flushdb", "flushall", "script", "function"],
-        _FANOUT,
-    ),
+    "script|debug": _SCRIPT_DEBUG,
     **dict.fromkeys(
         ["shutdown", "debug", "config|set", "config|resetstat", "config|rewrite", "cluster",
          "failover", "replicaof", "slaveof", "save", "bgsave", "bgrewriteaof", "migrate",

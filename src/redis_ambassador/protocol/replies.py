@@ -106,5 +106,38 @@ def null(protocol: int) -> bytes:
     return b"_\r\n" if protocol == 3 else b"$-1\r\n"
 
 
+def verbatim(text: bytes, protocol: int) -> bytes:
+    """Human-readable text (CLIENT INFO, CLUSTER NODES, ...): Redis sends it as a RESP3 verbatim
+    string tagged ``txt`` (``=N\\r\\ntxt:...``), and as a plain bulk string in RESP2."""
+    if protocol == 3:
+        return b"=%d\r\ntxt:%b\r\n" % (len(text) + 4, text)
+    return bulk(text)
+
+
+def status(text: bytes) -> bytes:
+    """A simple string reply (``+text``), e.g. one line of a HELP reply."""
+    return b"+%b\r\n" % text
+
+
 OK = b"+OK\r\n"
 PONG = b"+PONG\r\n"
+
+
+def elements(reply: bytes | bytearray) -> list[bytes]:
+    """The encoded elements of a complete array, set or push reply, each as the node sent it
+    (for merges that reorder or concatenate values without decoding them)."""
+    eol = reply.index(b"\r\n")
+    count = int(reply[1:eol])
+    scanner = ReplyScanner()
+    items = []
+    pos = eol + 2
+    for _ in range(count):
+        end = scanner.end_of(reply, pos)
+        items.append(bytes(reply[pos:end]))
+        pos = end
+    return items
+
+
+def bulk_value(reply: bytes | bytearray) -> bytes:
+    """The payload of a bulk string reply (``$3\\r\\nabc\\r\\n`` -> ``abc``)."""
+    return bytes(reply[reply.index(b"\r\n") + 2 : -2])

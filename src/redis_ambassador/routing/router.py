@@ -23,6 +23,14 @@ from redis_ambassador.commands.local import BLOCKING, LOCAL, REFUSED
 from redis_ambassador.commands.table import CommandSpec, CommandTable
 from redis_ambassador.config import Address, Config
 from redis_ambassador.protocol.replies import OK
+from redis_ambassador.routing.fanout import (
+    FANOUT,
+    SPLITTABLE,
+    Gather,
+    Merge,
+    ScanPlan,
+    split_by_slot,
+)
 from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap, discover
 from redis_ambassador.upstream.connection import Entry, NodeConnection
 from redis_ambassador.upstream.pool import NodePool, Upstream
@@ -60,9 +68,11 @@ class Router:
         self._upstream = upstream
         self._retry = RetryPolicy.from_config(config.upstream)
         self._table = table
+        self._split_cross_slot = config.commands.split_cross_slot
         self.facts = facts
         self._owners: list[NodePool | None] = [None] * SLOTS
         self._masters: list[NodePool] = []
+        self._range_starts: list[int] = []  # first slot of each master's slot range, ascending
         self._any = itertools.count()
         self._known: list[Address] = list(config.cluster.seeds)
         self._failed_at: dict[Address, float] = {}  # loop time of each node's last failure
@@ -147,6 +157,13 @@ class Router:
         if reason is not None:
             batch.fill(i, errors.not_supported(args, reason))
             return False
+        merge = FANOUT.get(name)
+        if merge is not None:
+            self._fan_out(batch, i, [(pool, frame) for pool in self._masters], merge)
+            return False
+        if name == "scan":
+            self._scan(batch, i, args)
+            return False
         keys = spec.keys(args)
         if not keys:
             # No keys, or keys that cannot be found (bad arity): any master answers as Redis would.
@@ -155,7 +172,7 @@ class Router:
         slot = key_slot(keys[0])
         for key in keys[1:]:
             if key_slot(key) != slot:
-                batch.fill(i, errors.CROSSSLOT)
+                self._cross_slot(batch, i, name, args)
                 return False
         pool = self._owners[slot]
         if pool is None:
@@ -167,6 +184,44 @@ class Router:
             return False
         pool.lane(client.lane).send(batch, i, frame)
         return False
+
+    def _cross_slot(self, batch: Batch, i: int, name: str, args: list[bytes]) -> None:
+        """Split a multi-key command whose keys span slots, if it may be; else CROSSSLOT."""
+        step = SPLITTABLE.get(name) if self._split_cross_slot else None
+        if step is None or (len(args) - 1) % step:
+            batch.fill(i, errors.CROSSSLOT)
+            return
+        parts, merge = split_by_slot(args, step)
+        self._fan_out(batch, i, [(self._owners[slot], frame) for slot, frame in parts], merge)
+
+    def _fan_out(
+        self, batch: Batch, i: int, parts: list[tuple[NodePool | None, bytes]], merge: Merge
+    ) -> None:
+        """Send each part to its pool (None: no master serves it yet) and merge the replies."""
+        if not parts:
+            self.request_refresh()
+            batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
+            return
+        gather = Gather(batch, i, len(parts), merge)
+        for j, (pool, frame) in enumerate(parts):
+            if pool is not None:
+                pool.lane(gather.lane).send(gather, j, frame)  # type: ignore[arg-type]
+                continue
+            self.request_refresh()
+            if not self._later(None, (gather, j, frame, 0)):  # type: ignore[arg-type]
+                gather.fill(j, errors.CLUSTERDOWN_UNCOVERED)
+
+    def _scan(self, batch: Batch, i: int, args: list[bytes]) -> None:
+        """SCAN walks the masters one after another behind one cursor (see ScanPlan)."""
+        if len(args) < 2:
+            batch.fill(i, errors.wrong_arity("scan"))
+            return
+        starts = self._range_starts
+        plan = ScanPlan(starts, args[1])
+        if not plan.valid:
+            batch.fill(i, errors.INVALID_CURSOR if starts else errors.CLUSTERDOWN_UNCOVERED)
+            return
+        self._fan_out(batch, i, [(self._owners[plan.slot], plan.request(args))], plan.merge)
 
     @staticmethod
     def _blocks(spec: CommandSpec, base: str, args: list[bytes]) -> bool:
@@ -293,6 +348,9 @@ class Router:
         pools = {address: self._upstream.pool(address) for address in slot_map.masters}
         self._owners[:] = [pools[a] if a is not None else None for a in slot_map.owners]
         self._masters = list(pools.values())
+        self._range_starts = sorted(
+            {slot_map.owners.index(address) for address in slot_map.masters}
+        )
         self._known = list(dict.fromkeys([*pools, *self._config.cluster.seeds]))
         for address, pool in list(self._upstream.pools.items()):
             if address not in pools and not pool.pending:
