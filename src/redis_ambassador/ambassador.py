@@ -12,7 +12,7 @@ import errno
 import gc
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import anyio
 
@@ -28,6 +28,18 @@ log = logging.getLogger(__name__)
 
 class ListenError(RuntimeError):
     """The listen address cannot be bound; the message says why and what to do."""
+
+
+class _Facts(ServerFacts):
+    """HELLO's version, plus the clients connected to this ambassador (CLIENT LIST)."""
+
+    def __init__(self, version: bytes, clients: ClientRegistry) -> None:
+        super().__init__(version)
+        self._registry = clients
+
+    @property
+    def clients(self) -> Collection[ClientConnection]:
+        return self._registry.connected
 
 
 async def _learn_cluster(address: Address, timeout: float) -> tuple[CommandTable, ServerFacts]:
@@ -78,6 +90,7 @@ async def serve(config: Config, ready: Callable[[Address], None] | None = None) 
         via, len(slot_map.masters), len(table), facts.version.decode(),
     )  # fmt: skip
     clients = ClientRegistry()
+    facts = _Facts(facts.version, clients)
     async with anyio.create_task_group() as tg:
         upstream = Upstream(tg, config.upstream.pool_size, timeout)
         router = Router(config, upstream, table, facts)

@@ -67,3 +67,19 @@ def hello_syntax(option: bytes) -> bytes:
 def bad_client_attribute(option: bytes) -> bytes:
     """CLIENT SETINFO with a value Redis 7.2 refuses (the option quoted as typed)."""
     return error(f"ERR {_shown(option)} cannot contain spaces, newlines or special characters.")
+
+
+# -- connection handshake, CLIENT and CLUSTER answered by the ambassador ---------------------------
+
+SYNTAX = error("ERR syntax error")
+INVALID_CLIENT_ID = error("ERR Invalid client ID")
+
+
+def unknown_client_type(name: bytes) -> bytes:
+    """CLIENT LIST TYPE with a type Redis does not know (quoted as typed)."""
+    return error(f"ERR Unknown client type '{_shown(name)}'")
+
+
+def unknown_node(node_id: bytes) -> bytes:
+    """A CLUSTER subcommand naming a node other than the one the ambassador presents."""
+    return error(f"ERR Unknown node {_shown(node_id)}")

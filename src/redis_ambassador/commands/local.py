@@ -6,11 +6,17 @@ never reach the node connections that many clients share.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Protocol
 
 from redis_ambassador import errors
-from redis_ambassador.protocol.replies import OK, PONG, array, bulk, integer, mapping, null
+from redis_ambassador.commands.cluster import cluster_command
+from redis_ambassador.commands.connection import (
+    client_command,
+    reset_command,
+    valid_client_attribute,
+)
+from redis_ambassador.protocol.replies import OK, PONG, array, bulk, integer, mapping
 from redis_ambassador.protocol.requests import string2ll
 
 
@@ -20,14 +26,27 @@ class Session(Protocol):
     id: int
     name: bytes
     protocol: int
+    lib_name: bytes  # CLIENT SETINFO; b"" when unset
+    lib_ver: bytes
+    no_evict: bool  # CLIENT NO-EVICT / NO-TOUCH: stored and shown, nothing here acts on them
+    no_touch: bool
+    peer: str  # the client's address, "host:port"
+    local_address: tuple[str, int]  # the address the client dialed (our side of its socket)
+    fd: int
+    connected_at: float  # time.monotonic() when it connected
 
     def set_protocol(self, protocol: int) -> None: ...
 
 
 class ServerFacts(Protocol):
-    """What HELLO reports about the server the client believes it talks to."""
+    """What the ambassador reports about the server the client believes it talks to."""
 
-    version: bytes
+    version: bytes  # HELLO's version
+
+    @property
+    def clients(self) -> Collection[Session]:
+        """Every client connected to this ambassador (CLIENT LIST)."""
+        ...
 
 
 Handler = Callable[[Session, list[bytes], ServerFacts], bytes]
@@ -62,62 +81,6 @@ def _ok(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
     return OK
 
 
-def _valid_client_name(name: bytes) -> bool:
-    # Redis accepts printable ASCII without spaces ('!' .. '~').
-    return all(33 <= c <= 126 for c in name)
-
-
-def _client(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
-    if len(args) < 2:
-        return errors.wrong_arity("client")
-    sub = args[1].lower()
-    if sub == b"setname":
-        if len(args) != 3:
-            return errors.wrong_arity("client|setname")
-        if not _valid_client_name(args[2]):
-            return errors.CLIENT_NAME_CHARS
-        client.name = args[2]
-        return OK
-    if sub == b"getname":
-        if len(args) != 2:
-            return errors.wrong_arity("client|getname")
-        return bulk(client.name) if client.name else null(client.protocol)
-    if sub == b"id":
-        return integer(client.id) if len(args) == 2 else errors.wrong_arity("client|id")
-    if sub == b"setinfo":
-        # Library name/version: accepted like Redis 7.2 does; nothing routes on them.
-        if len(args) != 4:
-            return errors.wrong_arity("client|setinfo")
-        if args[2].lower() not in (b"lib-name", b"lib-ver"):
-            return errors.unrecognized_option(args[2])
-        if not _valid_client_name(args[3]):
-            return errors.bad_client_attribute(args[2])
-        return OK
-    if sub in _CLIENT_SUBCOMMANDS:
-        return errors.not_supported(
-            args, f"'client {sub.decode()}' is not supported by the ambassador yet"
-        )
-    return errors.unknown_subcommand(args[1], "client")
-
-
-_CLIENT_SUBCOMMANDS = {
-    b"list",
-    b"info",
-    b"kill",
-    b"pause",
-    b"unpause",
-    b"reply",
-    b"tracking",
-    b"trackinginfo",
-    b"caching",
-    b"getredir",
-    b"no-evict",
-    b"no-touch",
-    b"unblock",
-    b"help",
-}
-
-
 def _hello(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
     i = 1
     if len(args) > 1:
@@ -134,7 +97,7 @@ def _hello(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
         option = args[i].lower()
         if option == b"setname" and i + 1 < len(args):
             name = args[i + 1]
-            if not _valid_client_name(name):
+            if not valid_client_attribute(name):
                 return errors.CLIENT_NAME_CHARS
             i += 2
         elif option == b"auth" and i + 2 < len(args):
@@ -163,8 +126,10 @@ LOCAL: dict[str, Handler] = {
     "ping": _ping,
     "echo": _echo,
     "select": _select,
-    "client": _client,
+    "client": client_command,
     "hello": _hello,
+    "reset": reset_command,
+    "cluster": cluster_command,  # describes the ambassador as one node owning every slot
     "readonly": _ok,  # reads always go to masters for now; accepted so cluster clients work
     "readwrite": _ok,
     "asking": _ok,  # redirections are the ambassador's business
@@ -187,12 +152,12 @@ REFUSED: dict[str, str] = {
     ),
     "script|debug": _SCRIPT_DEBUG,
     **dict.fromkeys(
-        ["shutdown", "debug", "config|set", "config|resetstat", "config|rewrite", "cluster",
+        ["shutdown", "debug", "config|set", "config|resetstat", "config|rewrite",
          "failover", "replicaof", "slaveof", "save", "bgsave", "bgrewriteaof", "migrate",
          "swapdb", "move", "module", "acl"],
         _ONE_NODE,
     ),
     **dict.fromkeys(
-        ["monitor", "sync", "psync", "replconf", "auth", "reset", "wait", "waitaof"], _NOT_HERE
+        ["monitor", "sync", "psync", "replconf", "auth", "wait", "waitaof"], _NOT_HERE
     ),
 }  # fmt: skip

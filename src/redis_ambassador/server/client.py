@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -75,6 +76,12 @@ class ClientConnection(asyncio.Protocol):
         self.lane = self._lane_base
         self.protocol = 2
         self.name = b""
+        # Answered here, per client (CLIENT SETINFO/NO-EVICT/NO-TOUCH, CLIENT INFO/LIST):
+        self.lib_name = b""
+        self.lib_ver = b""
+        self.no_evict = False
+        self.no_touch = False
+        self.connected_at = time.monotonic()
         self._router = router
         self._registry = registry
         self._parser = RequestParser(settings.max_bulk_len, settings.max_multibulk_len)
@@ -87,6 +94,8 @@ class ClientConnection(asyncio.Protocol):
         self._write_paused = False
         self._closing = False
         self.peer = "?"
+        self.local_address = ("", 0)  # what the client dialed: CLUSTER SLOTS/SHARDS/NODES
+        self.fd = -1
 
     def set_protocol(self, protocol: int) -> None:
         """HELLO 2/3: later commands use node connections that speak the same protocol."""
@@ -103,6 +112,12 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = f"{peer[0]}:{peer[1]}"
+        local = transport.get_extra_info("sockname")
+        if local:
+            self.local_address = (local[0], local[1])
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.fd = sock.fileno()
         self._registry.add(self)
 
     def data_received(self, data: bytes) -> None:
