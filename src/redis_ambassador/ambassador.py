@@ -11,15 +11,17 @@ import ctypes
 import errno
 import gc
 import logging
+import re
 import socket
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 
 import anyio
+from redis.exceptions import RedisError
 
 from redis_ambassador.commands.table import CommandTable
 from redis_ambassador.config import Address, Config
 from redis_ambassador.routing.router import Router, ServerFacts
-from redis_ambassador.routing.topology import control_client, discover
+from redis_ambassador.routing.topology import SlotMap, control_client, discover
 from redis_ambassador.server.client import ClientConnection, ClientRegistry
 from redis_ambassador.upstream.pool import Upstream
 
@@ -42,19 +44,49 @@ class _Facts(ServerFacts):
         return self._registry.connected
 
 
-async def _learn_cluster(address: Address, timeout: float) -> tuple[CommandTable, ServerFacts]:
-    """The command table and the server version, from the node that described the cluster."""
-    client = await control_client(address, timeout)
+async def _learn_cluster(
+    slot_map: SlotMap, via: Address, timeout: float
+) -> tuple[CommandTable, bytes]:
+    """The command table (from the node that described the cluster) and the version to report:
+    the lowest among all its masters and replicas, so a client never relies on a feature that
+    some node lacks (during a rolling upgrade, say)."""
+    client = await control_client(via, timeout)
     try:
         table = CommandTable.from_reply(await client.execute_command("COMMAND"))
-        info = await client.execute_command("INFO", "server")
     finally:
         await client.aclose()
-    version = b"0.0.0"
+    versions: list[bytes] = []
+    async with anyio.create_task_group() as tg:
+        for address in sorted(slot_map.masters | slot_map.replicas | {via}, key=str):
+            tg.start_soon(_collect_version, address, timeout, versions)
+    return table, lowest_version(versions)
+
+
+async def _collect_version(address: Address, timeout: float, versions: list[bytes]) -> None:
+    """Append the node's ``redis_version``; a node that does not answer is left out (a replica
+    that is down must not stop the ambassador from starting)."""
+    try:
+        client = await control_client(address, timeout)
+        try:
+            info = await client.execute_command("INFO", "server")
+        finally:
+            await client.aclose()
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("could not read the Redis version of %s: %s", address, exc)
+        return
     for line in info.splitlines():
         if line.startswith(b"redis_version:"):
-            version = line.split(b":", 1)[1].strip()
-    return table, ServerFacts(version)
+            versions.append(line.split(b":", 1)[1].strip())
+
+
+def lowest_version(versions: Iterable[bytes]) -> bytes:
+    """The lowest version, compared numerically part by part (``7.0.15`` < ``7.2.4`` <
+    ``7.10.0``); ``0.0.0`` when there is none."""
+    return min(versions, key=_version_key, default=b"0.0.0")
+
+
+def _version_key(version: bytes) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(rb"\d+", version))
 
 
 def _listen_socket(address: Address) -> socket.socket:
@@ -81,16 +113,16 @@ async def serve(config: Config, ready: Callable[[Address], None] | None = None) 
     sock = _listen_socket(config.server.listen)
     try:
         slot_map, via = await discover(config.cluster.seeds, timeout)
-        table, facts = await _learn_cluster(via, timeout)
+        table, version = await _learn_cluster(slot_map, via, timeout)
     except BaseException:
         sock.close()
         raise
     log.info(
         "cluster found via %s: %d masters, %d commands known, Redis %s",
-        via, len(slot_map.masters), len(table), facts.version.decode(),
+        via, len(slot_map.masters), len(table), version.decode(),
     )  # fmt: skip
     clients = ClientRegistry()
-    facts = _Facts(facts.version, clients)
+    facts = _Facts(version, clients)
     async with anyio.create_task_group() as tg:
         upstream = Upstream(tg, config.upstream.pool_size, timeout)
         router = Router(config, upstream, table, facts)

@@ -17,11 +17,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
 import redis
 from redis.maint_notifications import MaintNotificationsConfig
 
+from redis_ambassador.ambassador import _learn_cluster
+from redis_ambassador.config import Address
 from redis_ambassador.localcluster import LocalCluster
+from redis_ambassador.routing.topology import SlotMap, discover
 
 if TYPE_CHECKING:
     from conftest import Ambassador, RawConnection
@@ -159,6 +163,48 @@ def test_hello_2_and_hello_3_match_a_standalone_redis(
     for protocol in (2, 3, 2):
         (hello,) = conn.exchange(resp("HELLO", protocol))
         assert hello == _hello_like_standalone(standalone, raw, protocol, client_id)
+
+
+def _info_calls(cluster: LocalCluster) -> dict[int, int]:
+    """INFO calls each node has answered so far, by port."""
+    calls = {}
+    for node in cluster.nodes:
+        stats = cluster.client(node).info("commandstats")
+        calls[node.port] = int(stats.get("cmdstat_info", {}).get("calls", 0))
+    return calls
+
+
+def test_the_version_is_asked_of_every_master_and_replica(cluster: LocalCluster) -> None:
+    seeds = [Address(n.host, n.port) for n in cluster.masters()]
+    before = _info_calls(cluster)
+
+    async def learn() -> bytes:
+        slot_map, via = await discover(seeds, 5.0)
+        assert len(slot_map.masters | slot_map.replicas) == len(cluster.nodes)
+        _, version = await _learn_cluster(slot_map, via, 5.0)
+        return version
+
+    version = anyio.run(learn)
+    after = _info_calls(cluster)
+    # Each node's own count includes the commandstats query above, so more than one per node.
+    assert all(after[port] >= before[port] + 2 for port in before), (before, after)
+    assert version == str(cluster.client(cluster.nodes[0]).info("server")["redis_version"]).encode()
+
+
+def test_a_node_that_does_not_answer_is_left_out_of_the_version(cluster: LocalCluster) -> None:
+    seeds = [Address(n.host, n.port) for n in cluster.masters()]
+    dead = Address("127.0.0.1", _free_port())  # nothing listens there
+
+    async def learn() -> bytes:
+        slot_map, via = await discover(seeds, 5.0)
+        with_dead = SlotMap(slot_map.owners, slot_map.replicas | {dead})
+        _, version = await _learn_cluster(with_dead, via, 2.0)
+        return version
+
+    assert (
+        anyio.run(learn)
+        == str(cluster.client(cluster.nodes[0]).info("server")["redis_version"]).encode()
+    )
 
 
 def test_hello_reports_the_version_of_the_clusters_nodes(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from redis_ambassador.ambassador import lowest_version
 from redis_ambassador.commands.local import LOCAL, REFUSED
 from redis_ambassador.protocol.replies import verbatim
 
@@ -694,3 +695,21 @@ def test_cluster_keys_by_slot_number_are_refused_for_now(args: tuple[bytes, ...]
         b"-ERR redis-ambassador does not support 'cluster %b': commands addressed to a slot "
         b"number are not routed by the ambassador yet\r\n" % args[0].lower()
     )
+
+
+# -- HELLO's version: the lowest among the nodes ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("versions", "lowest"),
+    [
+        ([b"7.0.15"], b"7.0.15"),
+        ([b"7.2.4", b"7.0.15", b"7.2.4"], b"7.0.15"),
+        ([b"7.10.0", b"7.9.2"], b"7.9.2"),  # numeric, not text, comparison
+        ([b"7.2.10", b"7.2.9"], b"7.2.9"),
+        ([b"8.0.0", b"7.4.2", b"7.4.10"], b"7.4.2"),
+        ([], b"0.0.0"),
+    ],
+)
+def test_lowest_version_compares_numerically(versions: list[bytes], lowest: bytes) -> None:
+    assert lowest_version(versions) == lowest

@@ -41,7 +41,7 @@ class Session(Protocol):
 class ServerFacts(Protocol):
     """What the ambassador reports about the server the client believes it talks to."""
 
-    version: bytes  # HELLO's version
+    version: bytes  # HELLO's version: the lowest among the cluster's nodes
 
     @property
     def clients(self) -> Collection[Session]:
