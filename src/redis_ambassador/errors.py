@@ -49,6 +49,32 @@ def too_many_redirects(last_error: bytes) -> bytes:
     return error(f"ERR redis-ambassador: too many redirections, last was: {text}")
 
 
+def unknown_command(args: list[bytes]) -> bytes:
+    """Redis's reply to a command it does not know, with the first arguments quoted (up to
+    about 128 bytes, as processCommand builds it)."""
+    quoted = b""
+    for arg in args[1:]:
+        if len(quoted) >= 128:
+            break
+        quoted += b"'%b' " % arg[: 128 - len(quoted)]
+    text = b"-ERR unknown command '%b', with args beginning with: %b" % (args[0][:128], quoted)
+    return text.replace(b"\r", b" ").replace(b"\n", b" ") + b"\r\n"
+
+
+MULTI_NESTED = error("ERR MULTI calls can not be nested")
+EXEC_WITHOUT_MULTI = error("ERR EXEC without MULTI")
+DISCARD_WITHOUT_MULTI = error("ERR DISCARD without MULTI")
+WATCH_IN_MULTI = error("ERR WATCH inside MULTI is not allowed")
+EXECABORT = error("EXECABORT Transaction discarded because of previous errors.")
+
+
+def not_in_transaction(args: list[bytes], why: str) -> bytes:
+    """A command that cannot be part of a transaction through the ambassador."""
+    return error(
+        f"ERR redis-ambassador cannot queue '{_shown(args[0]).lower()}' in a transaction: {why}"
+    )
+
+
 def protocol(text: str) -> bytes:
     """A protocol error; ``text`` starts with ``Protocol error:``, as Redis's does."""
     return error(f"ERR {text}")
@@ -83,3 +109,15 @@ def unknown_client_type(name: bytes) -> bytes:
 def unknown_node(node_id: bytes) -> bytes:
     """A CLUSTER subcommand naming a node other than the one the ambassador presents."""
     return error(f"ERR Unknown node {_shown(node_id)}")
+
+
+# -- the command policy and admin commands -------------------------------------------------------
+
+
+def command_denied(name: str) -> bytes:
+    """A command the ambassador's command policy denies: NOPERM, as Redis answers a command the
+    user's ACL forbids, naming the config keys that decide it."""
+    return error(
+        f"NOPERM redis-ambassador's command policy denies '{name}' (commands.deny); "
+        f"to allow it, add '{name}' to commands.allow"
+    )

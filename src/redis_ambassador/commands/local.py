@@ -135,9 +135,12 @@ LOCAL: dict[str, Handler] = {
     "asking": _ok,  # redirections are the ambassador's business
 }
 
-_TRANSACTIONS = "transactions are not supported by the ambassador yet"
 _PUBSUB = "pub/sub subscriptions are not supported by the ambassador yet"
-BLOCKING = "blocking commands are not supported by the ambassador yet"
+BLOCKING_WITHOUT_KEYS = "a blocking command without keys has no node to wait on"
+_WAIT = (
+    "it counts the replicas that acknowledged this connection's writes, and the ambassador "
+    "sends a client's writes over node connections shared with other clients"
+)
 _SCRIPT_DEBUG = "the Lua debugger needs a connection of its own to one node"
 _ONE_NODE = "it would act on one node of the cluster only"
 _NOT_HERE = "it is not available through the ambassador"
@@ -145,7 +148,6 @@ _NOT_HERE = "it is not available through the ambassador"
 # Commands that would change the state of a shared node connection, need every node, or act on
 # a single node behind the client's back. Each gets a clear error instead.
 REFUSED: dict[str, str] = {
-    **dict.fromkeys(["multi", "exec", "discard", "watch", "unwatch"], _TRANSACTIONS),
     **dict.fromkeys(
         ["subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe"],
         _PUBSUB,
@@ -157,7 +159,8 @@ REFUSED: dict[str, str] = {
          "swapdb", "move", "module", "acl"],
         _ONE_NODE,
     ),
+    **dict.fromkeys(["wait", "waitaof"], _WAIT),
     **dict.fromkeys(
-        ["monitor", "sync", "psync", "replconf", "auth", "wait", "waitaof"], _NOT_HERE
+        ["monitor", "sync", "psync", "replconf", "auth"], _NOT_HERE
     ),
 }  # fmt: skip

@@ -19,8 +19,15 @@ import hiredis
 from redis.crc import key_slot
 
 from redis_ambassador import errors
-from redis_ambassador.commands.local import BLOCKING, LOCAL, REFUSED
+from redis_ambassador.commands.local import BLOCKING_WITHOUT_KEYS, LOCAL, REFUSED
 from redis_ambassador.commands.table import CommandSpec, CommandTable
+from redis_ambassador.commands.transaction import (
+    EXEC_FRAME,
+    MULTI_FRAME,
+    UNWATCH_FRAME,
+    Transaction,
+    check,
+)
 from redis_ambassador.config import Address, Config
 from redis_ambassador.protocol.replies import OK
 from redis_ambassador.routing.fanout import (
@@ -47,6 +54,14 @@ _ASK = b"-ASK "
 _DOWN_FOR = 1.0
 # Blocking only when given BLOCK; without it they are ordinary reads.
 _BLOCK_OPTION = {"xread": b"block", "xreadgroup": b"block"}
+# Transaction commands answered or run by the router; all but UNWATCH (which Redis queues)
+# and QUIT/RESET act at once even between MULTI and EXEC.
+_TRANSACTION_COMMANDS = frozenset(["multi", "exec", "discard", "watch", "unwatch"])
+_NOT_QUEUED = frozenset(["multi", "exec", "discard", "watch", "quit", "reset"])
+# An entry never retried nor redirected (EXEC: alone, without its MULTI, it means nothing).
+_NO_RETRY = 1 << 30
+# Answered here outside a transaction; inside one, the node's answer is the same.
+_NODE_ANSWERS_ALIKE = frozenset(["ping", "echo"])
 
 
 class ServerFacts:
@@ -107,6 +122,9 @@ class Router:
         frames: list[bytes],
     ) -> None:
         """Send (or answer) every command of one read; replies land in ``batch`` by index."""
+        if client.transaction is not None or client.watching is not None:
+            self._dispatch_each(client, batch, commands, frames, 0)
+            return
         fast = self._fast.get
         owners = self._owners
         lane = client.lane
@@ -127,20 +145,52 @@ class Router:
                     if not conn.dirty:
                         conn.mark_dirty()
                     continue
-            if self._dispatch_other(client, batch, i, args, frames[i]):
+            if self._dispatch_other(client, batch, i, commands, frames):
+                self._dispatch_each(client, batch, commands, frames, i + 1)
                 return
 
+    def _dispatch_each(
+        self,
+        client: ClientConnection,
+        batch: Batch,
+        commands: list[list[bytes]],
+        frames: list[bytes],
+        start: int,
+    ) -> None:
+        """The slow path, one command at a time: inside a transaction or a WATCH, and after a
+        command that changed how the rest goes (stopping where the batch was cut: QUIT, or
+        commands held behind a blocking one)."""
+        i = start
+        while i < len(batch.replies):
+            self._dispatch_other(client, batch, i, commands, frames)
+            i += 1
+
     def _dispatch_other(
-        self, client: ClientConnection, batch: Batch, i: int, args: list[bytes], frame: bytes
+        self,
+        client: ClientConnection,
+        batch: Batch,
+        i: int,
+        commands: list[list[bytes]],
+        frames: list[bytes],
     ) -> bool:
-        """Route anything but a plain single-key command; True when the rest must not run."""
+        """Route anything but a plain single-key command; True when the rest of the read must
+        take the slow path (the client's state changed, or the batch was cut)."""
+        args = commands[i]
+        frame = frames[i]
         spec = self._table.resolve(args)
+        name = spec.name if spec is not None else ""
+        base = name.split("|", 1)[0]
+        if client.transaction is not None and base not in _NOT_QUEUED:
+            batch.fill(i, self._queue(client.transaction, spec, args, frame))
+            return False
         if spec is None:
             # Unknown here means unknown to the cluster too: its node words the error.
             self._send_anywhere(client, batch, i, frame)
             return False
-        name = spec.name
-        base = name.split("|", 1)[0]
+        if base in _TRANSACTION_COMMANDS:
+            return self._transaction_control(client, batch, i, spec, args, frame)
+        if base == "reset":
+            self._end_transaction(client)
         if base == "quit":
             # Redis closes after +OK and never runs what the client sent after QUIT.
             client.close_after_reply(batch)
@@ -152,11 +202,11 @@ class Router:
             batch.fill(i, local(client, args, self.facts))
             return False
         reason = REFUSED.get(name) or REFUSED.get(base)
-        if reason is None and self._blocks(spec, base, args):
-            reason = BLOCKING
         if reason is not None:
             batch.fill(i, errors.not_supported(args, reason))
             return False
+        if self._blocks(spec, base, args):
+            return self._blocking(client, batch, i, commands, frames, spec)
         merge = FANOUT.get(name)
         if merge is not None:
             self._fan_out(batch, i, [(pool, frame) for pool in self._masters], merge)
@@ -182,8 +232,192 @@ class Router:
             if not self._later(None, (batch, i, frame, 0)):
                 batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
             return False
-        pool.lane(client.lane).send(batch, i, frame)
+        self._conn(client, pool).send(batch, i, frame)
         return False
+
+    def _conn(self, client: ClientConnection, pool: NodePool) -> NodeConnection:
+        """The client's connection to a node: its lane of the pool, or the connection holding
+        its WATCHes (so its commands there run in the order sent, after the WATCH)."""
+        watching = client.watching
+        if watching is not None and watching.address == pool.address and not watching.closed:
+            return watching
+        return pool.lane(client.lane)
+
+    def _private(self, client: ClientConnection, address: Address) -> NodeConnection:
+        """The client's own connection to a node, opened on first use, in its protocol."""
+        conn = client.private.get(address)
+        if conn is None or conn.closed or (conn.protocol != client.protocol and not conn.pending):
+            if conn is not None:
+                conn.close()
+            conn = client.private[address] = self._upstream.private(address, client.protocol)
+        return conn
+
+    # -- blocking commands ------------------------------------------------------------------
+
+    def _blocking(
+        self,
+        client: ClientConnection,
+        batch: Batch,
+        i: int,
+        commands: list[list[bytes]],
+        frames: list[bytes],
+        spec: CommandSpec,
+    ) -> bool:
+        """A blocking command runs on a connection of the client's own, so it never stalls the
+        shared ones; as on Redis, it starts after the client's earlier commands are answered,
+        and nothing the client sent after it runs before it is answered."""
+        if client.waiting_before(batch, i):
+            client.hold(batch, i, commands, frames)
+            return True
+        args = commands[i]
+        keys = spec.keys(args)
+        if not keys:
+            # WAIT/WAITAOF count the acknowledgements of this connection's writes, which the
+            # client made over shared connections: not something a private connection can say.
+            batch.fill(i, errors.not_supported(args, BLOCKING_WITHOUT_KEYS))
+            return False
+        slot = key_slot(keys[0])
+        if any(key_slot(key) != slot for key in keys[1:]):
+            batch.fill(i, errors.CROSSSLOT)
+            return False
+        pool = self._owners[slot]
+        if pool is None:
+            self.request_refresh()
+            batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
+            return False
+        self._private(client, pool.address).send(batch, i, frames[i])
+        if i + 1 < len(batch.replies):
+            client.hold(batch, i + 1, commands, frames)
+            return True
+        return False
+
+    # -- transactions -------------------------------------------------------------------------
+
+    def _queue(
+        self, tx: Transaction, spec: CommandSpec | None, args: list[bytes], frame: bytes
+    ) -> bytes:
+        """A command between MULTI and EXEC: checked as Redis checks it, then queued."""
+        failed = check(spec, args)
+        if failed is not None or spec is None:
+            return tx.fail(failed or errors.unknown_command(args))
+        name = spec.name
+        base = name.split("|", 1)[0]
+        if base in LOCAL and base not in _NODE_ANSWERS_ALIKE:
+            return tx.fail(errors.not_in_transaction(args, "the ambassador answers it itself"))
+        reason = REFUSED.get(name) or REFUSED.get(base)
+        if reason is None and (name in FANOUT or name == "scan"):
+            reason = "it needs every node of the cluster"
+        if reason is not None:
+            return tx.fail(errors.not_in_transaction(args, reason))
+        keys = spec.keys(args) or []
+        return tx.queue(frame, [key_slot(key) for key in keys])
+
+    def _transaction_control(
+        self,
+        client: ClientConnection,
+        batch: Batch,
+        i: int,
+        spec: CommandSpec,
+        args: list[bytes],
+        frame: bytes,
+    ) -> bool:
+        """MULTI, EXEC, DISCARD, WATCH, UNWATCH; True when the client's state changed."""
+        failed = check(spec, args)
+        if failed is not None:
+            if client.transaction is not None:
+                failed = client.transaction.fail(failed)
+            batch.fill(i, failed)
+            return False
+        name = spec.name
+        tx = client.transaction
+        if name == "multi":
+            if tx is not None:
+                batch.fill(i, errors.MULTI_NESTED)
+                return False
+            client.transaction = Transaction(client.watched_slot)
+            batch.fill(i, OK)
+            return True
+        if name == "watch":
+            if tx is not None:
+                batch.fill(i, errors.WATCH_IN_MULTI)
+                return False
+            return self._watch(client, batch, i, spec.keys(args) or [], frame)
+        if name == "unwatch":
+            watching = client.watching
+            self._end_transaction(client)
+            if watching is not None and not watching.closed:
+                watching.send(batch, i, frame)
+            else:
+                batch.fill(i, OK)
+            return False
+        if tx is None:
+            batch.fill(
+                i, errors.EXEC_WITHOUT_MULTI if name == "exec" else errors.DISCARD_WITHOUT_MULTI
+            )
+            return False
+        if name == "discard":
+            self._end_transaction(client)
+            batch.fill(i, OK)
+            return False
+        self._exec(client, batch, i, tx)
+        return False
+
+    def _watch(
+        self, client: ClientConnection, batch: Batch, i: int, keys: list[bytes], frame: bytes
+    ) -> bool:
+        """WATCH goes to the keys' node on the client's own connection; MULTI/EXEC follow it."""
+        slot = key_slot(keys[0])
+        if any(key_slot(key) != slot for key in keys) or client.watched_slot not in (None, slot):
+            batch.fill(i, errors.CROSSSLOT)
+            return False
+        pool = self._owners[slot]
+        if pool is None:
+            self.request_refresh()
+            batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
+            return False
+        conn = self._private(client, pool.address)
+        conn.send(batch, i, frame)
+        client.watching = conn
+        client.watched_slot = slot
+        return True
+
+    def _exec(self, client: ClientConnection, batch: Batch, i: int, tx: Transaction) -> None:
+        """Send the transaction as one block; only EXEC's reply is the client's."""
+        watching = client.watching
+        self._end_transaction(client, unwatch=False)
+        if tx.dirty is not None:
+            if watching is not None:
+                watching.send(None, 0, UNWATCH_FRAME)
+            batch.fill(i, errors.EXECABORT)
+            return
+        if watching is not None:
+            if watching.closed:
+                # The watches died with their connection: nothing can say the keys are unchanged.
+                batch.fill(i, errors.node_unavailable(str(watching.address), watching.failure))
+                return
+            conn = watching
+        else:
+            pool = self._owners[tx.slot] if tx.slot is not None else self._any_master()
+            if pool is None:
+                self.request_refresh()
+                batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
+                return
+            conn = pool.lane(client.lane)
+        # Back to back in one write: no other client's command can land inside the block.
+        conn.send(None, 0, MULTI_FRAME)
+        for queued in tx.frames:
+            conn.send(None, 0, queued)
+        conn.send(batch, i, EXEC_FRAME, _NO_RETRY)
+
+    @staticmethod
+    def _end_transaction(client: ClientConnection, unwatch: bool = True) -> None:
+        """Leave MULTI and WATCH (EXEC, DISCARD, UNWATCH, RESET)."""
+        watching = client.watching
+        client.transaction = None
+        client.watching = None
+        client.watched_slot = None
+        if unwatch and watching is not None and not watching.closed:
+            watching.send(None, 0, UNWATCH_FRAME)
 
     def _cross_slot(self, batch: Batch, i: int, name: str, args: list[bytes]) -> None:
         """Split a multi-key command whose keys span slots, if it may be; else CROSSSLOT."""
@@ -231,12 +465,18 @@ class Router:
         return "blocking" in spec.flags
 
     def _send_anywhere(self, client: ClientConnection, batch: Batch, i: int, frame: bytes) -> None:
-        if not self._masters:
+        pool = self._any_master()
+        if pool is None:
             self.request_refresh()
             batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
             return
-        pool = self._masters[next(self._any) % len(self._masters)]
-        pool.lane(client.lane).send(batch, i, frame)
+        self._conn(client, pool).send(batch, i, frame)
+
+    def _any_master(self) -> NodePool | None:
+        """Masters in turn, for keyless commands any of them answers alike."""
+        if not self._masters:
+            return None
+        return self._masters[next(self._any) % len(self._masters)]
 
     # -- redirections and failures ----------------------------------------------------------
 
@@ -258,7 +498,7 @@ class Router:
                     batch.fill(index, errors.node_unavailable(str(address), "cannot connect"))
                 return
             pool = self._upstream.pool(address)
-            conn = pool.lane(batch.client.lane)
+            conn = self._follow(via, batch, pool)
             if reply.startswith(_MOVED):
                 self._owners[int(slot)] = pool
                 self.request_refresh()
@@ -270,14 +510,31 @@ class Router:
         # did not run; ask again shortly, and let a MOVED then point at the new owner.
         if reply.startswith(b"-CLUSTERDOWN"):
             self.request_refresh()
-        if not self._later(via.address, entry):
+        if via.private or not self._later(via.address, entry):
             batch.fill(index, reply)
+
+    def _follow(self, via: NodeConnection, batch: Batch, pool: NodePool) -> NodeConnection:
+        """Where a redirected command goes: the client's lane of the new node's pool, or, if it
+        came over the client's own connection (blocking, WATCH), its own one to the new node."""
+        if not via.private:
+            return pool.lane(batch.client.lane)
+        client = batch.client
+        conn = self._private(client, pool.address)
+        if client.watching is via:
+            client.watching = conn
+        return conn
 
     def _connection_failed(
         self, conn: NodeConnection, unsent: list[Entry], sent: list[Entry]
     ) -> None:
+        if conn.closing:
+            return  # closed on purpose: its client left, or the ambassador is stopping
         self._failed_at[conn.address] = self._loop.time()
         self.request_refresh()
+        if conn.private:
+            # A client's own connection is not replaced behind its back (a WATCH would be lost).
+            sent = sent + unsent
+            unsent = []
         # A command that reached the node may have run: tell the client instead of replaying it.
         for batch, index, _, _ in sent:
             if batch is not None:

@@ -18,7 +18,10 @@ from redis_ambassador import errors
 from redis_ambassador.protocol.requests import RequestParser
 
 if TYPE_CHECKING:
+    from redis_ambassador.commands.transaction import Transaction
+    from redis_ambassador.config import Address
     from redis_ambassador.routing.router import Router
+    from redis_ambassador.upstream.connection import NodeConnection
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,15 @@ class ClientConnection(asyncio.Protocol):
         self._reading = True
         self._write_paused = False
         self._closing = False
+        # Commands read but not dispatched yet: what follows a blocking command, until it is
+        # answered (a blocked Redis client runs nothing after it); reading is paused meanwhile.
+        self._held: tuple[list[list[bytes]], list[bytes]] | None = None
+        self._held_error: bytes | None = None  # a protocol error read after them
+        # Connections to nodes for this client alone (blocking commands, WATCH), by node.
+        self.private: dict[Address, NodeConnection] = {}
+        self.transaction: Transaction | None = None  # between MULTI and EXEC/DISCARD
+        self.watching: NodeConnection | None = None  # the private connection holding WATCHes
+        self.watched_slot: int | None = None
         self.peer = "?"
         self.local_address = ("", 0)  # what the client dialed: CLUSTER SLOTS/SHARDS/NODES
         self.fd = -1
@@ -125,12 +137,12 @@ class ClientConnection(asyncio.Protocol):
             return
         commands, frames, error = self._parser.feed(data)
         if commands:
-            batch = Batch(self, len(commands))
-            self._batches.append(batch)
-            self._inflight += len(commands)
-            self._router.dispatch(self, batch, commands, frames)
+            self._dispatch(commands, frames)
         if error is not None:
-            self._refuse(errors.protocol(str(error)))
+            if self._held is not None:
+                self._held_error = errors.protocol(str(error))
+            else:
+                self._refuse(errors.protocol(str(error)))
         elif self._inflight >= self._max_inflight:
             self._pause_reading()
 
@@ -140,6 +152,11 @@ class ClientConnection(asyncio.Protocol):
         self._registry.discard(self)
         # Replies still owed go nowhere; the batches are dropped when their nodes answer.
         self._batches.clear()
+        self._held = None
+        # A blocked command or a WATCH ends with its connection.
+        for conn in self.private.values():
+            conn.close()
+        self.private.clear()
 
     def pause_writing(self) -> None:
         # The client is not reading: stop reading its commands, so what we buffer for it stays
@@ -183,8 +200,35 @@ class ClientConnection(asyncio.Protocol):
             self._inflight -= done
             if close:
                 self._close_after_write()
+        if self._held is not None and not batches:
+            self._dispatch_held()
         if not self._reading:
             self._maybe_resume_reading()
+
+    def waiting_before(self, batch: Batch, index: int) -> bool:
+        """Whether any command sent before ``batch[index]`` still awaits its reply."""
+        return self._batches[0] is not batch or None in batch.replies[:index]
+
+    def hold(
+        self, batch: Batch, index: int, commands: list[list[bytes]], frames: list[bytes]
+    ) -> None:
+        """Keep ``batch``'s commands from ``index`` on (``commands``, ``frames``) unsent until
+        every reply before them is written; stop reading meanwhile."""
+        self._held = (commands[index:], frames[index:])
+        self._inflight -= len(batch.replies) - index
+        if index:
+            batch.cut_after(index - 1)
+        else:
+            self._batches.pop()  # the batch being dispatched is always the newest
+        self._pause_reading()
+
+    def _dispatch_held(self) -> None:
+        assert self._held is not None
+        commands, frames = self._held
+        self._held = None
+        self._dispatch(commands, frames)
+        if self._held is None and self._held_error is not None:
+            self._refuse(self._held_error)
 
     def close_after_reply(self, batch: Batch) -> None:
         """QUIT: close once this batch's replies are written; read nothing more."""
@@ -193,6 +237,12 @@ class ClientConnection(asyncio.Protocol):
         self._pause_reading()
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _dispatch(self, commands: list[list[bytes]], frames: list[bytes]) -> None:
+        batch = Batch(self, len(commands))
+        self._batches.append(batch)
+        self._inflight += len(commands)
+        self._router.dispatch(self, batch, commands, frames)
 
     def _refuse(self, reply: bytes) -> None:
         """Queue an error after everything owed, then close (Redis's protocol-error behaviour)."""
@@ -216,6 +266,7 @@ class ClientConnection(asyncio.Protocol):
             not self._reading
             and not self._closing
             and not self._write_paused
+            and self._held is None
             and self._inflight < self._max_inflight
             and self._transport is not None
         ):

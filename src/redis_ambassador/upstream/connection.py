@@ -41,9 +41,14 @@ class ConnectionOwner(Protocol):
 class NodeConnection(asyncio.Protocol):
     """A multiplexed, pipelined connection to one node (sans-policy: the owner decides)."""
 
-    def __init__(self, address: Address, owner: ConnectionOwner, protocol: int = 2) -> None:
+    def __init__(
+        self, address: Address, owner: ConnectionOwner, protocol: int = 2, private: bool = False
+    ) -> None:
         self.address = address
         self.protocol = protocol
+        # One client's own connection (blocking commands, WATCH), outside the pools: its
+        # commands may wait as long as they like, and closing it is not a node failure.
+        self.private = private
         self._owner = owner
         self._transport: asyncio.Transport | None = None
         # Who asked, in wire order, and the frames not yet written (the tail of ``queue``). Public
@@ -54,6 +59,7 @@ class NodeConnection(asyncio.Protocol):
         self._scanner = ReplyScanner()
         self.dirty = False
         self.closed = False
+        self.closing = False  # closed on purpose (client gone, shutdown), not failed
         self.reads = 0  # bumped on every read: the watchdog's sign of life
         self.failure = "connection lost"  # why it closed, for the clients' error replies
         if protocol == 3:
@@ -97,6 +103,8 @@ class NodeConnection(asyncio.Protocol):
         return len(self.queue)
 
     def close(self) -> None:
+        self.closing = True
+        self.failure = "connection closed"
         if self._transport is not None:
             self._transport.close()
 
@@ -110,6 +118,9 @@ class NodeConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        if self.closing:  # closed while it was connecting
+            transport.close()
+            return
         if self.out:
             self.flush()
 

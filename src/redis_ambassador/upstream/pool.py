@@ -80,6 +80,13 @@ class Upstream(ConnectionOwner):
     def pools(self) -> dict[Address, NodePool]:
         return self._pools
 
+    def private(self, address: Address, protocol: int) -> NodeConnection:
+        """A new connection to a node for one client alone (not pooled, not watched for
+        silence: a blocked command may legitimately wait for minutes)."""
+        conn = NodeConnection(address, self, protocol, private=True)
+        self.connect(conn, address)
+        return conn
+
     def discard(self, address: Address) -> None:
         """Close and forget a node's pool (it left the cluster)."""
         pool = self._pools.pop(address, None)
