@@ -68,6 +68,14 @@ WATCH_IN_MULTI = error("ERR WATCH inside MULTI is not allowed")
 EXECABORT = error("EXECABORT Transaction discarded because of previous errors.")
 
 
+def subscribed_context(name: str) -> bytes:
+    """A RESP2 client in subscribed mode sent something other than pub/sub commands."""
+    return error(
+        f"ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / "
+        "RESET are allowed in this context"
+    )
+
+
 def not_in_transaction(args: list[bytes], why: str) -> bytes:
     """A command that cannot be part of a transaction through the ambassador."""
     return error(

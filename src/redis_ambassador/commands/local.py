@@ -135,7 +135,6 @@ LOCAL: dict[str, Handler] = {
     "asking": _ok,  # redirections are the ambassador's business
 }
 
-_PUBSUB = "pub/sub subscriptions are not supported by the ambassador yet"
 BLOCKING_WITHOUT_KEYS = "a blocking command without keys has no node to wait on"
 _WAIT = (
     "it counts the replicas that acknowledged this connection's writes, and the ambassador "
@@ -148,10 +147,6 @@ _NOT_HERE = "it is not available through the ambassador"
 # Commands that would change the state of a shared node connection, need every node, or act on
 # a single node behind the client's back. Each gets a clear error instead.
 REFUSED: dict[str, str] = {
-    **dict.fromkeys(
-        ["subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe"],
-        _PUBSUB,
-    ),
     "script|debug": _SCRIPT_DEBUG,
     **dict.fromkeys(
         ["shutdown", "debug", "config|set", "config|resetstat", "config|rewrite",

@@ -124,10 +124,13 @@ PONG = b"+PONG\r\n"
 
 
 def elements(reply: bytes | bytearray) -> list[bytes]:
-    """The encoded elements of a complete array, set or push reply, each as the node sent it
-    (for merges that reorder or concatenate values without decoding them)."""
+    """The encoded elements of a complete array, set, push or map reply (a map's keys and values
+    alternate), each as the node sent it (for merges that reorder or concatenate values without
+    decoding them)."""
     eol = reply.index(b"\r\n")
     count = int(reply[1:eol])
+    if reply[:1] == b"%":
+        count *= 2
     scanner = ReplyScanner()
     items = []
     pos = eol + 2

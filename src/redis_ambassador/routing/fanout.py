@@ -118,6 +118,30 @@ def all_true(replies: Sequence[Reply]) -> Reply:
     return b"*%d\r\n%b" % (len(items), b"".join(items))
 
 
+def union(replies: Sequence[Reply]) -> Reply:
+    """PUBSUB CHANNELS / SHARDCHANNELS: every node's names, each once."""
+    failed = _first_error(replies)
+    if failed is not None:
+        return failed
+    items = list(dict.fromkeys(item for reply in replies for item in elements(reply)))
+    return b"*%d\r\n%b" % (len(items), b"".join(items))
+
+
+def sum_per_name(replies: Sequence[Reply]) -> Reply:
+    """PUBSUB NUMSUB / SHARDNUMSUB: the subscriber counts per channel added up across nodes
+    (a flat array in RESP2, a map in RESP3; every node lists the channels asked, in order)."""
+    failed = _first_error(replies)
+    if failed is not None:
+        return failed
+    columns = [elements(r) for r in replies]
+    first = columns[0]
+    items = []
+    for k in range(0, len(first), 2):
+        items += [first[k], integer(sum(int(column[k + 1][1:-2]) for column in columns))]
+    count = len(items) // 2 if replies[0][:1] == b"%" else len(items)
+    return b"%b%d\r\n%b" % (replies[0][:1], count, b"".join(items))
+
+
 # Whole-keyspace commands sent to every master, by command name as the table names them.
 FANOUT: dict[str, Merge] = {
     "dbsize": sum_integers,
@@ -134,6 +158,12 @@ FANOUT: dict[str, Merge] = {
     "function|flush": all_ok,
     "function|restore": all_ok,
     "function|kill": any_ok,
+    # Subscribers may be connected to any node: ask them all.
+    "pubsub|channels": union,
+    "pubsub|shardchannels": union,
+    "pubsub|numpat": sum_integers,
+    "pubsub|numsub": sum_per_name,
+    "pubsub|shardnumsub": sum_per_name,
 }
 
 

@@ -38,6 +38,7 @@ from redis_ambassador.routing.fanout import (
     ScanPlan,
     split_by_slot,
 )
+from redis_ambassador.routing.pubsub import Placement, Subscriptions
 from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap, discover
 from redis_ambassador.upstream.connection import Entry, NodeConnection
 from redis_ambassador.upstream.pool import NodePool, Upstream
@@ -60,6 +61,13 @@ _TRANSACTION_COMMANDS = frozenset(["multi", "exec", "discard", "watch", "unwatch
 _NOT_QUEUED = frozenset(["multi", "exec", "discard", "watch", "quit", "reset"])
 # An entry never retried nor redirected (EXEC: alone, without its MULTI, it means nothing).
 _NO_RETRY = 1 << 30
+_PUBSUB_COMMANDS = frozenset(
+    ["subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe"]
+)
+# Classic subscriptions and PUBLISH go to the owner of this slot (any node would do: messages
+# reach the whole cluster; one node makes PUBLISH's count include the ambassador's subscribers).
+_PUBSUB_SLOT = 0
+_PRIVATE_CONNECTION = "subscriptions need a node connection of the client's own"
 # Answered here outside a transaction; inside one, the node's answer is the same.
 _NODE_ANSWERS_ALIKE = frozenset(["ping", "echo"])
 
@@ -99,6 +107,12 @@ class Router:
             if spec.single_key and self._plain(spec):
                 raw = spec.name.encode()
                 self._fast[raw] = self._fast[raw.upper()] = spec.single_key
+        self._placement = Placement(
+            any_master=lambda: self._address_of(self._owners[_PUBSUB_SLOT] or self._any_master()),
+            owner=lambda slot: self._address_of(self._owners[slot]),
+            connect=upstream.connect,
+            refresh=self.request_refresh,
+        )
         upstream.on_redirect = self._redirected
         upstream.on_failure = self._connection_failed
 
@@ -122,7 +136,11 @@ class Router:
         frames: list[bytes],
     ) -> None:
         """Send (or answer) every command of one read; replies land in ``batch`` by index."""
-        if client.transaction is not None or client.watching is not None:
+        if (
+            client.transaction is not None
+            or client.watching is not None
+            or client.subscriptions is not None
+        ):
             self._dispatch_each(client, batch, commands, frames, 0)
             return
         fast = self._fast.get
@@ -189,8 +207,20 @@ class Router:
             return False
         if base in _TRANSACTION_COMMANDS:
             return self._transaction_control(client, batch, i, spec, args, frame)
+        if base in _PUBSUB_COMMANDS:
+            return self._subscription(client, batch, i, spec, args)
+        subscriptions = client.subscriptions
+        if subscriptions is not None and client.protocol == 2 and subscriptions.active:
+            # RESP2 subscribed mode: only pub/sub commands, PING, QUIT and RESET.
+            if base == "ping" and not check(spec, args):
+                subscriptions.ping(batch, i, args)
+                return False
+            if base not in ("ping", "quit", "reset"):
+                batch.fill(i, errors.subscribed_context(name))
+                return False
         if base == "reset":
             self._end_transaction(client)
+            client.unsubscribed()
         if base == "quit":
             # Redis closes after +OK and never runs what the client sent after QUIT.
             client.close_after_reply(batch)
@@ -214,6 +244,12 @@ class Router:
         if name == "scan":
             self._scan(batch, i, args)
             return False
+        if name == "publish":
+            # To the node the ambassador's subscribers listen on, so the count includes them.
+            pool = self._owners[_PUBSUB_SLOT]
+            if pool is not None:
+                pool.lane(client.lane).send(batch, i, frame)
+                return False
         keys = spec.keys(args)
         if not keys:
             # No keys, or keys that cannot be found (bad arity): any master answers as Redis would.
@@ -251,6 +287,33 @@ class Router:
                 conn.close()
             conn = client.private[address] = self._upstream.private(address, client.protocol)
         return conn
+
+    @staticmethod
+    def _address_of(pool: NodePool | None) -> Address | None:
+        return pool.address if pool is not None else None
+
+    # -- pub/sub ------------------------------------------------------------------------------
+
+    def _subscription(
+        self, client: ClientConnection, batch: Batch, i: int, spec: CommandSpec, args: list[bytes]
+    ) -> bool:
+        """(P|S)SUBSCRIBE and (P|S)UNSUBSCRIBE, on the client's subscriber connections."""
+        failed = check(spec, args)
+        if failed is not None:
+            batch.fill(i, failed)
+            return False
+        subscriptions = client.subscriptions
+        if subscriptions is None:
+            subscriptions = client.subscriptions = Subscriptions(client, self._placement)
+        if spec.name in ("ssubscribe", "sunsubscribe"):
+            failed = subscriptions.shard(batch, i, args)
+        else:
+            failed = subscriptions.classic(batch, i, args)
+        if failed is not None:
+            batch.fill(i, failed)
+            if subscriptions.idle:
+                client.unsubscribed()
+        return True
 
     # -- blocking commands ------------------------------------------------------------------
 
@@ -302,6 +365,8 @@ class Router:
             return tx.fail(failed or errors.unknown_command(args))
         name = spec.name
         base = name.split("|", 1)[0]
+        if base in _PUBSUB_COMMANDS:
+            return tx.fail(errors.not_in_transaction(args, _PRIVATE_CONNECTION))
         if base in LOCAL and base not in _NODE_ANSWERS_ALIKE:
             return tx.fail(errors.not_in_transaction(args, "the ambassador answers it itself"))
         reason = REFUSED.get(name) or REFUSED.get(base)

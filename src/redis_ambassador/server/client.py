@@ -20,6 +20,7 @@ from redis_ambassador.protocol.requests import RequestParser
 if TYPE_CHECKING:
     from redis_ambassador.commands.transaction import Transaction
     from redis_ambassador.config import Address
+    from redis_ambassador.routing.pubsub import Subscriptions
     from redis_ambassador.routing.router import Router
     from redis_ambassador.upstream.connection import NodeConnection
 
@@ -105,6 +106,7 @@ class ClientConnection(asyncio.Protocol):
         self.transaction: Transaction | None = None  # between MULTI and EXEC/DISCARD
         self.watching: NodeConnection | None = None  # the private connection holding WATCHes
         self.watched_slot: int | None = None
+        self.subscriptions: Subscriptions | None = None  # after a (P|S)SUBSCRIBE
         self.peer = "?"
         self.local_address = ("", 0)  # what the client dialed: CLUSTER SLOTS/SHARDS/NODES
         self.fd = -1
@@ -157,6 +159,7 @@ class ClientConnection(asyncio.Protocol):
         for conn in self.private.values():
             conn.close()
         self.private.clear()
+        self.unsubscribed()
 
     def pause_writing(self) -> None:
         # The client is not reading: stop reading its commands, so what we buffer for it stays
@@ -204,6 +207,31 @@ class ClientConnection(asyncio.Protocol):
             self._dispatch_held()
         if not self._reading:
             self._maybe_resume_reading()
+
+    def push(self, message: bytes) -> None:
+        """A pub/sub message: written after every reply already owed, else at once. A client
+        that lets messages pile up past ``max_output_buffer`` is disconnected, as Redis does
+        with its pubsub output buffer limit."""
+        transport = self._transport
+        if transport is None:
+            return
+        if transport.get_write_buffer_size() > self._max_output:
+            log.warning("client %s: pub/sub output buffer over the limit, closing", self.peer)
+            transport.abort()
+            return
+        if not self._batches:
+            transport.write(message)
+            return
+        batch = Batch(self, 1)
+        self._batches.append(batch)
+        self._inflight += 1
+        batch.fill(0, message)
+
+    def unsubscribed(self) -> None:
+        """Subscribed to nothing any more: close the subscriber connections."""
+        if self.subscriptions is not None:
+            self.subscriptions.close()
+            self.subscriptions = None
 
     def waiting_before(self, batch: Batch, index: int) -> bool:
         """Whether any command sent before ``batch[index]`` still awaits its reply."""

@@ -93,10 +93,10 @@ class Upstream(ConnectionOwner):
         if pool is not None:
             pool.close()
 
-    def connect(self, conn: NodeConnection, address: Address) -> None:
+    def connect(self, conn: asyncio.Protocol, address: Address) -> None:
         self._tg.start_soon(self._connect, conn, address, name=f"connect {address}")
 
-    async def _connect(self, conn: NodeConnection, address: Address) -> None:
+    async def _connect(self, conn: asyncio.Protocol, address: Address) -> None:
         try:
             with anyio.fail_after(self._connect_timeout):
                 await self._loop.create_connection(lambda: conn, address.host, address.port)

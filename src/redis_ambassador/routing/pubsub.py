@@ -1,0 +1,342 @@
+"""One client's subscriptions: classic channels and patterns on one node, shard channels on the
+nodes that own their slots, each over a connection of the client's own.
+
+Replies on a subscriber connection are not one per command: ``SUBSCRIBE a b`` gets two
+confirmations, ``UNSUBSCRIBE`` with no argument one per channel, and messages arrive in between.
+The ambassador keeps its own model of what each connection is subscribed to (updated as commands
+are sent, as Redis applies them in order), so it knows how many confirmations each command is
+owed; they become that command's reply in the client's ordered stream. Messages go to the
+client as they come (after any reply already owed). Classic messages reach every node of a
+cluster, so any master serves them; if that node goes away the subscriptions are made again on
+another. A shard channel whose slot moves is unsubscribed by its old node (an unsolicited
+``sunsubscribe``); it is subscribed again at the slot's new owner, and the client sees nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from redis.crc import key_slot
+
+from redis_ambassador import errors
+from redis_ambassador.protocol.replies import bulk_value, elements
+from redis_ambassador.protocol.requests import encode_command
+from redis_ambassador.upstream.subscriber import SubscriberConnection
+
+if TYPE_CHECKING:
+    from redis_ambassador.config import Address
+    from redis_ambassador.server.client import Batch, ClientConnection
+
+log = logging.getLogger(__name__)
+
+_MESSAGES = frozenset([b"message", b"pmessage", b"smessage"])
+_SUBSCRIBE = {b"subscribe": "channels", b"psubscribe": "patterns", b"ssubscribe": "channels"}
+_UNSUBSCRIBE = {
+    b"unsubscribe": "channels",
+    b"punsubscribe": "patterns",
+    b"sunsubscribe": "channels",
+}
+# Seconds between attempts to subscribe again after a node was lost or a slot moved.
+_RESUBSCRIBE_DELAY = 0.25
+_RESUBSCRIBE_ATTEMPTS = 120
+
+
+class _Owed:
+    """The confirmations one command is owed (``batch`` None: our own resubscription)."""
+
+    __slots__ = ("batch", "expected", "got", "index", "kind")
+
+    def __init__(self, batch: Batch | None, index: int, kind: bytes, expected: int) -> None:
+        self.batch = batch
+        self.index = index
+        self.kind = kind
+        self.expected = expected
+        self.got: list[bytes] = []
+
+
+class _Link:
+    """One subscriber connection and what the client is subscribed to over it."""
+
+    __slots__ = ("channels", "conn", "owed", "patterns", "shard", "skip")
+
+    def __init__(self, conn: SubscriberConnection, shard: bool) -> None:
+        self.conn = conn
+        self.shard = shard
+        self.channels: set[bytes] = set()
+        self.patterns: set[bytes] = set()
+        self.owed: deque[_Owed] = deque()
+        self.skip = 1 if conn.protocol == 3 else 0  # HELLO 3's reply
+
+    @property
+    def active(self) -> bool:
+        return bool(self.channels or self.patterns)
+
+
+class Placement:
+    """What subscriptions need from the router: where classic and shard channels live now,
+    and a way to connect."""
+
+    def __init__(
+        self,
+        any_master: Callable[[], Address | None],
+        owner: Callable[[int], Address | None],
+        connect: Callable[[SubscriberConnection, Address], None],
+        refresh: Callable[[], None],
+    ) -> None:
+        self.any_master = any_master
+        self.owner = owner
+        self.connect = connect
+        self.refresh = refresh
+
+
+class Subscriptions:
+    """The client's subscriber connections and their bookkeeping."""
+
+    def __init__(self, client: ClientConnection, placement: Placement) -> None:
+        self._client = client
+        self._placement = placement
+        self._classic: _Link | None = None
+        self._shard: dict[Address, _Link] = {}
+        self._loop = asyncio.get_running_loop()
+
+    @property
+    def active(self) -> bool:
+        """Subscribed to anything (for a RESP2 client: only pub/sub commands are allowed)."""
+        classic = self._classic
+        return (classic is not None and classic.active) or any(
+            link.active for link in self._shard.values()
+        )
+
+    @property
+    def idle(self) -> bool:
+        """Nothing subscribed and no confirmation owed: the connections can go."""
+        links = [*self._shard.values(), *([self._classic] if self._classic else [])]
+        return not any(link.active or link.owed for link in links)
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def classic(self, batch: Batch, i: int, args: list[bytes]) -> bytes | None:
+        """SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE, PUNSUBSCRIBE: on the classic connection. Returns
+        an error reply instead when no node can take them."""
+        link = self._classic_link()
+        if link is None:
+            return errors.CLUSTERDOWN_UNCOVERED
+        self._send(link, batch, i, args)
+        return None
+
+    def shard(self, batch: Batch, i: int, args: list[bytes]) -> bytes | None:
+        """SSUBSCRIBE, SUNSUBSCRIBE: to the node that owns the channels' slot (SUNSUBSCRIBE with
+        no channel: to every node the client has shard channels on)."""
+        if len(args) == 1:
+            links = [link for link in self._shard.values() if link.channels]
+            if not links:
+                # Nothing to leave; Redis still confirms once, with a null channel.
+                link = self._shard_link(key_slot(b""))
+                if link is None:
+                    return errors.CLUSTERDOWN_UNCOVERED
+                links = [link]
+            owed = [self._send(link, None, 0, args) for link in links]
+            self._join(batch, i, owed)
+            return None
+        slot = key_slot(args[1])
+        if any(key_slot(channel) != slot for channel in args[2:]):
+            return errors.CROSSSLOT
+        link = self._shard_link(slot)
+        if link is None:
+            return errors.CLUSTERDOWN_UNCOVERED
+        self._send(link, batch, i, args)
+        return None
+
+    def ping(self, batch: Batch, i: int, args: list[bytes]) -> None:
+        """PING while subscribed (RESP2): the node answers it in its subscribed form, in order
+        with the confirmations on that connection."""
+        links = [link for link in (self._classic, *self._shard.values()) if link and link.active]
+        link = links[0]
+        owed = _Owed(batch, i, b"ping", 1)
+        link.owed.append(owed)
+        link.conn.send(encode_command(args))
+
+    def close(self) -> None:
+        """Leave every subscription (RESET, the client left): closing is unsubscribing."""
+        for link in [*self._shard.values(), *([self._classic] if self._classic else [])]:
+            link.conn.close()
+        self._shard.clear()
+        self._classic = None
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def _send(self, link: _Link, batch: Batch | None, i: int, args: list[bytes]) -> _Owed:
+        kind = args[0].lower()
+        names = args[1:]
+        if kind in _SUBSCRIBE:
+            getattr(link, _SUBSCRIBE[kind]).update(names)
+            expected = len(names)
+        else:
+            current: set[bytes] = getattr(link, _UNSUBSCRIBE[kind])
+            expected = len(names) if names else max(1, len(current))
+            if names:
+                current.difference_update(names)
+            else:
+                current.clear()
+        owed = _Owed(batch, i, kind, expected)
+        link.owed.append(owed)
+        link.conn.send(encode_command(args))
+        return owed
+
+    def _join(self, batch: Batch, i: int, parts: list[_Owed]) -> None:
+        """One command answered by several connections: its reply is all their confirmations."""
+        collected: list[bytes] = []
+        remaining = [len(parts)]
+
+        def done(reply: bytes) -> None:
+            collected.append(reply)
+            remaining[0] -= 1
+            if not remaining[0]:
+                batch.fill(i, b"".join(collected))
+
+        for owed in parts:
+            owed.batch = _Part(done)  # type: ignore[assignment]
+
+    def _classic_link(self) -> _Link | None:
+        link = self._classic
+        if link is None or link.conn.closed:
+            address = self._placement.any_master()
+            if address is None:
+                return None
+            link = self._classic = self._open(address, shard=False)
+        return link
+
+    def _shard_link(self, slot: int) -> _Link | None:
+        address = self._placement.owner(slot)
+        if address is None:
+            return None
+        link = self._shard.get(address)
+        if link is None or link.conn.closed:
+            link = self._shard[address] = self._open(address, shard=True)
+        return link
+
+    def _open(self, address: Address, shard: bool) -> _Link:
+        conn = SubscriberConnection(address, self, self._client.protocol)
+        self._placement.connect(conn, address)
+        return _Link(conn, shard)
+
+    def _link_of(self, conn: SubscriberConnection) -> _Link | None:
+        if self._classic is not None and self._classic.conn is conn:
+            return self._classic
+        return next((link for link in self._shard.values() if link.conn is conn), None)
+
+    # -- the connections' side ---------------------------------------------------------------
+
+    def received(self, conn: SubscriberConnection, reply: bytes) -> None:
+        link = self._link_of(conn)
+        if link is None:
+            return
+        if link.skip:
+            link.skip -= 1
+            return
+        kind = _kind(reply)
+        if kind in _MESSAGES:
+            self._client.push(reply)
+            return
+        owed = link.owed[0] if link.owed else None
+        if kind == b"sunsubscribe" and (owed is None or owed.kind != b"sunsubscribe"):
+            self._slot_moved(link, reply)
+            return
+        if owed is None:
+            self._client.push(reply)  # nothing asked for it: pass it on rather than lose it
+            return
+        owed.got.append(reply)
+        if len(owed.got) < owed.expected:
+            return
+        link.owed.popleft()
+        if owed.batch is not None:
+            owed.batch.fill(owed.index, b"".join(owed.got))
+        if self.idle:
+            self._client.unsubscribed()
+
+    def lost(self, conn: SubscriberConnection) -> None:
+        link = self._link_of(conn)
+        if link is None or conn.closing:
+            return
+        self._placement.refresh()
+        failed = errors.node_unavailable(str(conn.address), conn.failure)
+        for owed in link.owed:
+            if owed.batch is not None:
+                owed.batch.fill(owed.index, failed)
+        link.owed.clear()
+        if link is self._classic:
+            self._classic = None
+        else:
+            self._shard.pop(conn.address, None)
+        if link.active:
+            log.info("subscriber connection to %s lost: subscribing again elsewhere", conn.address)
+            self._resubscribe(link, _RESUBSCRIBE_ATTEMPTS)
+
+    def _slot_moved(self, link: _Link, reply: bytes) -> None:
+        """The node gave up a shard channel (its slot moved): subscribe at the new owner."""
+        channel = bulk_value(elements(reply)[1])
+        link.channels.discard(channel)
+        self._placement.refresh()
+        moved = _Link(link.conn, shard=True)
+        moved.channels.add(channel)
+        self._resubscribe(moved, _RESUBSCRIBE_ATTEMPTS)
+
+    def _resubscribe(self, lost: _Link, attempts: int) -> None:
+        """Subscribe again to what ``lost`` held, once the topology says where."""
+        self._loop.call_later(_RESUBSCRIBE_DELAY, self._try_resubscribe, lost, attempts)
+
+    def _try_resubscribe(self, lost: _Link, attempts: int) -> None:
+        if self._client.subscriptions is not self:
+            return  # the client left or reset meanwhile
+        if not lost.shard:
+            link = self._classic_link()
+            if link is None or link.conn.address == lost.conn.address:
+                self._retry(lost, attempts)
+                return
+            for kind, names in ((b"SUBSCRIBE", lost.channels), (b"PSUBSCRIBE", lost.patterns)):
+                if names - getattr(link, _SUBSCRIBE[kind.lower()]):
+                    self._send(link, None, 0, [kind, *sorted(names)])
+            return
+        pending: set[bytes] = set()
+        for channel in lost.channels:
+            link = self._shard_link(key_slot(channel))
+            if link is None or link.conn is lost.conn:
+                pending.add(channel)
+            elif channel not in link.channels:
+                self._send(link, None, 0, [b"SSUBSCRIBE", channel])
+        if pending:
+            lost.channels = pending
+            self._retry(lost, attempts)
+
+    def _retry(self, lost: _Link, attempts: int) -> None:
+        if attempts > 1:
+            self._resubscribe(lost, attempts - 1)
+        else:
+            log.warning("could not subscribe again to %d channels", len(lost.channels))
+
+
+class _Part:
+    """Stands in for a batch for one connection's share of a multi-connection SUNSUBSCRIBE."""
+
+    __slots__ = ("_done",)
+
+    def __init__(self, done: Callable[[bytes], None]) -> None:
+        self._done = done
+
+    def fill(self, index: int, reply: bytes) -> None:
+        self._done(reply)
+
+
+def _kind(reply: bytes) -> bytes:
+    """The first element of an aggregate reply (``message``, ``subscribe``, ...), lower case;
+    b"" for anything else."""
+    if reply[:1] not in (b"*", b">"):
+        return b""
+    items = elements(reply)
+    if not items or items[0][:1] != b"$":
+        return b""
+    return bulk_value(items[0]).lower()

@@ -1,0 +1,82 @@
+"""A connection to one node for one subscribed client: replies are not one per command.
+
+``SUBSCRIBE a b`` is answered by two confirmations, and messages arrive whenever someone
+publishes. This connection only frames what the node sends into whole replies and hands each to
+its listener in order; which reply belongs to which command is the listener's business
+(routing/pubsub.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Protocol
+
+from redis_ambassador.protocol.replies import ReplyScanner
+
+if TYPE_CHECKING:
+    from redis_ambassador.config import Address
+
+
+class Listener(Protocol):
+    def received(self, conn: SubscriberConnection, reply: bytes) -> None: ...
+    def lost(self, conn: SubscriberConnection) -> None: ...
+
+
+class SubscriberConnection(asyncio.Protocol):
+    """Writes what it is given, hands every whole reply to the listener."""
+
+    def __init__(self, address: Address, listener: Listener, protocol: int) -> None:
+        self.address = address
+        self.protocol = protocol
+        self._listener = listener
+        self._transport: asyncio.Transport | None = None
+        self._out: list[bytes] = []
+        self._buf = bytearray()
+        self._scanner = ReplyScanner()
+        self.closed = False
+        self.closing = False
+        self.failure = "connection lost"
+        if protocol == 3:
+            # The server map HELLO answers is not the client's: the listener is told to skip it.
+            self._out.append(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n")
+
+    def send(self, frame: bytes) -> None:
+        if self._transport is not None:
+            self._transport.write(frame)
+        else:
+            self._out.append(frame)
+
+    def close(self) -> None:
+        self.closing = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        if self.closing:
+            transport.close()
+            return
+        if self._out:
+            self._transport.write(b"".join(self._out))
+            self._out.clear()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        pos = 0
+        while pos < len(buf):
+            end = self._scanner.end_of(buf, pos)
+            if end < 0:
+                break
+            self._listener.received(self, bytes(buf[pos:end]))
+            if self.closed:
+                return
+            pos = end
+        del buf[:pos]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._transport = None
+        if exc is not None:
+            self.failure = str(exc) or self.failure
+        self._listener.lost(self)
