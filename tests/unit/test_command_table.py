@@ -40,15 +40,8 @@ def case_id(case: dict) -> str:
     return " ".join(a or '""' for a in case["args"])[:60]
 
 
-# Where CommandSpec.keys() and COMMAND GETKEYS disagree because of a bug here.
-MIGRATE_BUG = (
-    'BUG: MIGRATE ... "" ... KEYS k1 k2: keys() also returns the empty key at index 3; Redis '
-    "(migrateGetKeys, the KEYS spec is 'incomplete') returns only the keys after KEYS"
-)
-KNOWN_BUGS = {
-    ("MIGRATE", "127.0.0.1", "6379", "", "0", "5000", "KEYS", "k1", "k2"): MIGRATE_BUG,
-    ("MIGRATE", "127.0.0.1", "6379", "", "0", "5000", "COPY", "REPLACE", "KEYS", "k1"): MIGRATE_BUG,
-}
+# Where CommandSpec.keys() and COMMAND GETKEYS disagree because of a bug here (none known).
+KNOWN_BUGS: dict[tuple[str, ...], str] = {}
 
 # Commands whose arguments Redis accepts but whose keys are deliberately not GETKEYS's answer.
 INTENTIONAL = {

@@ -159,6 +159,9 @@ class CommandSpec:
         if self.single_key:
             return [args[self.single_key]] if len(args) > self.single_key else None
         if self.key_specs:
+            found_by_code = _KEYS_BY_CODE.get(self.name)
+            if found_by_code is not None:
+                return found_by_code(args)
             keys: list[bytes] = []
             for ks in self.key_specs:
                 if ks.begin == "unknown":
@@ -236,3 +239,23 @@ class CommandTable:
         if spec is not None and spec.subcommands and len(args) > 1:
             return spec.subcommands.get(args[1].lower(), spec)
         return spec
+
+
+def _migrate_keys(args: list[bytes]) -> list[bytes] | None:
+    """MIGRATE's keys as Redis's ``migrateGetKeys`` finds them: after a KEYS option (looked for
+    from the 7th argument on, AUTH and AUTH2 values skipped), else the 4th argument. The specs
+    would also give the 4th, which is "" when KEYS is used, and hash to a slot of its own."""
+    if len(args) < 6:
+        return None
+    skip = {b"auth": 1, b"auth2": 2}
+    i = 6
+    while i < len(args):
+        option = args[i].lower()
+        if option == b"keys":
+            return args[i + 1 :] if not args[3] else []
+        i += skip.get(option, 0) + 1
+    return [args[3]]
+
+
+# Commands whose keys only Redis's own code finds right; their specs are not used.
+_KEYS_BY_CODE = {"migrate": _migrate_keys}
