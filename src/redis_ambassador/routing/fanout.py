@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from redis.crc import key_slot
 
-from redis_ambassador.protocol.replies import bulk_value, elements, integer
+from redis_ambassador.protocol.replies import bulk_value, elements, integer, verbatim
 from redis_ambassador.protocol.requests import encode_command
 
 if TYPE_CHECKING:
@@ -118,6 +118,150 @@ def all_true(replies: Sequence[Reply]) -> Reply:
     return b"*%d\r\n%b" % (len(items), b"".join(items))
 
 
+# -- SLOWLOG and LATENCY: every master's records as one server's ---------------------------------
+
+
+def _int(reply: Reply) -> int:
+    """The value of an integer reply (``:42``)."""
+    return int(reply[1:-2])
+
+
+def _array(items: Sequence[Reply]) -> bytes:
+    return b"*%d\r\n%b" % (len(items), b"".join(items))
+
+
+def slowlog_get(limit: int | None) -> Merge:
+    """SLOWLOG GET [count]: the masters' entries, newest first by timestamp, at most ``limit``
+    (None: all, as ``-1`` asks). Entries keep their node's id: ids are unique per node only."""
+
+    def merge(replies: Sequence[Reply]) -> Reply:
+        failed = _first_error(replies)
+        if failed is not None:
+            return failed
+        entries = [entry for reply in replies for entry in elements(reply)]
+        entries.sort(key=_slowlog_order, reverse=True)
+        return _array(entries if limit is None else entries[:limit])
+
+    return merge
+
+
+def _slowlog_order(entry: bytes) -> tuple[int, int]:
+    """(timestamp, id): entries of one node from the same second keep their order."""
+    entry_id, timestamp = elements(entry)[:2]
+    return _int(timestamp), _int(entry_id)
+
+
+def latency_latest(replies: Sequence[Reply]) -> Reply:
+    """LATENCY LATEST: one ``[event, time, latest, max]`` per event: the latest spike of any
+    master, and the worst of all."""
+    failed = _first_error(replies)
+    if failed is not None:
+        return failed
+    events: dict[bytes, tuple[int, int, int]] = {}
+    for reply in replies:
+        for entry in elements(reply):
+            name, *numbers = elements(entry)
+            at, latest, worst = (_int(n) for n in numbers)
+            seen = events.get(name)
+            if seen is not None:
+                if seen[0] > at:
+                    at, latest = seen[0], seen[1]
+                worst = max(worst, seen[2])
+            events[name] = (at, latest, worst)
+    return _array(
+        [b"*4\r\n%b:%d\r\n:%d\r\n:%d\r\n" % (name, *numbers) for name, numbers in events.items()]
+    )
+
+
+_LATENCY_SAMPLES = 160  # LATENCY_TS_LEN: the samples Redis keeps per event
+
+
+def latency_history(replies: Sequence[Reply]) -> Reply:
+    """LATENCY HISTORY event: the masters' ``[time, latency]`` samples, oldest first, the worst
+    where two nodes sampled the same second; the newest 160, as one server keeps."""
+    failed = _first_error(replies)
+    if failed is not None:
+        return failed
+    samples: dict[int, int] = {}
+    for reply in replies:
+        for sample in elements(reply):
+            at, latency = (_int(n) for n in elements(sample))
+            samples[at] = max(latency, samples.get(at, 0))
+    newest = sorted(samples.items())[-_LATENCY_SAMPLES:]
+    return _array([b"*2\r\n:%d\r\n:%d\r\n" % sample for sample in newest])
+
+
+def _pairs(reply: Reply) -> list[tuple[bytes, bytes]]:
+    """The key/value pairs of a RESP3 map or of a RESP2 flat array of pairs."""
+    if reply[:1] == b"%":
+        eol = reply.index(b"\r\n")
+        reply = b"*%d%b" % (2 * int(reply[1:eol]), reply[eol:])
+    items = elements(reply)
+    return list(zip(items[::2], items[1::2], strict=True))
+
+
+def _map(pairs: Sequence[tuple[bytes, bytes]], resp3: bool) -> bytes:
+    flat = b"".join(key + value for key, value in pairs)
+    return b"%%%d\r\n%b" % (len(pairs), flat) if resp3 else b"*%d\r\n%b" % (2 * len(pairs), flat)
+
+
+_CALLS = b"$5\r\ncalls\r\n"
+_HISTOGRAM = b"$14\r\nhistogram_usec\r\n"
+
+
+def latency_histogram(replies: Sequence[Reply]) -> Reply:
+    """LATENCY HISTOGRAM [command ...]: per command, the masters' calls and histogram buckets
+    added up (a map in RESP3, flat pairs in RESP2, as the nodes sent them)."""
+    failed = _first_error(replies)
+    if failed is not None:
+        return failed
+    resp3 = replies[0][:1] == b"%"
+    commands: dict[bytes, tuple[int, dict[int, int]]] = {}
+    for reply in replies:
+        for name, details in _pairs(reply):
+            calls, buckets = commands.get(name, (0, {}))
+            for field, value in _pairs(details):
+                if field == _CALLS:
+                    calls += _int(value)
+                elif field == _HISTOGRAM:
+                    for bucket, count in _pairs(value):
+                        buckets[_int(bucket)] = buckets.get(_int(bucket), 0) + _int(count)
+            commands[name] = (calls, buckets)
+    return _map(
+        [(name, _histogram(calls, buckets, resp3)) for name, (calls, buckets) in commands.items()],
+        resp3,
+    )
+
+
+def _histogram(calls: int, buckets: dict[int, int], resp3: bool) -> bytes:
+    """One command's entry: ``{calls: N, histogram_usec: {bucket: count, ...}}``."""
+    counts = [(integer(bucket), integer(count)) for bucket, count in sorted(buckets.items())]
+    return _map([(_CALLS, integer(calls)), (_HISTOGRAM, _map(counts, resp3))], resp3)
+
+
+def _text(reply: Reply) -> bytes:
+    """The text of a bulk or verbatim string reply (``=N\\r\\ntxt:...``)."""
+    payload = bulk_value(reply)
+    return payload[4:] if reply[:1] == b"=" else payload
+
+
+def labelled_texts(labels: Sequence[str]) -> Merge:
+    """LATENCY DOCTOR: each master's report under a line naming the node, in one text (a
+    verbatim string when the nodes sent one: RESP3)."""
+
+    def merge(replies: Sequence[Reply]) -> Reply:
+        failed = _first_error(replies)
+        if failed is not None:
+            return failed
+        text = b"\n".join(
+            b"# node %s\n%b" % (label.encode(), _text(reply))
+            for label, reply in zip(labels, replies, strict=True)
+        )
+        return verbatim(text, 3 if replies[0][:1] == b"=" else 2)
+
+    return merge
+
+
 def union(replies: Sequence[Reply]) -> Reply:
     """PUBSUB CHANNELS / SHARDCHANNELS: every node's names, each once."""
     failed = _first_error(replies)
@@ -158,6 +302,12 @@ FANOUT: dict[str, Merge] = {
     "function|flush": all_ok,
     "function|restore": all_ok,
     "function|kill": any_ok,
+    "slowlog|len": sum_integers,
+    "slowlog|reset": all_ok,
+    "latency|latest": latency_latest,
+    "latency|history": latency_history,
+    "latency|histogram": latency_histogram,
+    "latency|reset": sum_integers,  # event series reset, counted per node
     # Subscribers may be connected to any node: ask them all.
     "pubsub|channels": union,
     "pubsub|shardchannels": union,
