@@ -39,6 +39,7 @@ from redis_ambassador.routing.fanout import (
     split_by_slot,
 )
 from redis_ambassador.routing.pubsub import Placement, Subscriptions
+from redis_ambassador.routing.scripts import SOURCES, ScriptCache
 from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap, discover
 from redis_ambassador.upstream.connection import Entry, NodeConnection
 from redis_ambassador.upstream.pool import NodePool, Upstream
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MOVED = b"-MOVED "
+_NOSCRIPT = b"-NOSCRIPT "
 _ASK = b"-ASK "
 # Seconds a node whose connection failed is not dialed again (retries wait instead).
 _DOWN_FOR = 1.0
@@ -107,6 +109,7 @@ class Router:
             if spec.single_key and self._plain(spec):
                 raw = spec.name.encode()
                 self._fast[raw] = self._fast[raw.upper()] = spec.single_key
+        self._scripts = ScriptCache()
         self._placement = Placement(
             any_master=lambda: self._address_of(self._owners[_PUBSUB_SLOT] or self._any_master()),
             owner=lambda slot: self._address_of(self._owners[slot]),
@@ -205,6 +208,8 @@ class Router:
             # Unknown here means unknown to the cluster too: its node words the error.
             self._send_anywhere(client, batch, i, frame)
             return False
+        if name in SOURCES:
+            self._scripts.learn(name, args)
         if base in _TRANSACTION_COMMANDS:
             return self._transaction_control(client, batch, i, spec, args, frame)
         if base in _PUBSUB_COMMANDS:
@@ -549,6 +554,9 @@ class Router:
         batch, index, frame, hops = entry
         if batch is None:
             return
+        if reply.startswith(_NOSCRIPT):
+            self._load_script(entry, reply, via)
+            return
         if reply.startswith(_MOVED) or reply.startswith(_ASK):
             if not self._retry.follows_redirect(hops):
                 batch.fill(index, errors.too_many_redirects(reply))
@@ -577,6 +585,20 @@ class Router:
             self.request_refresh()
         if via.private or not self._later(via.address, entry):
             batch.fill(index, reply)
+
+    def _load_script(self, entry: Entry, reply: bytes, via: NodeConnection) -> None:
+        """EVALSHA of a script this node lacks: load it there and run the EVALSHA again, back
+        to back on the same connection; a script never seen, or still missing, gets NOSCRIPT."""
+        batch, index, frame, hops = entry
+        assert batch is not None
+        reader = hiredis.Reader()
+        reader.feed(frame)
+        load = self._scripts.load_for(reader.gets())
+        if load is None or not self._retry.follows_redirect(hops):
+            batch.fill(index, reply)
+            return
+        via.send(None, 0, load)
+        via.send(batch, index, frame, hops + 1)
 
     def _follow(self, via: NodeConnection, batch: Batch, pool: NodePool) -> NodeConnection:
         """Where a redirected command goes: the client's lane of the new node's pool, or, if it

@@ -23,9 +23,9 @@ Entry = tuple["Batch | None", int, bytes, int]
 
 ASKING = b"*1\r\n$6\r\nASKING\r\n"
 HELLO3 = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"
-# Replies the router acts on instead of forwarding: redirections, and refusals that say
-# "not now" (the command did not run, so sending it again is safe).
-_REDIRECT_PREFIXES = (b"-MOVED ", b"-ASK ", b"-TRYAGAIN ", b"-CLUSTERDOWN ")
+# Replies the router acts on instead of forwarding: redirections, refusals that say "not now"
+# (the command did not run, so sending it again is safe), and a script missing on this node.
+_REDIRECT_PREFIXES = (b"-MOVED ", b"-ASK ", b"-TRYAGAIN ", b"-CLUSTERDOWN ", b"-NOSCRIPT ")
 
 
 class ConnectionOwner(Protocol):
