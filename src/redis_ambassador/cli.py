@@ -12,7 +12,7 @@ import anyio
 
 from redis_ambassador import __version__
 from redis_ambassador.ambassador import ListenError, serve
-from redis_ambassador.config import Address, Config, ConfigError, load_config
+from redis_ambassador.config import DEV_DEFAULTS, Address, Config, ConfigError, load_config
 from redis_ambassador.routing.topology import ClusterUnreachable
 
 log = logging.getLogger("redis_ambassador")
@@ -125,7 +125,8 @@ def _dev(args: argparse.Namespace) -> int:
     try:
         with LocalCluster(masters=args.masters, replicas_per_master=args.replicas) as cluster:
             overrides["cluster.seeds"] = list(cluster.seeds)
-            config = load_config(None, overrides=overrides)
+            # A cluster of its own, for development: FLUSHALL, CONFIG SET, DEBUG allowed.
+            config = load_config(None, overrides=overrides, defaults=DEV_DEFAULTS)
             print(
                 f"local cluster: {len(cluster.nodes)} redis-server processes "
                 f"({', '.join(cluster.seeds)} are masters)",

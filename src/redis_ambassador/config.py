@@ -17,6 +17,13 @@ broken file is reported instead of silently masked. Numeric limits:
   ``upstream.tryagain_backoff`` which may be 0 (retry immediately);
 * ``cluster.min_refresh_interval`` must not exceed ``cluster.refresh_interval``.
 
+Command lists (``commands.deny``, ``commands.allow``) hold command names as Redis's ACL writes
+them: ``flushall``, or ``config|set`` for one subcommand; any letter case, stored lower-case.
+From the environment they are separated by commas or spaces.
+
+``redis-ambassador dev`` starts from different defaults (``DEV_DEFAULTS``: every command
+allowed); files, the environment and flags still override them.
+
 An empty environment variable counts as unset (container tooling often exports empty
 values for "not configured"). Unknown ``REDIS_AMBASSADOR_*`` variables are ignored, since
 other parts of the program may define their own.
@@ -36,6 +43,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "DEFAULT_DENIED",
+    "DEV_DEFAULTS",
     "ENV_PREFIX",
     "Address",
     "ClusterConfig",
@@ -181,9 +190,25 @@ class UpstreamConfig:
     )
 
 
+# Commands that can harm the whole cluster, denied by `serve` unless allowed: they wipe data,
+# change every node's settings, stall or poke the nodes, or move keys out of the cluster.
+DEFAULT_DENIED: tuple[str, ...] = (
+    "flushall",
+    "flushdb",
+    "script|flush",
+    "function|flush",
+    "config|set",
+    "config|resetstat",
+    "config|rewrite",
+    "debug",
+    "migrate",
+)
+
+
 @dataclass(frozen=True)
 class CommandsConfig:
-    """TOML section ``[commands]``: how commands a single node cannot answer are treated."""
+    """TOML section ``[commands]``: how commands a single node cannot answer are treated, and
+    which commands clients may not run at all (the command policy)."""
 
     split_cross_slot: bool = field(
         default=True,
@@ -191,6 +216,16 @@ class CommandsConfig:
             "help": "split MGET/MSET/DEL/UNLINK/EXISTS/TOUCH whose keys span slots into one "
             "command per slot (not atomic across slots); false: refuse them with CROSSSLOT"
         },
+    )
+    deny: tuple[str, ...] = field(
+        default=DEFAULT_DENIED,
+        metadata={
+            "help": "commands clients may not run (name or name|subcommand); `dev` denies none"
+        },
+    )
+    allow: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "commands allowed even though commands.deny names them"},
     )
 
 
@@ -348,6 +383,32 @@ def _to_address_list(key: _Key, value: object, text_ok: bool) -> tuple[Address, 
     return tuple(addresses)
 
 
+# A command name as Redis's ACL writes it: letters, digits and - _ . : (module commands such as
+# ft.search), optionally one |subcommand.
+_COMMAND_NAME = re.compile(r"[a-z0-9_.:-]+(\|[a-z0-9_.:-]+)?")
+
+
+def _to_command_names(key: _Key, value: object, text_ok: bool) -> tuple[str, ...]:
+    if isinstance(value, str) and text_ok:
+        items: list[object] = [s for s in _SEEDS_SEPARATORS.split(value.strip()) if s]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise _Bad(f"must be a list of command names, not {_type_name(value)}")
+    names = []
+    for item in items:
+        if not isinstance(item, str):
+            raise _Bad(f"item {_show(item)}: must be a command name, not {_type_name(item)}")
+        name = item.strip().lower()
+        if not _COMMAND_NAME.fullmatch(name):
+            raise _Bad(
+                f"item {_show(item)}: must be a command name as Redis's ACL writes it, "
+                "e.g. 'flushall' or 'config|set'"
+            )
+        names.append(name)
+    return tuple(dict.fromkeys(names))
+
+
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -369,6 +430,7 @@ _CONVERTERS: dict[Any, Any] = {
     float: _to_seconds,
     Address: _to_address_key,
     tuple[Address, ...]: _to_address_list,
+    tuple[str, ...]: _to_command_names,
 }
 
 _KEYS = _collect_keys()
@@ -462,18 +524,24 @@ def load_config(
     path: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, object] | None = None,
+    defaults: Mapping[str, object] | None = None,
 ) -> Config:
     """Build the Config from defaults < file < environment < overrides; raise ConfigError.
 
     ``path`` falls back to ``$REDIS_AMBASSADOR_CONFIG``; with neither, no file is read.
     ``env=None`` means ``os.environ``. ``overrides`` maps dotted keys to strings or typed
-    values (as the CLI flags give them); a None value means "flag not given".
+    values (as the CLI flags give them); a None value means "flag not given". ``defaults``
+    replaces built-in defaults (``DEV_DEFAULTS`` for ``dev``), below every other source.
     """
     if env is None:
         env = os.environ
     values: dict[str, tuple[object, str]] = {
         dotted: (key.default, "default") for dotted, key in _KEYS.items()
     }
+    for dotted, raw in (defaults or {}).items():
+        if dotted not in _KEYS:
+            raise _unknown_key(dotted, "in the defaults")
+        values[dotted] = (_convert(_KEYS[dotted], raw, "default", text_ok=False), "default")
 
     named_by = ""
     if path is None and env.get(CONFIG_ENV_VAR, "").strip():
@@ -523,6 +591,11 @@ def _check_consistency(values: Mapping[str, tuple[object, str]]) -> None:
             key="cluster.min_refresh_interval",
             source=low_source,
         )
+
+
+# What `redis-ambassador dev` starts from instead of the built-in defaults: a local cluster made
+# for development and tests, where FLUSHALL, CONFIG SET and DEBUG are everyday tools.
+DEV_DEFAULTS: Mapping[str, object] = {"commands.deny": ()}
 
 
 def describe_keys() -> list[tuple[str, object, str]]:

@@ -129,3 +129,10 @@ def command_denied(name: str) -> bytes:
         f"NOPERM redis-ambassador's command policy denies '{name}' (commands.deny); "
         f"to allow it, add '{name}' to commands.allow"
     )
+
+
+def debug_unknown_subcommand(sub: bytes) -> bytes:
+    """DEBUG with a subcommand Redis does not know (DEBUG has its own wording)."""
+    return error(
+        f"ERR unknown subcommand or wrong number of arguments for '{_shown(sub)}'. Try DEBUG HELP."
+    )

@@ -81,6 +81,9 @@ def test_dev_serves_a_local_cluster_and_ctrl_c_removes_every_process_and_file() 
         client = redis.Redis(port=port)
         assert client.set("foo", "bar") is True
         assert client.get("foo") == b"bar"
+        # dev's command policy allows what serve denies by default.
+        assert client.flushall() is True
+        assert client.config_set("slowlog-max-len", 200) is True
         client.close()
 
         process.send_signal(signal.SIGINT)

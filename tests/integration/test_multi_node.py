@@ -27,9 +27,18 @@ def own_cluster() -> Iterator[LocalCluster]:
         yield local
 
 
+# FLUSHALL, FLUSHDB, SCRIPT FLUSH and FUNCTION FLUSH are denied by `serve`'s default command
+# policy; these tests run them, as `dev` allows.
+ALLOW_ALL = "[commands]\ndeny = []\n"
+
+
 @pytest.fixture(scope="module")
-def amb(own_cluster: LocalCluster, start_ambassador: Any) -> Ambassador:
-    return start_ambassador(own_cluster)
+def amb(
+    own_cluster: LocalCluster, start_ambassador: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Ambassador:
+    config = tmp_path_factory.mktemp("multi_node") / "allow_all.toml"
+    config.write_text(ALLOW_ALL)
+    return start_ambassador(own_cluster, extra_args=("--config", str(config)))
 
 
 @pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
@@ -90,7 +99,7 @@ def test_cross_slot_commands_are_refused_like_redis_cluster_when_splitting_is_of
     own_cluster: LocalCluster, start_ambassador: Any, tmp_path: Path
 ) -> None:
     config = tmp_path / "strict.toml"
-    config.write_text("[commands]\nsplit_cross_slot = false\n")
+    config.write_text(ALLOW_ALL + "split_cross_slot = false\n")
     strict = start_ambassador(own_cluster, extra_args=("--config", str(config)))
     client = strict.client()
     client.flushall()

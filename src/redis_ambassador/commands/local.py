@@ -149,8 +149,7 @@ _NOT_HERE = "it is not available through the ambassador"
 REFUSED: dict[str, str] = {
     "script|debug": _SCRIPT_DEBUG,
     **dict.fromkeys(
-        ["shutdown", "debug", "config|set", "config|resetstat", "config|rewrite",
-         "failover", "replicaof", "slaveof", "save", "bgsave", "bgrewriteaof", "migrate",
+        ["shutdown", "failover", "replicaof", "slaveof", "save", "bgsave", "bgrewriteaof",
          "swapdb", "move", "module", "acl"],
         _ONE_NODE,
     ),

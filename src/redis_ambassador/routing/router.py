@@ -20,6 +20,7 @@ from redis.crc import key_slot
 
 from redis_ambassador import errors
 from redis_ambassador.commands.local import BLOCKING_WITHOUT_KEYS, LOCAL, REFUSED
+from redis_ambassador.commands.policy import CommandPolicy
 from redis_ambassador.commands.table import CommandSpec, CommandTable
 from redis_ambassador.commands.transaction import (
     EXEC_FRAME,
@@ -30,6 +31,7 @@ from redis_ambassador.commands.transaction import (
 )
 from redis_ambassador.config import Address, Config
 from redis_ambassador.protocol.replies import OK
+from redis_ambassador.routing.admin import ADMIN, ClusterView, Plan, To, uptime
 from redis_ambassador.routing.fanout import (
     FANOUT,
     SPLITTABLE,
@@ -94,10 +96,15 @@ class Router:
         self._retry = RetryPolicy.from_config(config.upstream)
         self._table = table
         self._split_cross_slot = config.commands.split_cross_slot
+        self._policy = CommandPolicy.from_config(config.commands)
+        for problem in self._policy.problems(table):
+            log.warning("command policy: %s", problem)
         self.facts = facts
         self._owners: list[NodePool | None] = [None] * SLOTS
         self._masters: list[NodePool] = []
         self._range_starts: list[int] = []  # first slot of each master's slot range, ascending
+        self._replicas: frozenset[Address] = frozenset()  # for commands to every node
+        self._covered = 0  # slots with a master
         self._any = itertools.count()
         self._known: list[Address] = list(config.cluster.seeds)
         self._failed_at: dict[Address, float] = {}  # loop time of each node's last failure
@@ -106,7 +113,7 @@ class Router:
         # Names (as sent, in either letter case) of plain commands with one key at a fixed index.
         self._fast: dict[bytes, int] = {}
         for spec in table.specs():
-            if spec.single_key and self._plain(spec):
+            if spec.single_key and self._plain(spec) and not self._policy.denies_always(spec.name):
                 raw = spec.name.encode()
                 self._fast[raw] = self._fast[raw.upper()] = spec.single_key
         self._scripts = ScriptCache()
@@ -239,6 +246,14 @@ class Router:
         reason = REFUSED.get(name) or REFUSED.get(base)
         if reason is not None:
             batch.fill(i, errors.not_supported(args, reason))
+            return False
+        denied = self._policy.check(name, args)
+        if denied is not None:
+            batch.fill(i, denied)
+            return False
+        planner = ADMIN.get(name)
+        if planner is not None:
+            self._admin(client, batch, i, frame, planner(args, self._view(client)))
             return False
         if self._blocks(spec, base, args):
             return self._blocking(client, batch, i, commands, frames, spec)
@@ -374,8 +389,11 @@ class Router:
             return tx.fail(errors.not_in_transaction(args, _PRIVATE_CONNECTION))
         if base in LOCAL and base not in _NODE_ANSWERS_ALIKE:
             return tx.fail(errors.not_in_transaction(args, "the ambassador answers it itself"))
+        denied = self._policy.check(name, args)
+        if denied is not None:
+            return tx.fail(denied)
         reason = REFUSED.get(name) or REFUSED.get(base)
-        if reason is None and (name in FANOUT or name == "scan"):
+        if reason is None and (name in FANOUT or name in ADMIN or name == "scan"):
             reason = "it needs every node of the cluster"
         if reason is not None:
             return tx.fail(errors.not_in_transaction(args, reason))
@@ -527,6 +545,58 @@ class Router:
             return
         self._fan_out(batch, i, [(self._owners[plan.slot], plan.request(args))], plan.merge)
 
+    # -- admin commands (routing/admin.py) ----------------------------------------------------
+
+    def _admin(
+        self, client: ClientConnection, batch: Batch, i: int, frame: bytes, plan: Plan
+    ) -> None:
+        """Send an admin command where its plan says; merge the replies as it says."""
+        if plan.to is To.NOWHERE:
+            batch.fill(i, plan.reply)
+        elif plan.to is To.ANY:
+            self._send_anywhere(client, batch, i, frame)
+        elif plan.to is To.KEYS:
+            self._send_to_keys(client, batch, i, frame, plan.keys)
+        else:
+            assert plan.merge is not None
+            pools = self._masters if plan.to is To.MASTERS else self._every_node()
+            if not pools and plan.always:
+                batch.fill(i, bytes(plan.merge([])))
+                return
+            self._fan_out(batch, i, [(pool, frame) for pool in pools], plan.merge)
+
+    def _send_to_keys(
+        self, client: ClientConnection, batch: Batch, i: int, frame: bytes, keys: tuple[bytes, ...]
+    ) -> None:
+        """To the master of the keys' slot (keys the command table does not know: DEBUG's)."""
+        slot = key_slot(keys[0])
+        if any(key_slot(key) != slot for key in keys[1:]):
+            batch.fill(i, errors.CROSSSLOT)
+            return
+        pool = self._owners[slot]
+        if pool is None:
+            self.request_refresh()
+            batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
+            return
+        self._conn(client, pool).send(batch, i, frame)
+
+    def _every_node(self) -> list[NodePool]:
+        """Masters, then replicas (their pools open on first use and stay while they do)."""
+        replicas = sorted(self._replicas, key=str)
+        return [*self._masters, *(self._upstream.pool(address) for address in replicas)]
+
+    def _view(self, client: ClientConnection) -> ClusterView:
+        return ClusterView(
+            protocol=client.protocol,
+            port=client.local_address[1],
+            version=self.facts.version,
+            clients=len(self.facts.clients),
+            masters=tuple(str(pool.address) for pool in self._masters),
+            replicas=len(self._replicas),
+            slots_covered=self._covered,
+            uptime=uptime(),
+        )
+
     @staticmethod
     def _blocks(spec: CommandSpec, base: str, args: list[bytes]) -> bool:
         option = _BLOCK_OPTION.get(base)
@@ -674,7 +744,9 @@ class Router:
             pool = self._owners[key_slot(keys[0])]
         else:
             known = self._upstream.pools.get(address) if address is not None else None
-            pool = known if known in self._masters else None
+            # A replica only gets what was meant for every node (CONFIG SET): keep it there.
+            kept = known in self._masters or (known is not None and known.address in self._replicas)
+            pool = known if kept else None
             if pool is None and self._masters:
                 pool = self._masters[next(self._any) % len(self._masters)]
         if pool is None or self._is_down(pool.address):
@@ -696,8 +768,10 @@ class Router:
             {slot_map.owners.index(address) for address in slot_map.masters}
         )
         self._known = list(dict.fromkeys([*pools, *self._config.cluster.seeds]))
+        self._replicas = slot_map.replicas - slot_map.masters
+        self._covered = SLOTS - slot_map.owners.count(None)
         for address, pool in list(self._upstream.pools.items()):
-            if address not in pools and not pool.pending:
+            if address not in pools and address not in self._replicas and not pool.pending:
                 self._upstream.discard(address)
 
     async def refresh(self) -> SlotMap:
