@@ -560,10 +560,18 @@ class Router:
         else:
             assert plan.merge is not None
             pools = self._masters if plan.to is To.MASTERS else self._every_node()
-            if not pools and plan.always:
-                batch.fill(i, bytes(plan.merge([])))
+            if not pools:
+                if plan.always:
+                    batch.fill(i, bytes(plan.merge([])))
+                    return
+                self.request_refresh()
+                batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
                 return
-            self._fan_out(batch, i, [(pool, frame) for pool in pools], plan.merge)
+            # Each part is for its node: one that fails answers its error (the merge decides)
+            # instead of going to another node (a second CONFIG SET there, its SLOWLOG twice).
+            gather = Gather(batch, i, len(pools), plan.merge)
+            for j, pool in enumerate(pools):
+                pool.lane(gather.lane).send(gather, j, frame, _NO_RETRY)  # type: ignore[arg-type]
 
     def _send_to_keys(
         self, client: ClientConnection, batch: Batch, i: int, frame: bytes, keys: tuple[bytes, ...]
@@ -744,9 +752,7 @@ class Router:
             pool = self._owners[key_slot(keys[0])]
         else:
             known = self._upstream.pools.get(address) if address is not None else None
-            # A replica only gets what was meant for every node (CONFIG SET): keep it there.
-            kept = known in self._masters or (known is not None and known.address in self._replicas)
-            pool = known if kept else None
+            pool = known if known in self._masters else None
             if pool is None and self._masters:
                 pool = self._masters[next(self._any) % len(self._masters)]
         if pool is None or self._is_down(pool.address):
