@@ -246,3 +246,32 @@ def test_a_client_that_leaves_while_blocked_releases_its_node_connection(
     while node.info("clients")["blocked_clients"] > before and time.monotonic() < deadline:
         time.sleep(0.02)
     assert node.info("clients")["blocked_clients"] == before
+
+
+def test_a_pipelined_watch_transaction_keeps_the_order_of_everything_around_it(
+    ambassador: Ambassador, raw: Raw, tag: str
+) -> None:
+    """WATCH moves the client's commands for that node to a connection of its own and EXEC
+    moves them back: nothing may overtake, in either direction."""
+    key = f"{tag}n"
+    replies = raw(ambassador.host, ambassador.port).exchange(
+        resp("SET", key, "1")  # on the shared connection, before the WATCH
+        + resp("WATCH", key)
+        + resp("GET", key)
+        + resp("MULTI")
+        + resp("INCR", key)
+        + resp("EXEC")
+        + resp("GET", key)  # back on the shared connection: after the EXEC
+        + resp("INCR", key),
+        8,
+    )
+    assert replies == [
+        b"+OK\r\n",
+        b"+OK\r\n",
+        b"$1\r\n1\r\n",
+        b"+OK\r\n",
+        b"+QUEUED\r\n",
+        b"*1\r\n:2\r\n",
+        b"$1\r\n2\r\n",
+        b":3\r\n",
+    ]

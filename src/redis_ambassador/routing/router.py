@@ -218,7 +218,7 @@ class Router:
         if name in SOURCES:
             self._scripts.learn(name, args)
         if base in _TRANSACTION_COMMANDS:
-            return self._transaction_control(client, batch, i, spec, args, frame)
+            return self._transaction(client, batch, i, commands, frames, spec)
         if base in _PUBSUB_COMMANDS:
             return self._subscription(client, batch, i, spec, args)
         subscriptions = client.subscriptions
@@ -399,6 +399,35 @@ class Router:
             return tx.fail(errors.not_in_transaction(args, reason))
         keys = spec.keys(args) or []
         return tx.queue(frame, [key_slot(key) for key in keys])
+
+    def _transaction(
+        self,
+        client: ClientConnection,
+        batch: Batch,
+        i: int,
+        commands: list[list[bytes]],
+        frames: list[bytes],
+        spec: CommandSpec,
+    ) -> bool:
+        """A transaction command, kept in order with the client's other commands although a
+        WATCH moves them to a connection of the client's own and EXEC/UNWATCH/DISCARD back."""
+        watching = client.watching
+        if (
+            spec.name == "watch"
+            and watching is None
+            and client.transaction is None
+            and client.waiting_before(batch, i)
+        ):
+            # What the client sent before WATCH must have run before the watch begins.
+            client.hold(batch, i, commands, frames)
+            return True
+        changed = self._transaction_control(client, batch, i, spec, commands[i], frames[i])
+        if watching is not None and client.watching is None and i + 1 < len(batch.replies):
+            # Back on the shared connections: nothing may overtake what is still in flight on
+            # the private one (EXEC's reply included).
+            client.hold(batch, i + 1, commands, frames)
+            return True
+        return changed
 
     def _transaction_control(
         self,
