@@ -37,7 +37,7 @@ def test_evalsha_of_a_script_never_seen_gets_the_nodes_noscript(
     cluster: LocalCluster, ambassador: Ambassador
 ) -> None:
     sha = "f" * 40
-    with pytest.raises(redis.exceptions.NoScriptError, match="^No matching script"):
+    with pytest.raises(redis.exceptions.NoScriptError, match=r"^No matching script"):
         ambassador.client().evalsha(sha, 1, "k")
-    with pytest.raises(redis.exceptions.NoScriptError, match="^No matching script"):
+    with pytest.raises(redis.exceptions.NoScriptError, match=r"^No matching script"):
         cluster.client(cluster.master_for_slot(key_slot(b"k"))).evalsha(sha, 1, "k")

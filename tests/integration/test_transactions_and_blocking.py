@@ -275,3 +275,36 @@ def test_a_pipelined_watch_transaction_keeps_the_order_of_everything_around_it(
         b"$1\r\n2\r\n",
         b":3\r\n",
     ]
+
+
+def test_client_reply_off_skip_on_silences_replies_exactly_as_the_node_does(
+    cluster: LocalCluster, ambassador: Ambassador, raw: Raw, tag: str
+) -> None:
+    key = f"{tag}r"
+    session = [
+        resp("CLIENT", "REPLY", "OFF"),
+        resp("SET", key, "1"),
+        resp("GET", key),
+        resp("CLIENT", "REPLY", "ON"),
+        resp("GET", key),
+        resp("CLIENT", "REPLY", "SKIP"),
+        resp("INCR", key),
+        resp("GET", key),
+        resp("CLIENT", "REPLY", "BOGUS"),
+        resp("CLIENT", "REPLY"),
+    ]
+    node = cluster.master_for_slot(key_slot(key.encode()))
+    direct = raw(node.host, node.port).exchange(b"".join(session), 5)
+    cluster.client(node).delete(key)
+    through = raw(ambassador.host, ambassador.port).exchange(b"".join(session), 5)
+    assert (
+        through
+        == direct
+        == [
+            b"+OK\r\n",
+            b"$1\r\n1\r\n",
+            b"$1\r\n2\r\n",
+            b"-ERR syntax error\r\n",
+            b"-ERR wrong number of arguments for 'client|reply' command\r\n",
+        ]
+    )

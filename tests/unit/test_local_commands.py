@@ -503,9 +503,8 @@ def test_client_tracking_is_refused_because_invalidations_need_private_connectio
         (b"KILL", b"closing other clients' connections is not supported by the ambassador yet"),
         (b"Pause", b"pausing clients is not supported by the ambassador yet"),
         (b"unpause", b"pausing clients is not supported by the ambassador yet"),
-        (b"UNBLOCK", b"blocking commands are not supported by the ambassador yet, so none is "
-                     b"blocked"),
-        (b"reply", b"'client reply' is not supported by the ambassador yet"),
+        (b"UNBLOCK", b"unblocking another client's command is not supported by the ambassador "
+                     b"yet"),
     ],
 )  # fmt: skip
 def test_client_subcommands_that_act_beyond_the_session_are_refused_with_reason(

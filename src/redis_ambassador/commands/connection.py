@@ -290,6 +290,5 @@ _REFUSED: dict[bytes, str] = {
     b"kill": "closing other clients' connections is not supported by the ambassador yet",
     b"pause": "pausing clients is not supported by the ambassador yet",
     b"unpause": "pausing clients is not supported by the ambassador yet",
-    b"unblock": "blocking commands are not supported by the ambassador yet, so none is blocked",
-    b"reply": "'client reply' is not supported by the ambassador yet",
+    b"unblock": "unblocking another client's command is not supported by the ambassador yet",
 }

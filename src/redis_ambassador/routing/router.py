@@ -150,6 +150,7 @@ class Router:
             client.transaction is not None
             or client.watching is not None
             or client.subscriptions is not None
+            or client.reply_mode != "on"
         ):
             self._dispatch_each(client, batch, commands, frames, 0)
             return
@@ -190,6 +191,11 @@ class Router:
         commands held behind a blocking one)."""
         i = start
         while i < len(batch.replies):
+            mode = client.reply_mode
+            if mode != "on":
+                batch.silence(i)
+                if mode == "skip":
+                    client.reply_mode = "on"
             self._dispatch_other(client, batch, i, commands, frames)
             i += 1
 
@@ -239,6 +245,8 @@ class Router:
             batch.cut_after(i)
             batch.fill(i, OK)
             return True
+        if name == "client|reply":
+            return self._client_reply(client, batch, i, args)
         local = LOCAL.get(base)
         if local is not None:
             batch.fill(i, local(client, args, self.facts))
@@ -307,6 +315,26 @@ class Router:
                 conn.close()
             conn = client.private[address] = self._upstream.private(address, client.protocol)
         return conn
+
+    @staticmethod
+    def _client_reply(client: ClientConnection, batch: Batch, i: int, args: list[bytes]) -> bool:
+        """CLIENT REPLY ON|OFF|SKIP: which replies the client gets (the commands all run)."""
+        if len(args) != 3:
+            batch.fill(i, errors.wrong_arity("client|reply"))
+            return False
+        mode = args[2].lower()
+        if mode == b"on":
+            client.reply_mode = "on"
+            if batch.silent is not None:
+                batch.silent.discard(i)  # ON is answered, even after OFF
+        elif mode in (b"off", b"skip"):
+            client.reply_mode = mode.decode()
+            batch.silence(i)
+        else:
+            batch.fill(i, errors.SYNTAX)
+            return False
+        batch.fill(i, OK)
+        return True
 
     @staticmethod
     def _address_of(pool: NodePool | None) -> Address | None:

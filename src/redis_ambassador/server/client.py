@@ -48,13 +48,26 @@ class ClientRegistry:
 class Batch:
     """The replies owed for one read's commands, filled in place by index."""
 
-    __slots__ = ("client", "close_after", "remaining", "replies")
+    __slots__ = ("client", "close_after", "remaining", "replies", "silent")
 
     def __init__(self, client: ClientConnection, size: int) -> None:
         self.client = client
         self.replies: list[bytes | bytearray | None] = [None] * size
         self.remaining = size
         self.close_after = False
+        self.silent: set[int] | None = None  # replies not to write (CLIENT REPLY OFF/SKIP)
+
+    def silence(self, index: int) -> None:
+        """The command at ``index`` runs, but its reply is not written."""
+        if self.silent is None:
+            self.silent = set()
+        self.silent.add(index)
+
+    def written(self) -> list[bytes | bytearray | None]:
+        """The replies to write: all but the silenced ones."""
+        if self.silent is None:
+            return self.replies
+        return [r for k, r in enumerate(self.replies) if k not in self.silent]
 
     def cut_after(self, index: int) -> None:
         """Drop the commands after ``index`` unanswered (QUIT: Redis never runs them)."""
@@ -107,6 +120,8 @@ class ClientConnection(asyncio.Protocol):
         self.watching: NodeConnection | None = None  # the private connection holding WATCHes
         self.watched_slot: int | None = None
         self.subscriptions: Subscriptions | None = None  # after a (P|S)SUBSCRIBE
+        # CLIENT REPLY: "on", "off" (no replies), or "skip" (none for the next command).
+        self.reply_mode = "on"
         self.peer = "?"
         self.local_address = ("", 0)  # what the client dialed: CLUSTER SLOTS/SHARDS/NODES
         self.fd = -1
@@ -185,18 +200,18 @@ class ClientConnection(asyncio.Protocol):
         batches.popleft()
         if not batches or batches[0].remaining:
             # The common case: exactly one batch became writable.
-            replies = head.replies
+            replies = head.replies if head.silent is None else head.written()
             transport.write(replies[0] if len(replies) == 1 else b"".join(replies))
-            self._inflight -= len(replies)
+            self._inflight -= len(head.replies)
             if head.close_after:
                 self._close_after_write()
         else:
-            out = list(head.replies)
+            out = list(head.written())
             done = len(head.replies)
             close = head.close_after
             while batches and not batches[0].remaining and not close:
                 nxt = batches.popleft()
-                out.extend(nxt.replies)
+                out.extend(nxt.written())
                 done += len(nxt.replies)
                 close = nxt.close_after
             transport.write(b"".join(out))
