@@ -6,6 +6,7 @@ import ctypes
 import os
 import re
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +18,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from redis_ambassador.localcluster import LocalCluster, RedisServerNotFound
 
@@ -216,6 +219,104 @@ def start_ambassador(
     finally:
         for running in started:
             running.stop()
+
+
+# -- a plain standalone redis-server, the reference the ambassador must be indistinguishable from --
+
+_STANDALONE_READY_TIMEOUT = 15.0
+
+
+class StandaloneRedis:
+    """One plain (not cluster) ``redis-server`` on a free port, without persistence: the same
+    binary as the cluster's nodes, so the same version."""
+
+    def __init__(self, host: str, port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+        self.host = host
+        self.port = port
+        self.process = process
+        self.log = log
+
+    @classmethod
+    def start(cls, directory: Path) -> StandaloneRedis:
+        """Launch and return once it answers as *this* process (a port taken between picking
+        and binding is retried on another)."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not on PATH (run scripts/bootstrap)", pytrace=False)
+        for attempt in range(_AMBASSADOR_START_ATTEMPTS):
+            host, port = "127.0.0.1", _free_port("127.0.0.1")
+            log = directory / f"redis-{port}.log"
+            process = subprocess.Popen(
+                [binary, "--port", str(port), "--bind", host, "--save", "", "--appendonly", "no",
+                 "--dir", str(directory), "--logfile", str(log)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )  # fmt: skip
+            server = cls(host, port, process, log)
+            if server._wait_ready():
+                return server
+            server.stop()
+            if attempt == _AMBASSADOR_START_ATTEMPTS - 1:
+                raise AssertionError(f"standalone redis-server never started (log: {log})")
+        raise AssertionError("unreachable")
+
+    def _wait_ready(self) -> bool:
+        """True once PING answers and INFO names our pid; False if the port was taken."""
+        deadline = time.monotonic() + _STANDALONE_READY_TIMEOUT
+        admin = self.client(socket_timeout=1.0, socket_connect_timeout=1.0, protocol=2)
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    log = self.log.read_text(errors="replace") if self.log.exists() else ""
+                    if "Address already in use" in log:
+                        return False
+                    raise AssertionError(
+                        f"standalone redis-server exited with code {self.process.returncode}:\n"
+                        f"{log[-2000:]}"
+                    )
+                try:
+                    if admin.ping() and int(admin.info("server")["process_id"]) == self.process.pid:
+                        return True
+                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"standalone redis-server on port {self.port} never answered PING"
+                    )
+                time.sleep(0.02)
+        finally:
+            admin.close()
+
+    def client(self, **options: Any) -> redis.Redis:
+        """redis-py pointed at the server: bytes replies, no silent retries."""
+        kwargs: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "decode_responses": False,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        kwargs.update(options)
+        return redis.Redis(**kwargs)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=_AMBASSADOR_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def standalone_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneRedis]:
+    """A plain standalone redis-server for the whole session, to compare the ambassador with.
+    Tests that write to it flush it first; it is killed at the end of the session."""
+    server = StandaloneRedis.start(tmp_path_factory.mktemp("standalone"))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 # -- raw sockets, for byte-level tests -------------------------------------------------------------

@@ -9,12 +9,8 @@ same binary as the cluster's nodes, so the same version); replies that only exis
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -28,7 +24,7 @@ from redis_ambassador.localcluster import LocalCluster
 from redis_ambassador.routing.topology import SlotMap, discover
 
 if TYPE_CHECKING:
-    from conftest import Ambassador, RawConnection
+    from conftest import Ambassador, RawConnection, StandaloneRedis
 
 Raw = Callable[[str, int], "RawConnection"]
 
@@ -45,36 +41,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    """A plain (not cluster) redis-server, to compare the handshake replies with."""
-    binary = shutil.which("redis-server")
-    assert binary is not None, "redis-server is not on PATH (run scripts/bootstrap)"
-    directory: Path = tmp_path_factory.mktemp("standalone")
-    port = _free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(directory), "--logfile", str(directory / "redis.log")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        _wait_for_ping(port)
-        yield "127.0.0.1", port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def _wait_for_ping(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if redis.Redis(port=port, socket_timeout=1).ping():
-                return
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+@pytest.fixture
+def standalone(standalone_redis: StandaloneRedis) -> tuple[str, int]:
+    """The session's plain (not cluster) redis-server, to compare the handshake replies with."""
+    return standalone_redis.host, standalone_redis.port
 
 
 def _client_id(conn: RawConnection) -> int:
@@ -163,6 +133,75 @@ def test_hello_2_and_hello_3_match_a_standalone_redis(
     for protocol in (2, 3, 2):
         (hello,) = conn.exchange(resp("HELLO", protocol))
         assert hello == _hello_like_standalone(standalone, raw, protocol, client_id)
+
+
+def test_hello_variants_and_their_errors_match_a_standalone_redis(
+    ambassador: Ambassador, raw: Raw, standalone: tuple[str, int]
+) -> None:
+    """HELLO without a version, with SETNAME, and the errors Redis gives a bad HELLO, byte for
+    byte (each server's own connection id put in place)."""
+    session = [
+        resp("HELLO"),  # no version: the current protocol (2), no switch
+        resp("HELLO", 3, "SETNAME", "app-1"),
+        resp("CLIENT", "GETNAME"),
+        resp("HELLO", 4),
+        resp("HELLO", "three"),
+        resp("HELLO", 3, "SETNAME", "has space"),
+        resp("HELLO", 3, "SETNAME"),
+        resp("HELLO", 2, "BOGUS"),
+        resp("HELLO", 2),
+        resp("CLIENT", "GETNAME"),
+    ]
+    replies = []
+    for host, port in [standalone, (ambassador.host, ambassador.port)]:
+        conn = raw(host, port)
+        own_id = b"$2\r\nid\r\n:%d\r\n" % _client_id(conn)
+        got = conn.exchange(b"".join(session), len(session))
+        replies.append([reply.replace(own_id, b"$2\r\nid\r\n:ID\r\n") for reply in got])
+    assert replies[1] == replies[0]
+    assert replies[0][2] == b"$5\r\napp-1\r\n"
+    assert replies[0][3] == b"-NOPROTO unsupported protocol version\r\n"
+
+
+# INFO server's fields that are not properties of the build: the ambassador shows them as the
+# first master has them (its process, uptime and config file; the node's run_id), except
+# tcp_port, which is the ambassador's own port, and redis_mode (standalone) and redis_version
+# (the lowest among the nodes), which it sets. Everything else equals a standalone server's.
+PER_PROCESS = frozenset(
+    [b"process_id", b"run_id", b"tcp_port", b"server_time_usec", b"uptime_in_seconds",
+     b"uptime_in_days", b"lru_clock", b"executable", b"config_file"]
+)  # fmt: skip
+
+
+def _info_fields(text: bytes) -> list[tuple[bytes, bytes]]:
+    return [
+        (name, value)
+        for name, _, value in (line.partition(b":") for line in text.split(b"\r\n"))
+        if name and not name.startswith(b"#")
+    ]
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_info_server_section_is_a_standalone_servers(
+    ambassador: Ambassador, raw: Raw, standalone: tuple[str, int], protocol: int
+) -> None:
+    sections = []
+    for host, port in [standalone, (ambassador.host, ambassador.port)]:
+        conn = raw(host, port)
+        conn.exchange(resp("HELLO", protocol))
+        (reply,) = conn.exchange(resp("INFO", "server"))
+        assert reply.startswith(b"$" if protocol == 2 else b"=")  # RESP3: a verbatim string
+        text = _text(reply)
+        assert text.startswith(b"# Server\r\n")
+        sections.append(_info_fields(text))
+    expected, got = sections
+    assert [name for name, _ in got] == [name for name, _ in expected]  # same fields, same order
+    assert {n: v for n, v in got if n not in PER_PROCESS} == {
+        n: v for n, v in expected if n not in PER_PROCESS
+    }
+    fields = dict(got)
+    assert fields[b"redis_mode"] == b"standalone"
+    assert fields[b"tcp_port"] == str(ambassador.port).encode()
 
 
 def _info_calls(cluster: LocalCluster) -> dict[int, int]:
