@@ -19,7 +19,8 @@ broken file is reported instead of silently masked. Numeric limits:
 
 Command lists (``commands.deny``, ``commands.allow``) hold command names as Redis's ACL writes
 them: ``flushall``, or ``config|set`` for one subcommand; any letter case, stored lower-case.
-From the environment they are separated by commas or spaces.
+From the environment they are separated by commas or spaces. ``commands.cluster_view`` is one
+of the words it lists (``single``, ``real``), in any letter case.
 
 ``redis-ambassador dev`` starts from different defaults (``DEV_DEFAULTS``: every command
 allowed); files, the environment and flags still override them.
@@ -227,6 +228,14 @@ class CommandsConfig:
         default=(),
         metadata={"help": "commands allowed even though commands.deny names them"},
     )
+    cluster_view: str = field(
+        default="single",
+        metadata={
+            "help": "CLUSTER INFO/SLOTS/SHARDS/NODES: 'single' describes the ambassador as one "
+            "node owning every slot (for cluster-aware clients); 'real' asks a master (operators)",
+            "choices": ("single", "real"),
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -258,6 +267,7 @@ class _Key:
     help: str
     minimum: float
     allow_zero: bool
+    choices: tuple[str, ...] = ()  # the words a str key accepts
 
     @property
     def dotted(self) -> str:
@@ -282,6 +292,7 @@ def _collect_keys() -> dict[str, _Key]:
                 help=f.metadata["help"],
                 minimum=f.metadata.get("min", 0),
                 allow_zero=f.metadata.get("allow_zero", False),
+                choices=f.metadata.get("choices", ()),
             )
             if key.type not in _CONVERTERS:
                 raise TypeError(f"config key {key.dotted}: no converter for type {key.type!r}")
@@ -424,8 +435,18 @@ def _to_bool(key: _Key, value: object, text_ok: bool) -> bool:
     return value
 
 
+def _to_choice(key: _Key, value: object, text_ok: bool) -> str:
+    words = " or ".join(repr(choice) for choice in key.choices)
+    if not isinstance(value, str):
+        raise _Bad(f"must be {words}, not {_type_name(value)}")
+    if value.strip().lower() not in key.choices:
+        raise _Bad(f"must be {words}")
+    return value.strip().lower()
+
+
 _CONVERTERS: dict[Any, Any] = {
     bool: _to_bool,
+    str: _to_choice,
     int: _to_int,
     float: _to_seconds,
     Address: _to_address_key,

@@ -445,3 +445,73 @@ def _cluster_calls(cluster: LocalCluster) -> int:
         stats = cluster.client(node).info("commandstats")
         total += int(stats.get("cmdstat_cluster|delslots", {}).get("calls", 0))
     return total
+
+
+# -- commands.cluster_view = "real": the operator's view -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_view(
+    cluster: LocalCluster,
+    start_ambassador: Callable[..., Ambassador],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Ambassador:
+    """An ambassador in front of the session cluster that shows the real cluster."""
+    config = tmp_path_factory.mktemp("real_view") / "real_view.toml"
+    config.write_text('[commands]\ncluster_view = "real"\n')
+    return start_ambassador(cluster, extra_args=("--config", str(config)))
+
+
+def _volatile_fields_out(nodes_text: bytes) -> list[list[bytes]]:
+    """CLUSTER NODES lines without ping-sent and pong-recv (times that change between calls)."""
+    lines = [line.split(b" ") for line in nodes_text.splitlines() if line]
+    return sorted(fields[:4] + fields[6:] for fields in lines)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_the_real_view_forwards_cluster_info_slots_shards_and_nodes_to_a_master(
+    real_view: Ambassador, cluster: LocalCluster, raw: Raw, protocol: int
+) -> None:
+    conn = raw(real_view.host, real_view.port)
+    conn.exchange(resp("HELLO", protocol))
+    direct = {}
+    for node in cluster.masters():
+        node_conn = raw(node.host, node.port)
+        node_conn.exchange(resp("HELLO", protocol))
+        direct[node.node_id] = node_conn
+    # NODES: one master's own reply (its "myself"), as that master words it.
+    (nodes,) = conn.exchange(resp("CLUSTER", "NODES"))
+    assert nodes.startswith(b"$" if protocol == 2 else b"=")
+    lines = _text(nodes).splitlines()
+    assert {line.split(b" ")[0].decode() for line in lines} == {n.node_id for n in cluster.nodes}
+    (myself,) = [line.split(b" ")[0].decode() for line in lines if b"myself" in line]
+    (same,) = direct[myself].exchange(resp("CLUSTER", "NODES"))
+    assert _volatile_fields_out(_text(nodes)) == _volatile_fields_out(_text(same))
+    # SLOTS: no times in it, so byte for byte what a master says.
+    (slots,) = conn.exchange(resp("CLUSTER", "SLOTS"))
+    assert slots in [c.exchange(resp("CLUSTER", "SLOTS"))[0] for c in direct.values()]
+    assert b"$40\r\n%b\r\n" % cluster.masters()[0].node_id.encode() in slots
+    # SHARDS: every node of the cluster, masters and replicas.
+    (shards,) = conn.exchange(resp("CLUSTER", "SHARDS"))
+    assert all(node.node_id.encode() in shards for node in cluster.nodes)
+    assert shards.startswith(b"*3\r\n" + (b"*4\r\n" if protocol == 2 else b"%2\r\n"))
+    (info,) = conn.exchange(resp("CLUSTER", "INFO"))
+    text = _text(info)
+    assert b"cluster_known_nodes:%d\r\n" % len(cluster.nodes) in text
+    assert b"cluster_size:%d\r\n" % len(cluster.masters()) in text
+    # REPLICAS takes the real ids NODES shows; MYID stays the ambassador's own.
+    master = cluster.masters()[0]
+    (replicas,) = conn.exchange(resp("CLUSTER", "REPLICAS", master.node_id))
+    replica_ids = {n.node_id for n in cluster.replicas()}
+    assert sum(node_id.encode() in replicas for node_id in replica_ids) == 1
+    (myid,) = conn.exchange(resp("CLUSTER", "MYID"))
+    assert myid[5:-2].decode() not in {n.node_id for n in cluster.nodes}
+    # Changes are still refused, in either view.
+    (refused,) = conn.exchange(resp("CLUSTER", "DELSLOTS", "1"))
+    assert refused.startswith(b"-ERR redis-ambassador does not support 'cluster delslots': ")
+
+
+def test_the_single_view_is_the_default(ambassador: Ambassador, raw: Raw) -> None:
+    conn = raw(ambassador.host, ambassador.port)
+    (info,) = conn.exchange(resp("CLUSTER", "INFO"))
+    assert b"cluster_known_nodes:1\r\n" in info

@@ -509,3 +509,21 @@ def test_boolean_keys_read_true_and_false_words_from_the_environment(
 def test_boolean_key_with_another_word_names_the_key_and_the_choices() -> None:
     with pytest.raises(ConfigError, match=r"commands.split_cross_slot .*true or false"):
         load_config(None, env={"REDIS_AMBASSADOR_SPLIT_CROSS_SLOT": "maybe"})
+
+
+def test_cluster_view_is_single_unless_set_to_real(tmp_path: Path) -> None:
+    assert load_config(None, env={}).commands.cluster_view == "single"
+    path = write(tmp_path, '[commands]\ncluster_view = "real"\n')
+    assert load_config(path, env={}).commands.cluster_view == "real"
+    env = {"REDIS_AMBASSADOR_CLUSTER_VIEW": " Real "}
+    assert load_config(None, env=env).commands.cluster_view == "real"
+
+
+def test_cluster_view_with_another_word_names_the_key_and_the_choices(tmp_path: Path) -> None:
+    message = error_of(env={"REDIS_AMBASSADOR_CLUSTER_VIEW": "nodes"})
+    assert message == (
+        "config error: commands.cluster_view = 'nodes' (from REDIS_AMBASSADOR_CLUSTER_VIEW): "
+        "must be 'single' or 'real'"
+    )
+    path = write(tmp_path, "[commands]\ncluster_view = true\n")
+    assert error_of(path=path, env={}).endswith("must be 'single' or 'real', not a boolean")

@@ -7,6 +7,11 @@ cluster at the very address the client dialed (the local end of that client's so
 client sends everything back here. The replies have the shape a real one-node Redis 7 cluster
 gives (observed on redis-server 7.0.15, RESP2 and RESP3); the node id is made up once per
 process. Subcommands that would change the cluster are refused: they belong on the real nodes.
+
+Operators may want the truth instead: with ``commands.cluster_view = "real"`` the router sends
+the subcommands in ``REAL_VIEW`` to one master as they came, and the client gets that master's
+reply unchanged (its ``myself``, its view of the cluster). MYID, MYSHARDID, KEYSLOT and HELP stay
+the ambassador's own in both views.
 """
 
 from __future__ import annotations
@@ -185,6 +190,15 @@ _SUBCOMMANDS: dict[bytes, tuple[int, Handler]] = {
     b"count-failure-reports": (3, _count_failure_reports),
     b"help": (2, _help),
 }
+
+# Sent to a master instead of answered here when commands.cluster_view = "real" (command table
+# names: what the router resolves). REPLICAS, SLAVES and COUNT-FAILURE-REPORTS go too: they take
+# the node ids that the real CLUSTER NODES shows.
+REAL_VIEW = frozenset(
+    f"cluster|{sub}"
+    for sub in ("info", "slots", "shards", "nodes", "replicas", "slaves", "links",
+                "count-failure-reports")
+)  # fmt: skip
 
 _CHANGES_CLUSTER = (
     "the ambassador presents the cluster as one node; change the cluster on its own nodes"

@@ -19,6 +19,7 @@ import hiredis
 from redis.crc import key_slot
 
 from redis_ambassador import errors
+from redis_ambassador.commands.cluster import REAL_VIEW
 from redis_ambassador.commands.local import BLOCKING_WITHOUT_KEYS, LOCAL, REFUSED
 from redis_ambassador.commands.policy import CommandPolicy
 from redis_ambassador.commands.table import CommandSpec, CommandTable
@@ -96,6 +97,8 @@ class Router:
         self._retry = RetryPolicy.from_config(config.upstream)
         self._table = table
         self._split_cross_slot = config.commands.split_cross_slot
+        # Local commands a node answers instead (CLUSTER INFO/SLOTS/... with cluster_view "real").
+        self._to_node = REAL_VIEW if config.commands.cluster_view == "real" else frozenset()
         self._policy = CommandPolicy.from_config(config.commands)
         for problem in self._policy.problems(table):
             log.warning("command policy: %s", problem)
@@ -248,7 +251,7 @@ class Router:
         if name == "client|reply":
             return self._client_reply(client, batch, i, args)
         local = LOCAL.get(base)
-        if local is not None:
+        if local is not None and name not in self._to_node:
             batch.fill(i, local(client, args, self.facts))
             return False
         reason = REFUSED.get(name) or REFUSED.get(base)
