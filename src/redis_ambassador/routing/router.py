@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import logging
 from binascii import crc_hqx
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import anyio
@@ -390,14 +391,8 @@ class Router:
             # client made over shared connections: not something a private connection can say.
             batch.fill(i, errors.not_supported(args, BLOCKING_WITHOUT_KEYS))
             return False
-        slot = key_slot(keys[0])
-        if any(key_slot(key) != slot for key in keys[1:]):
-            batch.fill(i, errors.CROSSSLOT)
-            return False
-        pool = self._owners[slot]
+        pool = self._owner_of(batch, i, keys)
         if pool is None:
-            self.request_refresh()
-            batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
             return False
         self._private(client, pool.address).send(batch, i, frames[i])
         if i + 1 < len(batch.replies):
@@ -515,13 +510,11 @@ class Router:
     ) -> bool:
         """WATCH goes to the keys' node on the client's own connection; MULTI/EXEC follow it."""
         slot = key_slot(keys[0])
-        if any(key_slot(key) != slot for key in keys) or client.watched_slot not in (None, slot):
+        if client.watched_slot not in (None, slot):
             batch.fill(i, errors.CROSSSLOT)
             return False
-        pool = self._owners[slot]
+        pool = self._owner_of(batch, i, keys)
         if pool is None:
-            self.request_refresh()
-            batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
             return False
         conn = self._private(client, pool.address)
         conn.send(batch, i, frame)
@@ -637,16 +630,22 @@ class Router:
         self, client: ClientConnection, batch: Batch, i: int, frame: bytes, keys: tuple[bytes, ...]
     ) -> None:
         """To the master of the keys' slot (keys the command table does not know: DEBUG's)."""
+        pool = self._owner_of(batch, i, keys)
+        if pool is not None:
+            self._conn(client, pool).send(batch, i, frame)
+
+    def _owner_of(self, batch: Batch, i: int, keys: Sequence[bytes]) -> NodePool | None:
+        """The master of the keys' one slot; None after answering CROSSSLOT (keys in several
+        slots) or CLUSTERDOWN (no master serves the slot now: a refresh is asked for)."""
         slot = key_slot(keys[0])
         if any(key_slot(key) != slot for key in keys[1:]):
             batch.fill(i, errors.CROSSSLOT)
-            return
+            return None
         pool = self._owners[slot]
         if pool is None:
             self.request_refresh()
             batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
-            return
-        self._conn(client, pool).send(batch, i, frame)
+        return pool
 
     def _every_node(self) -> list[NodePool]:
         """Masters, then replicas (their pools open on first use and stay while they do)."""
