@@ -869,21 +869,10 @@ def server_config(t: Target, rec: Record) -> None:
     rec.note("INFO cluster_enabled", r.info("cluster")["cluster_enabled"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CONFIG GET goes to one master as sent: it names the node's port and "
-    "cluster-enabled=yes, where INFO (merged by the ambassador) says tcp_port is the "
-    "ambassador's and cluster_enabled:0",
-)
 def test_config_get_agrees_with_info_about_the_server(pair: Pair) -> None:
     pair.compare(server_config)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ROLE goes to one master as sent and lists that master's replicas (addresses behind "
-    "the ambassador), where INFO replication (merged) says connected_slaves:0",
-)
 def test_role_lists_no_replicas_as_info_replication_does(
     ambassador: Ambassador, cluster: LocalCluster, standalone_redis: StandaloneRedis
 ) -> None:

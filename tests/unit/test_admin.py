@@ -75,8 +75,18 @@ def test_config_changes_go_to_every_node_and_succeed_only_if_every_node_says_ok(
     assert all_ok([b"+OK\r\n", unknown, b"+OK\r\n"]) == unknown
 
 
-def test_config_get_is_not_planned_any_master_answers_it() -> None:
-    assert "config|get" not in ADMIN and "config|get" not in FANOUT
+def test_config_get_says_port_and_cluster_enabled_as_the_one_server_info_describes() -> None:
+    from redis_ambassador.routing.admin import standalone_config
+
+    # Shapes as redis-server 7.0.15 sends them: a flat array in RESP2, a map in RESP3.
+    resp2 = b"*4\r\n$4\r\nport\r\n$5\r\n16483\r\n$15\r\ncluster-enabled\r\n$3\r\nyes\r\n"
+    assert standalone_config(resp2, 6379) == (
+        b"*4\r\n$4\r\nport\r\n$4\r\n6379\r\n$15\r\ncluster-enabled\r\n$2\r\nno\r\n"
+    )
+    resp3 = b"%1\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n"
+    assert standalone_config(resp3, 6379) == resp3
+    assert standalone_config(b"-ERR x\r\n", 6379) == b"-ERR x\r\n"
+    assert "config|get" in ADMIN and "config|get" not in FANOUT
 
 
 # -- SLOWLOG ------------------------------------------------------------------------------------

@@ -245,7 +245,13 @@ def test_client_setinfo_refuses_values_with_spaces_like_redis_7_2() -> None:
 def test_local_and_refused_commands_do_not_overlap() -> None:
     assert not set(LOCAL) & set(REFUSED)
     assert set(LOCAL) == {"ping", "echo", "select", "client", "hello", "readonly", "readwrite",
-                          "asking", "reset", "cluster"}  # fmt: skip
+                          "asking", "reset", "cluster", "role"}  # fmt: skip
+
+
+def test_role_answers_as_a_master_without_replicas_like_a_fresh_standalone_redis() -> None:
+    # Observed on a standalone redis-server 7.0.15 with no replicas.
+    assert run(b"ROLE") == b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n"
+    assert run(b"ROLE", b"x") == ARITY % b"role"
 
 
 # -- CLIENT SETINFO, NO-EVICT, NO-TOUCH, MAINT_NOTIFICATIONS -----------------------------------

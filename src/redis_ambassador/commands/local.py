@@ -121,6 +121,14 @@ def _hello(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
     )  # fmt: skip
 
 
+def _role(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+    """ROLE as a master without replicas says it: the ambassador is the one server the client
+    sees (the nodes' replicas are behind it, as INFO replication says)."""
+    if len(args) != 1:
+        return errors.wrong_arity("role")
+    return array([bulk(b"master"), integer(0), array([])])
+
+
 # Answered here; QUIT is answered here too but also closes, so the router handles it.
 LOCAL: dict[str, Handler] = {
     "ping": _ping,
@@ -132,6 +140,7 @@ LOCAL: dict[str, Handler] = {
     "cluster": cluster_command,  # describes the ambassador as one node owning every slot
     "readonly": _ok,  # reads always go to masters for now; accepted so cluster clients work
     "readwrite": _ok,
+    "role": _role,
     "asking": _ok,  # redirections are the ambassador's business
 }
 

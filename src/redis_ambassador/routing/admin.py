@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis_ambassador import errors
+from redis_ambassador.protocol.replies import bulk, bulk_value, elements
 from redis_ambassador.protocol.requests import string2ll
 from redis_ambassador.routing.fanout import Merge, all_ok, labelled_texts, slowlog_get
 from redis_ambassador.routing.info import merge_info
@@ -41,6 +42,7 @@ class To(enum.Enum):
     NODES = "every node, masters and replicas"
     KEYS = "the master of the keys' slot"
     ANY = "any one master"
+    ANY_MERGED = "any one master, its reply rewritten by the merge"
     NOWHERE = "answered by the plan itself"
 
 
@@ -143,9 +145,32 @@ def _debug_keys(sub: bytes, args: list[bytes]) -> tuple[bytes, ...]:
     return tuple(args[2:]) if sub == b"digest-value" else (args[2],)
 
 
+def _config_get(args: list[bytes], view: ClusterView) -> Plan:
+    """CONFIG GET from one master, saying what INFO says about the server it describes."""
+    return Plan(To.ANY_MERGED, merge=lambda replies: standalone_config(replies[0], view.port))
+
+
+# Parameters whose node value would contradict the one server the ambassador presents.
+def standalone_config(reply: bytes, port: int) -> bytes:
+    """A node's CONFIG GET reply (flat array in RESP2, map in RESP3) with ``port`` the
+    ambassador's and ``cluster-enabled`` off, as its INFO says."""
+    if reply[:1] in (b"-", b"!"):
+        return reply
+    items = elements(reply)
+    for k in range(0, len(items) - 1, 2):
+        name = bulk_value(items[k])
+        if name == b"port":
+            items[k + 1] = bulk(b"%d" % port)
+        elif name == b"cluster-enabled":
+            items[k + 1] = bulk(b"no")
+    count = len(items) // 2 if reply[:1] == b"%" else len(items)
+    return b"%b%d\r\n%b" % (reply[:1], count, b"".join(items))
+
+
 # Admin commands planned here, by the command table's name (``debug`` has no subcommands there).
 ADMIN: dict[str, Planner] = {
     "info": _info,
+    "config|get": _config_get,
     "config|set": _every_node,
     "config|resetstat": _every_node,
     "config|rewrite": _every_node,

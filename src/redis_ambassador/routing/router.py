@@ -608,6 +608,9 @@ class Router:
             batch.fill(i, plan.reply)
         elif plan.to is To.ANY:
             self._send_anywhere(client, batch, i, frame)
+        elif plan.to is To.ANY_MERGED:
+            assert plan.merge is not None
+            self._fan_out(batch, i, [(self._any_master(), frame)], plan.merge)
         elif plan.to is To.KEYS:
             self._send_to_keys(client, batch, i, frame, plan.keys)
         else:
