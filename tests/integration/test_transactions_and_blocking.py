@@ -185,7 +185,7 @@ def test_blpop_wakes_on_a_push_while_50_clients_keep_working(
                 client.set(f"{tag}w{n}", i)
                 assert client.get(f"{tag}w{n}") == str(i).encode()
                 done[n] += 1
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:
             errors.append(exc)
 
     blocked = ambassador.client()
