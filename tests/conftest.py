@@ -18,10 +18,8 @@ from typing import Any
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from redis_ambassador.localcluster import LocalCluster, RedisServerNotFound
+from redis_ambassador.localcluster import LocalCluster, RedisServerNotFound, plain_client
 
 
 @pytest.fixture(scope="session")
@@ -289,14 +287,7 @@ class StandaloneRedis:
 
     def client(self, **options: Any) -> redis.Redis:
         """redis-py pointed at the server: bytes replies, no silent retries."""
-        kwargs: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port,
-            "decode_responses": False,
-            "retry": Retry(NoBackoff(), 0),
-        }
-        kwargs.update(options)
-        return redis.Redis(**kwargs)
+        return plain_client(self.host, self.port, **options)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -320,6 +311,12 @@ def standalone_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stand
 
 
 # -- raw sockets, for byte-level tests -------------------------------------------------------------
+
+
+def resp(*args: bytes | str | int) -> bytes:
+    """The RESP2 request frame for a command (written here, not taken from the ambassador)."""
+    items = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+    return b"*%d\r\n" % len(items) + b"".join(b"$%d\r\n%b\r\n" % (len(i), i) for i in items)
 
 
 class ReplyTimeout(AssertionError):

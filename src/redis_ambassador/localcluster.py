@@ -238,14 +238,7 @@ class LocalCluster:
 
     def client(self, node: LocalNode, **options: Any) -> redis.Redis:
         """A plain redis-py client to one node (bytes responses, no silent retries)."""
-        kwargs: dict[str, Any] = {
-            "host": node.host,
-            "port": node.port,
-            "decode_responses": False,
-            "retry": Retry(NoBackoff(), 0),
-        }
-        kwargs.update(options)
-        return redis.Redis(**kwargs)
+        return plain_client(node.host, node.port, **options)
 
     # -- node actions ------------------------------------------------------------------
 
@@ -641,6 +634,19 @@ class _NodeEntry:
     def parse(cls, line: str) -> _NodeEntry:
         parts = line.split()
         return cls(parts[0], parts[1].split("@")[0], frozenset(parts[2].split(",")), parts[7])
+
+
+def plain_client(host: str, port: int, **options: Any) -> redis.Redis:
+    """redis-py to one server: bytes replies, and no silent retries (a test or a tool must see
+    a failure, not have it hidden); ``options`` override."""
+    kwargs: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "decode_responses": False,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    kwargs.update(options)
+    return redis.Redis(**kwargs)
 
 
 def _slot_ranges(count: int) -> list[tuple[int, int]]:

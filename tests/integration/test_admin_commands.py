@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import hiredis
 import pytest
 import redis
+from conftest import resp
 from redis.crc import key_slot
 
 from redis_ambassador.localcluster import LocalCluster, LocalNode
@@ -25,11 +26,6 @@ if TYPE_CHECKING:
 Raw = Callable[[str, int], "RawConnection"]
 
 ALLOW_ALL = "[commands]\ndeny = []\n"  # what `redis-ambassador dev` starts from
-
-
-def resp(*args: bytes | str | int) -> bytes:
-    items = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-    return b"*%d\r\n" % len(items) + b"".join(b"$%d\r\n%b\r\n" % (len(i), i) for i in items)
 
 
 def decode(reply: bytes) -> Any:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 import redis
+from conftest import resp
 from redis.maint_notifications import MaintNotificationsConfig
 
 from redis_ambassador.ambassador import _learn_cluster
@@ -27,12 +28,6 @@ if TYPE_CHECKING:
     from conftest import Ambassador, RawConnection, StandaloneRedis
 
 Raw = Callable[[str, int], "RawConnection"]
-
-
-def resp(*args: bytes | str | int) -> bytes:
-    """The RESP2 request frame for a command (written here, not taken from the ambassador)."""
-    items = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-    return b"*%d\r\n" % len(items) + b"".join(b"$%d\r\n%b\r\n" % (len(i), i) for i in items)
 
 
 def _free_port() -> int:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import redis
+from conftest import resp
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
@@ -27,12 +28,6 @@ if TYPE_CHECKING:
     from conftest import Ambassador, RawConnection
 
 Raw = Callable[[str, int], "RawConnection"]
-
-
-def resp(*args: bytes | str | int) -> bytes:
-    """The RESP2 request frame for a command (written here, not taken from the ambassador)."""
-    items = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-    return b"*%d\r\n" % len(items) + b"".join(b"$%d\r\n%b\r\n" % (len(i), i) for i in items)
 
 
 def _owner(cluster: LocalCluster, key: str) -> LocalNode:

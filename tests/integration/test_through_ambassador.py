@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import redis
+from conftest import resp
 from redis.crc import key_slot as _key_slot
 
 from redis_ambassador.localcluster import SLOT_COUNT, LocalCluster, LocalNode
@@ -25,12 +26,6 @@ if TYPE_CHECKING:
     from conftest import Ambassador, RawConnection
 
 Raw = Callable[[str, int], "RawConnection"]
-
-
-def resp(*args: bytes | str | int) -> bytes:
-    """The RESP2 request frame for a command (written here, not taken from the ambassador)."""
-    items = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-    return b"*%d\r\n" % len(items) + b"".join(b"$%d\r\n%b\r\n" % (len(i), i) for i in items)
 
 
 def key_slot(key: str | bytes) -> int:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import redis
+from conftest import resp
 from redis.crc import key_slot
 
 from redis_ambassador.localcluster import LocalCluster
@@ -23,11 +24,6 @@ if TYPE_CHECKING:
     from conftest import Ambassador, RawConnection
 
 Raw = Callable[[str, int], "RawConnection"]
-
-
-def resp(*args: bytes | str) -> bytes:
-    items = [a if isinstance(a, bytes) else a.encode() for a in args]
-    return b"*%d\r\n" % len(items) + b"".join(b"$%d\r\n%b\r\n" % (len(i), i) for i in items)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from redis.crc import key_slot
 
 from redis_ambassador import errors
-from redis_ambassador.commands.connection import Handler, arity_ok
+from redis_ambassador.commands.connection import Handler, container
 from redis_ambassador.protocol.replies import array, bulk, integer, mapping, status, verbatim
 
 if TYPE_CHECKING:
@@ -47,23 +47,6 @@ _INFO = (
     b"cluster_stats_messages_received:0\r\n"
     b"total_cluster_links_buffer_limit_exceeded:0\r\n"
 )
-
-
-def cluster_command(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
-    """CLUSTER: unknown subcommands first, then arity, then the subcommand, as Redis checks."""
-    if len(args) < 2:
-        return errors.wrong_arity("cluster")
-    sub = args[1].lower()
-    found = _SUBCOMMANDS.get(sub)
-    if found is None:
-        reason = _REFUSED.get(sub)
-        if reason is not None:
-            return errors.not_supported([b"cluster " + sub], reason)
-        return errors.unknown_subcommand(args[1], "cluster")
-    arity, handler = found
-    if not arity_ok(arity, len(args)):
-        return errors.wrong_arity(f"cluster|{sub.decode()}")
-    return handler(client, args, facts)
 
 
 def _info(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
@@ -215,3 +198,4 @@ _REFUSED: dict[bytes, str] = {
         "commands addressed to a slot number are not routed by the ambassador yet",
     ),
 }  # fmt: skip
+cluster_command = container("cluster", _SUBCOMMANDS, _REFUSED)

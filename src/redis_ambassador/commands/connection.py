@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from redis_ambassador import errors
+from redis_ambassador.commands.table import arity_ok
 from redis_ambassador.protocol.replies import OK, array, bulk, integer, null, status, verbatim
 from redis_ambassador.protocol.requests import string2ll
 
@@ -44,26 +45,28 @@ def reset_command(client: Session, args: list[bytes], facts: ServerFacts) -> byt
     return RESET
 
 
-def client_command(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
-    """CLIENT: unknown subcommands first, then arity, then the subcommand, as Redis checks."""
-    if len(args) < 2:
-        return errors.wrong_arity("client")
-    sub = args[1].lower()
-    found = _SUBCOMMANDS.get(sub)
-    if found is None:
-        reason = _REFUSED.get(sub)
-        if reason is not None:
-            return errors.not_supported([b"client " + sub], reason)
-        return errors.unknown_subcommand(args[1], "client")
-    arity, handler = found
-    if not arity_ok(arity, len(args)):
-        return errors.wrong_arity(f"client|{sub.decode()}")
-    return handler(client, args, facts)
+def container(
+    command: str, subcommands: dict[bytes, tuple[int, Handler]], refused: dict[bytes, str]
+) -> Handler:
+    """The handler of a command made of subcommands (CLIENT, CLUSTER), checking as Redis does:
+    the subcommand first (unknown, or refused here with the reason), then its arity."""
 
+    def handle(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+        if len(args) < 2:
+            return errors.wrong_arity(command)
+        sub = args[1].lower()
+        found = subcommands.get(sub)
+        if found is None:
+            reason = refused.get(sub)
+            if reason is not None:
+                return errors.not_supported([f"{command} ".encode() + sub], reason)
+            return errors.unknown_subcommand(args[1], command)
+        arity, handler = found
+        if not arity_ok(arity, len(args)):
+            return errors.wrong_arity(f"{command}|{sub.decode()}")
+        return handler(client, args, facts)
 
-def arity_ok(arity: int, count: int) -> bool:
-    """Redis's arity rule: exactly ``arity`` arguments, or at least ``-arity`` when negative."""
-    return count == arity if arity > 0 else count >= -arity
+    return handle
 
 
 def _setname(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
@@ -195,8 +198,8 @@ def describe(client: Session, now: float, command: bytes) -> bytes:
 
     Ours: id, addr, laddr, fd (our socket), name, age, flags (``e``, ``T`` or ``N``), resp,
     lib-name, lib-ver, and cmd for the calling client (``NULL`` for others: the ambassador does
-    not record each client's last command). Constant: idle=0, no subscriptions or transaction
-    (not supported yet), db=0 (the only database of a cluster), buffer and memory sizes 0,
+    not record each client's last command). Constant: idle=0, sub/psub/ssub=0 and multi=-1
+    (not counted here), db=0 (the only database of a cluster), buffer and memory sizes 0,
     user=default, redir=-1.
     """
     flags = (b"e" if client.no_evict else b"") + (b"T" if client.no_touch else b"")
@@ -292,3 +295,4 @@ _REFUSED: dict[bytes, str] = {
     b"unpause": "pausing clients is not supported by the ambassador yet",
     b"unblock": "unblocking another client's command is not supported by the ambassador yet",
 }
+client_command = container("client", _SUBCOMMANDS, _REFUSED)

@@ -184,6 +184,11 @@ class CommandSpec:
         return [args[i] for i in range(first, last + 1, step or 1)]
 
 
+def arity_ok(arity: int, count: int) -> bool:
+    """Redis's arity rule: exactly ``arity`` arguments, or at least ``-arity`` when negative."""
+    return count == arity if arity > 0 else count >= -arity
+
+
 def _sort_store_key(args: list[bytes]) -> list[bytes]:
     """SORT's destination, found as Redis's ``sortGetKeys`` does (the last STORE wins)."""
     skip = {b"limit": 2, b"get": 1, b"by": 1}

@@ -12,7 +12,7 @@ EXECABORT. Sans-IO: the router does the sending.
 from __future__ import annotations
 
 from redis_ambassador import errors
-from redis_ambassador.commands.table import CommandSpec
+from redis_ambassador.commands.table import CommandSpec, arity_ok
 
 MULTI_FRAME = b"*1\r\n$5\r\nMULTI\r\n"
 EXEC_FRAME = b"*1\r\n$4\r\nEXEC\r\n"
@@ -57,7 +57,6 @@ def check(spec: CommandSpec | None, args: list[bytes]) -> bytes | None:
         if len(args) == 1:
             return errors.wrong_arity(spec.name)
         return errors.unknown_subcommand(args[1], spec.name)
-    arity = spec.arity
-    if (arity > 0 and len(args) != arity) or len(args) < -arity:
+    if not arity_ok(spec.arity, len(args)):
         return errors.wrong_arity(spec.name)
     return None
