@@ -183,3 +183,25 @@ def test_shard_subscription_follows_its_slot_to_the_new_owner(
     message = wait_for(lambda: pubsub.get_message(timeout=0.2))
     assert (message["type"], message["data"]) == ("smessage", b"after")
     pubsub.close()
+
+
+def test_sunsubscribe_without_channels_leaves_shard_channels_on_every_node(
+    cluster: LocalCluster, ambassador: Ambassador, raw: Raw, ch: str
+) -> None:
+    def node_of(channel: str) -> Any:
+        return cluster.master_for_slot(key_slot(channel.encode()))
+
+    first = f"{ch}.one"
+    second = next(f"{ch}.{n}" for n in range(1000) if node_of(f"{ch}.{n}") is not node_of(first))
+    conn = raw(ambassador.host, ambassador.port)
+    conn.exchange(resp("SSUBSCRIBE", first) + resp("SSUBSCRIBE", second), 2)
+    client = ambassador.client()
+    assert client.pubsub_shardnumsub(first, second) == [(first.encode(), 1), (second.encode(), 1)]
+    confirmations = conn.exchange(resp("SUNSUBSCRIBE"), 2)
+    assert sorted(confirmations) == sorted(
+        b"*3\r\n$12\r\nsunsubscribe\r\n$%d\r\n%b\r\n:0\r\n" % (len(c), c.encode())
+        for c in (first, second)
+    )  # one per node, each node's own count
+    # No longer subscribed: an ordinary command works again (RESP2).
+    assert conn.exchange(resp("PING")) == [b"+PONG\r\n"]
+    assert client.pubsub_shardnumsub(first, second) == [(first.encode(), 0), (second.encode(), 0)]

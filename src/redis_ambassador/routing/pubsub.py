@@ -25,6 +25,7 @@ from redis.crc import key_slot
 from redis_ambassador import errors
 from redis_ambassador.protocol.replies import bulk_value, elements
 from redis_ambassador.protocol.requests import encode_command
+from redis_ambassador.routing.fanout import Gather
 from redis_ambassador.upstream.subscriber import SubscriberConnection
 
 if TYPE_CHECKING:
@@ -50,7 +51,9 @@ class _Owed:
 
     __slots__ = ("batch", "expected", "got", "index", "kind")
 
-    def __init__(self, batch: Batch | None, index: int, kind: bytes, expected: int) -> None:
+    def __init__(
+        self, batch: Batch | Gather | None, index: int, kind: bytes, expected: int
+    ) -> None:
         self.batch = batch
         self.index = index
         self.kind = kind
@@ -139,8 +142,10 @@ class Subscriptions:
                 if link is None:
                     return errors.CLUSTERDOWN_UNCOVERED
                 links = [link]
-            owed = [self._send(link, None, 0, args) for link in links]
-            self._join(batch, i, owed)
+            # One reply made of every connection's confirmations, in a fixed order.
+            gather = Gather(batch, i, len(links), b"".join)
+            for j, link in enumerate(links):
+                self._send(link, gather, j, args)
             return None
         slot = key_slot(args[1])
         if any(key_slot(channel) != slot for channel in args[2:]):
@@ -169,7 +174,7 @@ class Subscriptions:
 
     # -- bookkeeping --------------------------------------------------------------------------
 
-    def _send(self, link: _Link, batch: Batch | None, i: int, args: list[bytes]) -> _Owed:
+    def _send(self, link: _Link, batch: Batch | Gather | None, i: int, args: list[bytes]) -> _Owed:
         kind = args[0].lower()
         names = args[1:]
         if kind in _SUBSCRIBE:
@@ -186,20 +191,6 @@ class Subscriptions:
         link.owed.append(owed)
         link.conn.send(encode_command(args))
         return owed
-
-    def _join(self, batch: Batch, i: int, parts: list[_Owed]) -> None:
-        """One command answered by several connections: its reply is all their confirmations."""
-        collected: list[bytes] = []
-        remaining = [len(parts)]
-
-        def done(reply: bytes) -> None:
-            collected.append(reply)
-            remaining[0] -= 1
-            if not remaining[0]:
-                batch.fill(i, b"".join(collected))
-
-        for owed in parts:
-            owed.batch = _Part(done)  # type: ignore[assignment]
 
     def _classic_link(self) -> _Link | None:
         link = self._classic
@@ -317,18 +308,6 @@ class Subscriptions:
             self._resubscribe(lost, attempts - 1)
         else:
             log.warning("could not subscribe again to %d channels", len(lost.channels))
-
-
-class _Part:
-    """Stands in for a batch for one connection's share of a multi-connection SUNSUBSCRIBE."""
-
-    __slots__ = ("_done",)
-
-    def __init__(self, done: Callable[[bytes], None]) -> None:
-        self._done = done
-
-    def fill(self, index: int, reply: bytes) -> None:
-        self._done(reply)
 
 
 def _kind(reply: bytes) -> bytes:
