@@ -85,6 +85,16 @@ class Batch:
 class ClientConnection(asyncio.Protocol):
     """The ambassador's side of one client's socket."""
 
+    # Slots, not a per-instance dict: ten thousand idle clients each keep only these.
+    __slots__ = (
+        "_batches", "_closing", "_held", "_held_error", "_inflight", "_lane_base",
+        "_max_inflight", "_max_output", "_parser", "_pool_size", "_reading", "_registry",
+        "_router", "_transport", "_write_paused", "connected_at", "fd", "id", "lane",
+        "lib_name", "lib_ver", "local_address", "name", "no_evict", "no_touch", "peer",
+        "private", "protocol", "reply_mode", "subscriptions", "transaction", "watched_slot",
+        "watching",
+    )  # fmt: skip
+
     def __init__(self, router: Router, registry: ClientRegistry) -> None:
         self.id = next(_client_ids)
         settings = router.settings
