@@ -91,18 +91,9 @@ class Router:
     def __init__(
         self, config: Config, upstream: Upstream, table: CommandTable, facts: ServerFacts
     ) -> None:
-        self.settings = config.server
         self.pool_size = config.upstream.pool_size
-        self._config = config
         self._upstream = upstream
-        self._retry = RetryPolicy.from_config(config.upstream)
         self._table = table
-        self._split_cross_slot = config.commands.split_cross_slot
-        # Local commands a node answers instead (CLUSTER INFO/SLOTS/... with cluster_view "real").
-        self._to_node = REAL_VIEW if config.commands.cluster_view == "real" else frozenset()
-        self._policy = CommandPolicy.from_config(config.commands)
-        for problem in self._policy.problems(table):
-            log.warning("command policy: %s", problem)
         self.facts = facts
         self._owners: list[NodePool | None] = [None] * SLOTS
         self._masters: list[NodePool] = []
@@ -114,12 +105,7 @@ class Router:
         self._failed_at: dict[Address, float] = {}  # loop time of each node's last failure
         self._refresh_wanted = anyio.Event()
         self._loop = asyncio.get_running_loop()
-        # Names (as sent, in either letter case) of plain commands with one key at a fixed index.
-        self._fast: dict[bytes, int] = {}
-        for spec in table.specs():
-            if spec.single_key and self._plain(spec) and not self._policy.denies_always(spec.name):
-                raw = spec.name.encode()
-                self._fast[raw] = self._fast[raw.upper()] = spec.single_key
+        self.reconfigure(config)
         self._scripts = ScriptCache()
         self._placement = Placement(
             any_master=lambda: self._address_of(self._owners[_PUBSUB_SLOT] or self._any_master()),
@@ -129,6 +115,25 @@ class Router:
         )
         upstream.on_redirect = self._redirected
         upstream.on_failure = self._connection_failed
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply the settings that take effect without a restart (at start, and on SIGHUP)."""
+        self._config = config
+        self.settings = config.server
+        self._retry = RetryPolicy.from_config(config.upstream)
+        self._split_cross_slot = config.commands.split_cross_slot
+        # Local commands a node answers instead (CLUSTER INFO/SLOTS/... with cluster_view "real").
+        self._to_node = REAL_VIEW if config.commands.cluster_view == "real" else frozenset()
+        self._policy = CommandPolicy.from_config(config.commands)
+        for problem in self._policy.problems(self._table):
+            log.warning("command policy: %s", problem)
+        # Names (as sent, in either letter case) of plain commands with one key at a fixed index.
+        fast: dict[bytes, int] = {}
+        for spec in self._table.specs():
+            if spec.single_key and self._plain(spec) and not self._policy.denies_always(spec.name):
+                raw = spec.name.encode()
+                fast[raw] = fast[raw.upper()] = spec.single_key
+        self._fast = fast
 
     @staticmethod
     def _plain(spec: CommandSpec) -> bool:
