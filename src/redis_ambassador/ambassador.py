@@ -1,7 +1,9 @@
-"""The composition root: discover the cluster, build the pipeline, serve until cancelled.
+"""The composition root: discover the cluster, build the pipeline, serve until stopped.
 
 anyio owns the lifetimes (one task group for node connects and the topology refresher; shutdown is
-cancellation); the per-byte work runs in asyncio protocol callbacks, on uvloop when installed.
+a drain bounded by a cancel scope, then cancellation); the per-byte work runs in asyncio protocol
+callbacks, on uvloop when installed. ``Running`` is how the process steers it (cli.py maps
+signals onto it).
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import gc
 import logging
 import re
 import socket
+import time
 from collections.abc import Callable, Collection, Iterable
 
 import anyio
+from anyio.abc import TaskStatus
 from redis.exceptions import RedisError
 
 from redis_ambassador.commands.table import CommandTable
 from redis_ambassador.config import Address, Config
+from redis_ambassador.reload import plan_reload
 from redis_ambassador.routing.router import Router, ServerFacts
 from redis_ambassador.routing.topology import SlotMap, control_client, discover
 from redis_ambassador.server.client import ClientConnection, ClientRegistry
@@ -100,8 +105,82 @@ def _listen_socket(address: Address) -> socket.socket:
     return sock
 
 
-async def serve(config: Config, ready: Callable[[Address], None] | None = None) -> None:
-    """Run the ambassador until cancelled; ``ready`` is called with the bound address.
+class Running:
+    """A serving ambassador, as the process steers it: ``stop`` (drain, then ``serve``
+    returns) and ``reload``."""
+
+    def __init__(
+        self, config: Config, router: Router, clients: ClientRegistry, server: asyncio.Server
+    ) -> None:
+        self.config = config
+        self._router = router
+        self._clients = clients
+        self._server = server
+        self._stop_requested = anyio.Event()
+        self._stop_reasons: list[str] = []  # for the log: which signals
+        self._drain_scope = anyio.CancelScope()  # cancelled by a second stop
+
+    def stop(self, reason: str = "stop") -> None:
+        """The first call drains (``serve`` returns when done); a second cuts the drain short."""
+        self._stop_reasons.append(reason)
+        if not self._stop_requested.is_set():
+            self._stop_requested.set()
+        else:
+            self._drain_scope.cancel()
+
+    def reload(self, loaded: Config) -> None:
+        """Take the live keys of a freshly loaded config; log what needs a restart instead."""
+        plan = plan_reload(self.config, loaded)
+        self.config = plan.config
+        if plan.applied:
+            self._router.reconfigure(plan.config)
+            log.info("config reloaded: %s now in effect", ", ".join(plan.applied))
+        elif not plan.pending:
+            log.info("config reloaded: nothing changed")
+        warning = plan.restart_warning()
+        if warning is not None:
+            log.warning("%s", warning)
+
+    async def _serve_until_stopped(self) -> None:
+        await self._stop_requested.wait()
+        # Refuse new connections at once; answer what every client already sent, then close it.
+        self._server.close()
+        clients = self._clients
+        timeout = self.config.server.drain_timeout
+        started = time.monotonic()
+        clients.drain()
+        log.info(
+            "%s received: draining: %d clients open, %d commands awaiting replies; "
+            "waiting up to %gs",
+            self._stop_reasons[0], len(clients.connected), sum(c.owed for c in clients.connected),
+            timeout,
+        )  # fmt: skip
+        with self._drain_scope:
+            self._drain_scope.deadline = anyio.current_time() + timeout
+            await clients.drained()
+        left = list(clients.connected)
+        elapsed = time.monotonic() - started
+        if not left:
+            log.info("drained in %.2fs: every reply written", elapsed)
+            return
+        why = self._stop_reasons[1] if len(self._stop_reasons) > 1 else "drain_timeout"
+        log.warning(
+            "drain cut off by %s after %.2fs: closing %d clients with %d commands unanswered",
+            why, elapsed, len(left), sum(c.owed for c in left),
+        )  # fmt: skip
+        for client in left:
+            client.abort()
+
+
+async def serve(
+    config: Config,
+    ready: Callable[[Address], None] | None = None,
+    *,
+    task_status: TaskStatus[Running] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the ambassador until ``Running.stop`` has drained it, or until cancelled; ``ready``
+    is called with the bound address, and ``task_status`` (``TaskGroup.start``) given the
+    ``Running`` handle.
 
     Start-up failures (port in use, no reachable seed) raise ListenError or ClusterUnreachable
     themselves, before any task starts.
@@ -131,6 +210,8 @@ async def serve(config: Config, ready: Callable[[Address], None] | None = None) 
         tg.start_soon(router.run_refresher, name="topology refresher")
         tg.start_soon(upstream.run_watchdog, config.upstream.command_timeout, name="watchdog")
         tg.start_soon(_return_memory_after_departures, clients, name="memory")
+        running = Running(config, router, clients, server)
+        tg.start_soon(_close_idle_clients, running, clients, name="idle clients")
         address = Address(config.server.listen.host, sock.getsockname()[1])
         log.info("serving Redis on %s", address)
         # Start-up objects (command table, slot table) live forever: keep them out of the
@@ -138,14 +219,27 @@ async def serve(config: Config, ready: Callable[[Address], None] | None = None) 
         gc.freeze()
         if ready is not None:
             ready(address)
+        task_status.started(running)
         try:
-            await anyio.sleep_forever()
+            await running._serve_until_stopped()
         finally:
             server.close()
             for client in list(clients.connected):
-                client.close()
+                client.abort()
             upstream.close()
             tg.cancel_scope.cancel()
+
+
+async def _close_idle_clients(running: Running, clients: ClientRegistry) -> None:
+    """Once a second, close the clients idle longer than ``server.idle_timeout`` (read on each
+    pass: a reload changes it): a sweep, so reading a command costs only a timestamp."""
+    while True:
+        await anyio.sleep(1)
+        timeout = running.config.server.idle_timeout
+        if timeout:
+            closed = clients.close_idle(timeout, time.monotonic())
+            if closed:
+                log.debug("closed %d clients idle for more than %gs", closed, timeout)
 
 
 async def _return_memory_after_departures(clients: ClientRegistry) -> None:

@@ -9,9 +9,10 @@ import sys
 from collections.abc import Callable
 
 import anyio
+from anyio.abc import TaskStatus
 
 from redis_ambassador import __version__
-from redis_ambassador.ambassador import ListenError, serve
+from redis_ambassador.ambassador import ListenError, Running, serve
 from redis_ambassador.config import DEV_DEFAULTS, Address, Config, ConfigError, load_config
 from redis_ambassador.routing.topology import ClusterUnreachable
 
@@ -60,19 +61,51 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def _run(config: Config, on_ready: Callable[[Address], None]) -> None:
+def _run(config: Config, on_ready: Callable[[Address], None], reload: Callable[[], Config]) -> None:
+    """Serve until SIGTERM/SIGINT has drained the ambassador (a second one cuts the drain
+    short); SIGHUP applies ``reload()``'s config."""
+
     async def main() -> None:
+        running: Running | None = None
+        reload_wanted = False  # a SIGHUP during start-up, applied once serving
+
+        def apply_reload(running: Running) -> None:
+            try:
+                loaded = reload()
+            except ConfigError as exc:
+                log.error("config reload failed: %s; still using the running config", exc)
+                return
+            running.reload(loaded)
+
         async with anyio.create_task_group() as tg:
 
-            async def stop_on_signal() -> None:
-                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async def on_signals() -> None:
+                nonlocal reload_wanted
+                with anyio.open_signal_receiver(
+                    signal.SIGTERM, signal.SIGINT, signal.SIGHUP
+                ) as signals:
                     async for signum in signals:
-                        log.info("%s received, shutting down", signal.Signals(signum).name)
-                        tg.cancel_scope.cancel()
-                        return
+                        name = signal.Signals(signum).name
+                        if signum == signal.SIGHUP:
+                            if running is None:
+                                log.info("SIGHUP during start-up: reloading once serving")
+                                reload_wanted = True
+                            else:
+                                apply_reload(running)
+                        elif running is None:
+                            log.info("%s received during start-up, stopping", name)
+                            tg.cancel_scope.cancel()
+                        else:
+                            running.stop(name)
 
-            tg.start_soon(stop_on_signal)
-            await serve(config, on_ready)
+            async def serve_then_stop(*, task_status: TaskStatus[Running]) -> None:
+                await serve(config, on_ready, task_status=task_status)
+                tg.cancel_scope.cancel()  # drained: stop listening for signals
+
+            tg.start_soon(on_signals)
+            running = await tg.start(serve_then_stop)
+            if reload_wanted:
+                apply_reload(running)
 
     try:
         import uvloop  # noqa: F401
@@ -103,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
                     "config error: cluster.seeds is empty: give --seed HOST:PORT, "
                     "REDIS_AMBASSADOR_SEEDS or [cluster] seeds in the config file"
                 )
-            _run(config, lambda a: print(f"redis-ambassador serving on {a}", flush=True))
+            _run(
+                config,
+                lambda a: print(f"redis-ambassador serving on {a}", flush=True),
+                lambda: load_config(args.config, overrides=_overrides(args)),
+            )
         else:
             return _dev(args)
     except ConfigError as exc:
@@ -125,8 +162,12 @@ def _dev(args: argparse.Namespace) -> int:
     try:
         with LocalCluster(masters=args.masters, replicas_per_master=args.replicas) as cluster:
             overrides["cluster.seeds"] = list(cluster.seeds)
+
             # A cluster of its own, for development: FLUSHALL, CONFIG SET, DEBUG allowed.
-            config = load_config(None, overrides=overrides, defaults=DEV_DEFAULTS)
+            def load() -> Config:
+                return load_config(None, overrides=overrides, defaults=DEV_DEFAULTS)
+
+            config = load()
             print(
                 f"local cluster: {len(cluster.nodes)} redis-server processes "
                 f"({', '.join(cluster.seeds)} are masters)",
@@ -140,7 +181,7 @@ def _dev(args: argparse.Namespace) -> int:
                     flush=True,
                 )
 
-            _run(config, ready)
+            _run(config, ready, load)
     except RedisServerNotFound as exc:
         print(f"redis-ambassador: {exc}", file=sys.stderr)
         return 1

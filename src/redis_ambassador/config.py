@@ -14,7 +14,8 @@ broken file is reported instead of silently masked. Numeric limits:
   ``upstream.tryagain_attempts``, where 0 means "don't follow / don't retry; return the
   error to the client";
 * durations are seconds (int or float), finite and > 0, except
-  ``upstream.tryagain_backoff`` which may be 0 (retry immediately);
+  ``upstream.tryagain_backoff`` which may be 0 (retry immediately), and
+  ``server.drain_timeout`` and ``server.idle_timeout``, where 0 means "no wait" and "never";
 * ``cluster.min_refresh_interval`` must not exceed ``cluster.refresh_interval``.
 
 Command lists (``commands.deny``, ``commands.allow``) hold command names as Redis's ACL writes
@@ -154,6 +155,18 @@ class ServerConfig:
         64 * 1024 * 1024,
         "bytes of replies buffered for a client that is not reading them before we stop "
         "reading its commands",
+    )
+    drain_timeout: float = _seconds(
+        10.0,
+        "seconds a SIGTERM/SIGINT waits for replies to commands already read before closing "
+        "what is left (0: no wait)",
+        allow_zero=True,
+    )
+    idle_timeout: float = _seconds(
+        0.0,
+        "seconds a client may stay idle (no command, none in flight) before it is closed; "
+        "blocked and subscribed clients are exempt (0: never, like Redis's timeout)",
+        allow_zero=True,
     )
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _client_ids = itertools.count(1)
+_monotonic = time.monotonic
 
 
 class ClientRegistry:
@@ -35,14 +36,39 @@ class ClientRegistry:
     def __init__(self) -> None:
         self.connected: set[ClientConnection] = set()
         self.departed = 0
+        self._all_gone: asyncio.Event | None = None  # set once draining and none is left
 
     def add(self, client: ClientConnection) -> None:
         self.connected.add(client)
+        if self._all_gone is not None:
+            client.drain()  # accepted just before the listener closed
 
     def discard(self, client: ClientConnection) -> None:
         if client in self.connected:
             self.connected.discard(client)
             self.departed += 1
+            if self._all_gone is not None and not self.connected:
+                self._all_gone.set()
+
+    def drain(self) -> None:
+        """Shutdown: every client stops reading and closes once its replies are written."""
+        self._all_gone = asyncio.Event()
+        for client in list(self.connected):
+            client.drain()
+        if not self.connected:
+            self._all_gone.set()
+
+    async def drained(self) -> None:
+        """Return once every client has closed (after ``drain``)."""
+        assert self._all_gone is not None, "drain() first"
+        await self._all_gone.wait()
+
+    def close_idle(self, timeout: float, now: float) -> int:
+        """Close the clients idle for more than ``timeout`` seconds; return how many."""
+        idle = [client for client in self.connected if client.idle_for(now) > timeout]
+        for client in idle:
+            client.close()
+        return len(idle)
 
 
 class Batch:
@@ -89,7 +115,7 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "_batches", "_closing", "_held", "_held_error", "_inflight", "_lane_base",
         "_max_inflight", "_max_output", "_parser", "_pool_size", "_reading", "_registry",
-        "_router", "_transport", "_write_paused", "connected_at", "fd", "id", "lane",
+        "_router", "_transport", "_write_paused", "connected_at", "fd", "id", "lane", "last_read",
         "lib_name", "lib_ver", "local_address", "name", "no_evict", "no_touch", "peer",
         "private", "protocol", "reply_mode", "subscriptions", "transaction", "watched_slot",
         "watching",
@@ -108,7 +134,7 @@ class ClientConnection(asyncio.Protocol):
         self.lib_ver = b""
         self.no_evict = False
         self.no_touch = False
-        self.connected_at = time.monotonic()
+        self.connected_at = self.last_read = time.monotonic()
         self._router = router
         self._registry = registry
         self._parser = RequestParser(settings.max_bulk_len, settings.max_multibulk_len)
@@ -162,6 +188,7 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        self.last_read = _monotonic()  # once per read: what the idle timeout measures
         commands, frames, error = self._parser.feed(data)
         if commands:
             self._dispatch(commands, frames)
@@ -282,6 +309,8 @@ class ClientConnection(asyncio.Protocol):
         self._dispatch(commands, frames)
         if self._held is None and self._held_error is not None:
             self._refuse(self._held_error)
+        elif self._held is None and self._closing and self._transport is not None:
+            self._close_when_answered()  # draining: these were the last commands read
 
     def close_after_reply(self, batch: Batch) -> None:
         """QUIT: close once this batch's replies are written; read nothing more."""
@@ -327,6 +356,43 @@ class ClientConnection(asyncio.Protocol):
             self._transport.resume_reading()
 
     def close(self) -> None:
-        """Close the connection now (shutdown)."""
+        """Close the connection once what is already written has been sent."""
         if self._transport is not None:
             self._transport.close()
+
+    def abort(self) -> None:
+        """Close the connection now, dropping what it has not sent (end of a drain)."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Shutdown: read no more commands; close once every command already read is answered
+        and its reply written (at once when none is owed)."""
+        if self._transport is None:
+            return
+        self._closing = True
+        self._pause_reading()
+        if self._held is None:
+            self._close_when_answered()
+        # Else the held commands are dispatched once the replies before them are written, and
+        # the close is arranged then (_dispatch_held).
+
+    def _close_when_answered(self) -> None:
+        if self._batches:
+            self._batches[-1].close_after = True
+        else:
+            self.close()
+
+    @property
+    def owed(self) -> int:
+        """Commands read whose replies are not written yet (held ones included)."""
+        return self._inflight + (len(self._held[0]) if self._held is not None else 0)
+
+    def idle_for(self, now: float) -> float:
+        """Seconds since the last read, or 0 for a client the idle timeout must spare: one
+        with a reply owed (a blocking command among them), or subscribed, as in Redis."""
+        if self._batches or self._held is not None or self.subscriptions is not None:
+            return 0.0
+        return now - self.last_read

@@ -1,0 +1,92 @@
+"""SIGHUP's config reload, sans-IO: which keys changed, which take effect now, what to run with.
+
+A key is live when the running ambassador reads it again after start: for each new client
+connection (``Router.settings``), in ``Router.reconfigure``, or when it is needed (the drain on
+SIGTERM, the idle-client sweep). Every other key was consumed once at start -- the listener,
+the seeds, the node pools and their timeouts, the watchdog, the topology refresher's intervals
+-- so a changed value is reported as needing a restart and the running value is kept: what
+runs is always exactly what the log says.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from redis_ambassador.config import Address, Config
+
+# A key not listed here needs a restart: a new key is reported, never silently ignored, until
+# whoever makes it live (and applies it in Router.reconfigure) lists it.
+LIVE_KEYS: frozenset[str] = frozenset(
+    {
+        # Read by each new client connection: clients already connected keep theirs.
+        "server.max_bulk_len",
+        "server.max_multibulk_len",
+        "server.max_inflight_per_client",
+        "server.max_output_buffer",
+        # Read when they are used.
+        "server.drain_timeout",
+        "server.idle_timeout",
+        # Router.reconfigure.
+        "upstream.max_redirects",
+        "upstream.tryagain_attempts",
+        "upstream.tryagain_backoff",
+        "commands.split_cross_slot",
+        "commands.deny",
+        "commands.allow",
+        "commands.cluster_view",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Reload:
+    """The outcome of reloading: the config to run with, and the changed keys by fate."""
+
+    config: Config  # the running config with every changed live key taken from the new one
+    applied: tuple[str, ...]  # changed live keys, now in effect
+    pending: tuple[str, ...]  # changed keys that need a restart; config keeps their old value
+
+    def restart_warning(self) -> str | None:
+        """One line naming each changed key that needs a restart, or None when there is none."""
+        if not self.pending:
+            return None
+        verb = "needs" if len(self.pending) == 1 else "need"
+        running = ", ".join(f"{key} = {_show(_value(self.config, key))}" for key in self.pending)
+        return f"config reload: {', '.join(self.pending)} {verb} a restart; still using {running}"
+
+
+def plan_reload(running: Config, loaded: Config) -> Reload:
+    """Compare the running config with a freshly loaded one (both already validated)."""
+    applied: list[str] = []
+    pending: list[str] = []
+    sections = {}
+    for section in dataclasses.fields(Config):
+        old = getattr(running, section.name)
+        new = getattr(loaded, section.name)
+        kept = {}
+        for key in dataclasses.fields(old):
+            dotted = f"{section.name}.{key.name}"
+            before = getattr(old, key.name)
+            if before == getattr(new, key.name):
+                continue
+            if dotted in LIVE_KEYS:
+                applied.append(dotted)
+            else:
+                pending.append(dotted)
+                kept[key.name] = before
+        sections[section.name] = dataclasses.replace(new, **kept)
+    return Reload(Config(**sections), tuple(applied), tuple(pending))
+
+
+def _value(config: Config, dotted: str) -> object:
+    section, name = dotted.split(".")
+    return getattr(getattr(config, section), name)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, Address):
+        return repr(str(value))
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_show(item) for item in value) + "]"
+    return repr(value)
