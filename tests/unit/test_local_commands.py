@@ -37,6 +37,7 @@ class Session:
     local_address: tuple[str, int] = ("127.0.0.1", 6379)
     fd: int = 12
     connected_at: float = field(default_factory=time.monotonic)
+    last_read: float = field(default_factory=time.monotonic)
 
     def set_protocol(self, protocol: int) -> None:
         self.protocol = protocol
@@ -391,10 +392,11 @@ def test_client_info_shows_what_the_ambassador_knows_about_the_client() -> None:
         no_evict=True,
         no_touch=True,
         connected_at=time.monotonic() - 75.2,
+        last_read=time.monotonic() - 12.5,  # as CLIENT LIST by another client sees it
     )
     session.set_protocol(3)
     line = (
-        b"id=42 addr=10.0.0.7:51234 laddr=10.0.0.1:6379 fd=17 name=worker-1 age=75 idle=0 "
+        b"id=42 addr=10.0.0.7:51234 laddr=10.0.0.1:6379 fd=17 name=worker-1 age=75 idle=12 "
         b"flags=eT db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 "
         b"rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|info user=default "
         b"redir=-1 resp=3 lib-name=redis-py lib-ver=8.1.0\n"

@@ -34,6 +34,7 @@ class Session(Protocol):
     local_address: tuple[str, int]  # the address the client dialed (our side of its socket)
     fd: int
     connected_at: float  # time.monotonic() when it connected
+    last_read: float  # time.monotonic() of its last read (CLIENT LIST's idle)
 
     def set_protocol(self, protocol: int) -> None: ...
 
