@@ -68,7 +68,7 @@ def _command_table() -> CommandTable:
 
 async def _measure(pipeline: int, command: bytes, rounds: int) -> dict[str, float]:
     config = load_config(None, env={}, overrides={"cluster.seeds": ["127.0.0.1:1"]})
-    upstream = Upstream(_NoTasks(), config.upstream.pool_size, 1.0)  # type: ignore[arg-type]
+    upstream = Upstream(_NoTasks(), config.upstream)  # type: ignore[arg-type]
     router = Router(config, upstream, _command_table(), ServerFacts(b"7.0.15"))
     masters = [Address("127.0.0.1", 7000 + i) for i in range(MASTERS)]
     router.apply(SlotMap(tuple(masters[s * MASTERS // SLOTS] for s in range(SLOTS))))

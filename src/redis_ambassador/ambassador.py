@@ -28,6 +28,7 @@ from redis_ambassador.reload import plan_reload
 from redis_ambassador.routing.router import Router, ServerFacts
 from redis_ambassador.routing.topology import SlotMap, control_client, discover
 from redis_ambassador.server.client import ClientConnection, ClientRegistry
+from redis_ambassador.upstream.health import run_health_checks
 from redis_ambassador.upstream.pool import Upstream
 
 log = logging.getLogger(__name__)
@@ -203,12 +204,19 @@ async def serve(
     clients = ClientRegistry()
     facts = _Facts(version, clients)
     async with anyio.create_task_group() as tg:
-        upstream = Upstream(tg, config.upstream.pool_size, timeout)
+        upstream = Upstream(tg, config.upstream)
         router = Router(config, upstream, table, facts)
         router.apply(slot_map)
         server = await loop.create_server(lambda: ClientConnection(router, clients), sock=sock)
         tg.start_soon(router.run_refresher, name="topology refresher")
         tg.start_soon(upstream.run_watchdog, config.upstream.command_timeout, name="watchdog")
+        tg.start_soon(
+            run_health_checks,
+            upstream,
+            config.upstream.health_check_interval,
+            config.upstream.health_check_timeout,
+            name="health checks",
+        )
         tg.start_soon(_return_memory_after_departures, clients, name="memory")
         running = Running(config, router, clients, server)
         tg.start_soon(_close_idle_clients, running, clients, name="idle clients")

@@ -11,10 +11,11 @@ Every value from every source is validated, even one a later source overrides, s
 broken file is reported instead of silently masked. Numeric limits:
 
 * integers must be >= 1, except ``upstream.max_redirects`` and
-  ``upstream.tryagain_attempts``, where 0 means "don't follow / don't retry; return the
-  error to the client";
+  ``upstream.retry_attempts``, where 0 means "don't follow / don't retry; return the
+  error to the client", and ``upstream.retry_budget_percent``/``retry_budget_floor`` (0 allowed);
+  percentages are at most 100;
 * durations are seconds (int or float), finite and > 0, except
-  ``upstream.tryagain_backoff`` which may be 0 (retry immediately), and
+  ``upstream.retry_backoff`` which may be 0 (retry immediately), and
   ``server.drain_timeout`` and ``server.idle_timeout``, where 0 means "no wait" and "never";
 * ``cluster.min_refresh_interval`` must not exceed ``cluster.refresh_interval``.
 
@@ -127,8 +128,8 @@ class Address:
         return f"{self.host}:{self.port}"
 
 
-def _int(default: int, help: str, minimum: int = 1) -> Any:
-    return field(default=default, metadata={"help": help, "min": minimum})
+def _int(default: int, help: str, minimum: int = 1, maximum: int | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "min": minimum, "max": maximum})
 
 
 def _seconds(default: float, help: str, allow_zero: bool = False) -> Any:
@@ -194,14 +195,50 @@ class UpstreamConfig:
     max_redirects: int = _int(
         5, "MOVED/ASK hops followed per command (0: return them to the client)", minimum=0
     )
-    tryagain_attempts: int = _int(
-        10, "TRYAGAIN/CLUSTERDOWN retries per command (0: no retries)", minimum=0
+    retry_attempts: int = _int(
+        10, "times one command is sent again after a failure (0: no retries)", minimum=0
     )
-    tryagain_backoff: float = _seconds(
+    retry_backoff: float = _seconds(
         0.05,
-        "seconds before the first TRYAGAIN/CLUSTERDOWN retry, doubled each attempt (capped at 1 s)",
+        "seconds bounding the first retry's random delay, doubled for each further retry",
         allow_zero=True,
     )
+    retry_max_backoff: float = _seconds(1.0, "seconds; the most a retry's delay bound grows to")
+    retry_deadline: float = _seconds(
+        5.0,
+        "seconds after its first retry that a command stops being retried (and stops waiting "
+        "for a failover to give its slot a master); 0: fail at once",
+        allow_zero=True,
+    )
+    retry_budget_percent: int = _int(
+        20, "retries may add at most this percentage of the commands sent", minimum=0, maximum=100
+    )
+    retry_budget_floor: int = _int(
+        100, "retries per second allowed whatever the traffic (the budget's floor)", minimum=0
+    )
+    idempotent: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "write commands sent again when their reply was lost with the connection "
+            "(read-only commands always are; a write is otherwise never replayed)"
+        },
+    )
+    breaker_failures: int = _int(5, "consecutive failures that open a node's circuit breaker")
+    breaker_error_percent: int = _int(
+        50,
+        "or this percentage of a node's commands failed within breaker_window",
+        maximum=100,
+    )
+    breaker_window: float = _seconds(10.0, "seconds of history for breaker_error_percent")
+    breaker_min_commands: int = _int(
+        20, "commands within breaker_window before breaker_error_percent counts"
+    )
+    breaker_reset_timeout: float = _seconds(
+        1.0, "seconds an open breaker waits (times 1 to 1.5, at random) before probing the node"
+    )
+    breaker_successes: int = _int(2, "successful probes that close a half-open breaker")
+    health_check_interval: float = _seconds(1.0, "seconds between PINGs to each node")
+    health_check_timeout: float = _seconds(1.0, "seconds a health-check PING may take")
 
 
 # Commands that can harm the whole cluster, denied by `serve` unless allowed: they wipe data,
@@ -281,6 +318,7 @@ class _Key:
     minimum: float
     allow_zero: bool
     choices: tuple[str, ...] = ()  # the words a str key accepts
+    maximum: int | None = None  # the largest an int key accepts
 
     @property
     def dotted(self) -> str:
@@ -304,6 +342,7 @@ def _collect_keys() -> dict[str, _Key]:
                 default=f.default,
                 help=f.metadata["help"],
                 minimum=f.metadata.get("min", 0),
+                maximum=f.metadata.get("max"),
                 allow_zero=f.metadata.get("allow_zero", False),
                 choices=f.metadata.get("choices", ()),
             )
@@ -342,6 +381,8 @@ def _type_name(value: object) -> str:
 
 def _to_int(key: _Key, value: object, text_ok: bool) -> int:
     requirement = f"must be an integer >= {int(key.minimum)}"
+    if key.maximum is not None:
+        requirement = f"must be an integer from {int(key.minimum)} to {key.maximum}"
     if isinstance(value, str) and text_ok:
         try:
             value = int(value.strip())
@@ -350,7 +391,7 @@ def _to_int(key: _Key, value: object, text_ok: bool) -> int:
     # bool is an int subclass, but `pool_size = true` is surely a mistake.
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Bad(f"{requirement}, not {_type_name(value)}")
-    if value < key.minimum:
+    if value < key.minimum or (key.maximum is not None and value > key.maximum):
         raise _Bad(requirement, value)
     return value
 

@@ -58,8 +58,8 @@ def test_defaults() -> None:
         connect_timeout=2.0,
         command_timeout=30.0,
         max_redirects=5,
-        tryagain_attempts=10,
-        tryagain_backoff=0.05,
+        retry_attempts=10,
+        retry_backoff=0.05,
     )
 
 
@@ -137,7 +137,7 @@ def test_file_values(tmp_path: Path) -> None:
         [upstream]
         pool_size = 4
         max_redirects = 0
-        tryagain_backoff = 0
+        retry_backoff = 0
         """,
     )
     config = load_config(path, env={})
@@ -147,7 +147,7 @@ def test_file_values(tmp_path: Path) -> None:
     assert isinstance(config.cluster.refresh_interval, float)
     assert config.upstream.pool_size == 4
     assert config.upstream.max_redirects == 0
-    assert config.upstream.tryagain_backoff == 0.0
+    assert config.upstream.retry_backoff == 0.0
     # Keys the file leaves out keep their defaults.
     assert config.server.max_bulk_len == ServerConfig().max_bulk_len
 
@@ -197,7 +197,7 @@ def test_env_parsing_numbers_and_seeds() -> None:
     env = {
         "REDIS_AMBASSADOR_SEEDS": " a:1, b:2 [::1]:3\tc:4 ,",
         "REDIS_AMBASSADOR_MAX_BULK_LEN": " 1048576 ",
-        "REDIS_AMBASSADOR_TRYAGAIN_ATTEMPTS": "0",
+        "REDIS_AMBASSADOR_RETRY_ATTEMPTS": "0",
         "REDIS_AMBASSADOR_REFRESH_INTERVAL": "2.5",
         "REDIS_AMBASSADOR_MIN_REFRESH_INTERVAL": "1",
     }
@@ -209,7 +209,7 @@ def test_env_parsing_numbers_and_seeds() -> None:
         Address("c", 4),
     )
     assert config.server.max_bulk_len == 1048576
-    assert config.upstream.tryagain_attempts == 0
+    assert config.upstream.retry_attempts == 0
     assert config.cluster.refresh_interval == 2.5
     assert config.cluster.min_refresh_interval == 1.0
 
@@ -280,7 +280,11 @@ def test_env_not_a_number_message() -> None:
         ("upstream.max_redirects", -1, "must be an integer >= 0"),
         ("server.max_bulk_len", 0, "must be an integer >= 1"),
         ("upstream.connect_timeout", 0, "must be a number of seconds > 0"),
-        ("upstream.tryagain_backoff", -0.5, "must be a number of seconds >= 0"),
+        ("upstream.retry_backoff", -0.5, "must be a number of seconds >= 0"),
+        ("upstream.breaker_error_percent", 101, "must be an integer from 1 to 100"),
+        ("upstream.breaker_error_percent", 0, "must be an integer from 1 to 100"),
+        ("upstream.retry_budget_percent", 150, "must be an integer from 0 to 100"),
+        ("upstream.idempotent", "set;get", "must be a command name"),
         ("cluster.refresh_interval", "inf", "must be a number of seconds > 0 and finite"),
         ("cluster.refresh_interval", "nan", "must be a number of seconds > 0 and finite"),
         ("upstream.pool_size", "2.5", "must be an integer >= 1"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 from binascii import crc_hqx
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -45,9 +46,10 @@ from redis_ambassador.routing.fanout import (
 from redis_ambassador.routing.pubsub import Placement, Subscriptions
 from redis_ambassador.routing.scripts import SOURCES, ScriptCache
 from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap, discover
+from redis_ambassador.upstream.breaker import BreakerSettings, State
 from redis_ambassador.upstream.connection import Entry, NodeConnection
 from redis_ambassador.upstream.pool import NodePool, Upstream
-from redis_ambassador.upstream.retry import RetryPolicy
+from redis_ambassador.upstream.retry import NEVER, Attempt, RetryBudget, RetryPolicy
 
 if TYPE_CHECKING:
     from redis_ambassador.server.client import Batch, ClientConnection
@@ -57,16 +59,14 @@ log = logging.getLogger(__name__)
 _MOVED = b"-MOVED "
 _NOSCRIPT = b"-NOSCRIPT "
 _ASK = b"-ASK "
-# Seconds a node whose connection failed is not dialed again (retries wait instead).
-_DOWN_FOR = 1.0
+# Refusals after which the slot may have a new master: ask for the topology.
+_TOPOLOGY_HINTS = (b"-CLUSTERDOWN", b"-MASTERDOWN")
 # Blocking only when given BLOCK; without it they are ordinary reads.
 _BLOCK_OPTION = {"xread": b"block", "xreadgroup": b"block"}
 # Transaction commands answered or run by the router; all but UNWATCH (which Redis queues)
 # and QUIT/RESET act at once even between MULTI and EXEC.
 _TRANSACTION_COMMANDS = frozenset(["multi", "exec", "discard", "watch", "unwatch"])
 _NOT_QUEUED = frozenset(["multi", "exec", "discard", "watch", "quit", "reset"])
-# An entry never retried nor redirected (EXEC: alone, without its MULTI, it means nothing).
-_NO_RETRY = 1 << 30
 _PUBSUB_COMMANDS = frozenset(
     ["subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe"]
 )
@@ -102,9 +102,10 @@ class Router:
         self._covered = 0  # slots with a master
         self._any = itertools.count()
         self._known: list[Address] = list(config.cluster.seeds)
-        self._failed_at: dict[Address, float] = {}  # loop time of each node's last failure
+        self._unreachable = False  # the last topology refresh reached no node at all
         self._refresh_wanted = anyio.Event()
         self._loop = asyncio.get_running_loop()
+        self._budget = RetryBudget(0.0, 0.0, self._loop.time())
         self.reconfigure(config)
         self._scripts = ScriptCache()
         self._placement = Placement(
@@ -115,12 +116,16 @@ class Router:
         )
         upstream.on_redirect = self._redirected
         upstream.on_failure = self._connection_failed
+        upstream.on_breaker = self._breaker_changed
 
     def reconfigure(self, config: Config) -> None:
         """Apply the settings that take effect without a restart (at start, and on SIGHUP)."""
         self._config = config
         self.settings = config.server
         self._retry = RetryPolicy.from_config(config.upstream)
+        self._budget.ratio = config.upstream.retry_budget_percent / 100
+        self._budget.floor = config.upstream.retry_budget_floor
+        self._upstream.set_breaker_settings(BreakerSettings.from_config(config.upstream))
         self._split_cross_slot = config.commands.split_cross_slot
         # Local commands a node answers instead (CLUSTER INFO/SLOTS/... with cluster_view "real").
         self._to_node = REAL_VIEW if config.commands.cluster_view == "real" else frozenset()
@@ -175,14 +180,14 @@ class Router:
                 pool = owners[key_slot(key) if 123 in key else crc_hqx(key, 0) & 16383]
                 if pool is not None:
                     conn = pool.conns[lane]
-                    if conn.closed:
-                        conn = pool.lane(lane)
-                    frame = frames[i]
-                    conn.queue.append((batch, i, frame, 0))
-                    conn.out.append(frame)
-                    if not conn.dirty:
-                        conn.mark_dirty()
-                    continue
+                    # None while the node's circuit breaker is open: the slow path waits.
+                    if not conn.closed or (conn := pool.lane(lane)) is not None:  # type: ignore[assignment]
+                        frame = frames[i]
+                        conn.queue.append((batch, i, frame, 0))
+                        conn.out.append(frame)
+                        if not conn.dirty:
+                            conn.mark_dirty()
+                        continue
             if self._dispatch_other(client, batch, i, commands, frames):
                 self._dispatch_each(client, batch, commands, frames, i + 1)
                 return
@@ -285,7 +290,7 @@ class Router:
             # To the node the ambassador's subscribers listen on, so the count includes them.
             pool = self._owners[_PUBSUB_SLOT]
             if pool is not None:
-                pool.lane(client.lane).send(batch, i, frame)
+                self._deliver(pool, client.lane, (batch, i, frame, 0))
                 return False
         keys = spec.keys(args)
         if not keys:
@@ -302,19 +307,35 @@ class Router:
             # No master serves the slot (a failover in progress?): wait for one, within the
             # retry budget, rather than fail at once.
             self.request_refresh()
-            if not self._later(None, (batch, i, frame, 0)):
+            if not self._wait(None, (batch, i, frame, 0)):
                 batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
             return False
-        self._conn(client, pool).send(batch, i, frame)
+        self._send_to(client, pool, batch, i, frame)
         return False
 
-    def _conn(self, client: ClientConnection, pool: NodePool) -> NodeConnection:
-        """The client's connection to a node: its lane of the pool, or the connection holding
-        its WATCHes (so its commands there run in the order sent, after the WATCH)."""
+    def _send_to(
+        self, client: ClientConnection, pool: NodePool, batch: Batch, i: int, frame: bytes
+    ) -> None:
+        """Send on the client's connection to a node: its lane of the pool, or the connection
+        holding its WATCHes (so its commands there run in the order sent, after the WATCH)."""
         watching = client.watching
         if watching is not None and watching.address == pool.address and not watching.closed:
-            return watching
-        return pool.lane(client.lane)
+            watching.send(batch, i, frame)
+            return
+        self._deliver(pool, client.lane, (batch, i, frame, 0))
+
+    def _deliver(self, pool: NodePool, lane: int, entry: Entry) -> None:
+        """Send on a lane of the pool; while the node's circuit breaker is open, wait for its
+        slot to get a usable master instead (a failover), or fail fast."""
+        conn = pool.lane(lane)
+        if conn is not None:
+            conn.send(*entry)
+            return
+        self.request_refresh()
+        if not self._wait(pool.address, entry):
+            batch, index, _, _ = entry
+            assert batch is not None
+            batch.fill(index, errors.node_unavailable(pool.name, "circuit breaker open"))
 
     def _private(self, client: ClientConnection, address: Address) -> NodeConnection:
         """The client's own connection to a node, opened on first use, in its protocol."""
@@ -548,12 +569,16 @@ class Router:
                 self.request_refresh()
                 batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
                 return
-            conn = pool.lane(client.lane)
+            lane = pool.lane(client.lane)
+            if lane is None:
+                batch.fill(i, errors.node_unavailable(pool.name, "circuit breaker open"))
+                return
+            conn = lane
         # Back to back in one write: no other client's command can land inside the block.
         conn.send(None, 0, MULTI_FRAME)
         for queued in tx.frames:
             conn.send(None, 0, queued)
-        conn.send(batch, i, EXEC_FRAME, _NO_RETRY)
+        conn.send(batch, i, EXEC_FRAME, NEVER)
 
     @staticmethod
     def _end_transaction(client: ClientConnection, unwatch: bool = True) -> None:
@@ -585,10 +610,10 @@ class Router:
         gather = Gather(batch, i, len(parts), merge)
         for j, (pool, frame) in enumerate(parts):
             if pool is not None:
-                pool.lane(gather.lane).send(gather, j, frame)  # type: ignore[arg-type]
+                self._deliver(pool, gather.lane, (gather, j, frame, 0))  # type: ignore[arg-type]
                 continue
             self.request_refresh()
-            if not self._later(None, (gather, j, frame, 0)):  # type: ignore[arg-type]
+            if not self._wait(None, (gather, j, frame, 0)):  # type: ignore[arg-type]
                 gather.fill(j, errors.CLUSTERDOWN_UNCOVERED)
 
     def _scan(self, batch: Batch, i: int, args: list[bytes]) -> None:
@@ -632,7 +657,7 @@ class Router:
             # instead of going to another node (a second CONFIG SET there, its SLOWLOG twice).
             gather = Gather(batch, i, len(pools), plan.merge)
             for j, pool in enumerate(pools):
-                pool.lane(gather.lane).send(gather, j, frame, _NO_RETRY)  # type: ignore[arg-type]
+                self._deliver(pool, gather.lane, (gather, j, frame, NEVER))  # type: ignore[arg-type]
 
     def _send_to_keys(
         self, client: ClientConnection, batch: Batch, i: int, frame: bytes, keys: tuple[bytes, ...]
@@ -640,7 +665,7 @@ class Router:
         """To the master of the keys' slot (keys the command table does not know: DEBUG's)."""
         pool = self._owner_of(batch, i, keys)
         if pool is not None:
-            self._conn(client, pool).send(batch, i, frame)
+            self._send_to(client, pool, batch, i, frame)
 
     def _owner_of(self, batch: Batch, i: int, keys: Sequence[bytes]) -> NodePool | None:
         """The master of the keys' one slot; None after answering CROSSSLOT (keys in several
@@ -685,15 +710,22 @@ class Router:
             self.request_refresh()
             batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
             return
-        self._conn(client, pool).send(batch, i, frame)
+        self._send_to(client, pool, batch, i, frame)
 
     def _any_master(self) -> NodePool | None:
-        """Masters in turn, for keyless commands any of them answers alike."""
-        if not self._masters:
+        """Masters in turn, for keyless commands any of them answers alike (skipping those
+        whose breaker is open while another is usable)."""
+        masters = self._masters
+        if not masters:
             return None
-        return self._masters[next(self._any) % len(self._masters)]
+        start = next(self._any)
+        for k in range(len(masters)):
+            pool = masters[(start + k) % len(masters)]
+            if pool.breaker.allows:
+                return pool
+        return masters[start % len(masters)]
 
-    # -- redirections and failures ----------------------------------------------------------
+    # -- redirections, retries and failures ---------------------------------------------------
 
     def _redirected(self, entry: Entry, reply: bytes, via: NodeConnection) -> None:
         batch, index, frame, hops = entry
@@ -703,30 +735,35 @@ class Router:
             self._load_script(entry, reply, via)
             return
         if reply.startswith(_MOVED) or reply.startswith(_ASK):
-            if not self._retry.follows_redirect(hops):
+            attempt = self._retry.attempt(hops, self._loop.time())
+            if not self._retry.follows_redirect(attempt):
                 batch.fill(index, errors.too_many_redirects(reply))
                 return
+            attempt.redirects += 1
             _, slot, target = reply.split()
             address = _redirect_address(target, via.address)
-            if self._is_down(address):
-                # Pointed at a node that just failed (its replica is not promoted yet): retry
-                # later, within the retry budget, instead of hopping to it again and again.
+            conn = None
+            if self._upstream.usable(address):
+                pool = self._upstream.pool(address)
+                conn = self._follow(via, batch, pool)
+            if conn is None:
+                # Pointed at a node whose breaker is open (its replica is not promoted yet):
+                # wait for a usable master instead of hopping to it again and again.
                 self.request_refresh()
-                if not self._later(via.address, entry):
-                    batch.fill(index, errors.node_unavailable(str(address), "cannot connect"))
+                if not self._wait(via.address, (batch, index, frame, attempt)):
+                    batch.fill(index, errors.node_unavailable(str(address), "circuit breaker open"))
                 return
-            pool = self._upstream.pool(address)
-            conn = self._follow(via, batch, pool)
             if reply.startswith(_MOVED):
                 self._owners[int(slot)] = pool
                 self.request_refresh()
-                conn.send(batch, index, frame, hops + 1)
+                conn.send(batch, index, frame, attempt)
             else:
-                conn.send_asking(batch, index, frame, hops + 1)
+                conn.send_asking(batch, index, frame, attempt)
             return
-        # TRYAGAIN (slot mid-migration) or CLUSTERDOWN (e.g. a failover in progress): the command
-        # did not run; ask again shortly, and let a MOVED then point at the new owner.
-        if reply.startswith(b"-CLUSTERDOWN"):
+        # TRYAGAIN (slot mid-migration), CLUSTERDOWN (a failover in progress), LOADING (a
+        # restarted node reading its data), MASTERDOWN (a replica without its master): the
+        # command did not run; ask again shortly, and let a MOVED then point at the new owner.
+        if reply.startswith(_TOPOLOGY_HINTS):
             self.request_refresh()
         if via.private or not self._later(via.address, entry):
             batch.fill(index, reply)
@@ -736,16 +773,16 @@ class Router:
         to back on the same connection; a script never seen, or still missing, gets NOSCRIPT."""
         batch, index, frame, hops = entry
         assert batch is not None
-        reader = hiredis.Reader()
-        reader.feed(frame)
-        load = self._scripts.load_for(reader.gets())
-        if load is None or not self._retry.follows_redirect(hops):
+        attempt = self._retry.attempt(hops, self._loop.time())
+        load = self._scripts.load_for(_parse(frame))
+        if load is None or not self._retry.follows_redirect(attempt):
             batch.fill(index, reply)
             return
+        attempt.redirects += 1
         via.send(None, 0, load)
-        via.send(batch, index, frame, hops + 1)
+        via.send(batch, index, frame, attempt)
 
-    def _follow(self, via: NodeConnection, batch: Batch, pool: NodePool) -> NodeConnection:
+    def _follow(self, via: NodeConnection, batch: Batch, pool: NodePool) -> NodeConnection | None:
         """Where a redirected command goes: the client's lane of the new node's pool, or, if it
         came over the client's own connection (blocking, WATCH), its own one to the new node."""
         if not via.private:
@@ -761,15 +798,20 @@ class Router:
     ) -> None:
         if conn.closing:
             return  # closed on purpose: its client left, or the ambassador is stopping
-        self._failed_at[conn.address] = self._loop.time()
         self.request_refresh()
         if conn.private:
             # A client's own connection is not replaced behind its back (a WATCH would be lost).
             sent = sent + unsent
             unsent = []
-        # A command that reached the node may have run: tell the client instead of replaying it.
-        for batch, index, _, _ in sent:
-            if batch is not None:
+        # A command that reached the node may have run: it is sent again only if it cannot
+        # change data (or is declared idempotent), and had not already waited out the command
+        # timeout; otherwise the client is told.
+        replay = not conn.private and not conn.timed_out
+        for entry in sent:
+            batch, index, frame, hops = entry
+            if batch is None:
+                continue
+            if not replay or not self._replays(frame, hops) or not self._later(None, entry):
                 batch.fill(index, errors.node_unavailable(str(conn.address), conn.failure))
         # Commands never written are safe to send again (after a pause, to let the topology
         # refresh; if the slot moved, the node's MOVED leads on).
@@ -778,53 +820,81 @@ class Router:
             if batch is not None and not self._later(conn.address, entry):
                 batch.fill(index, errors.node_unavailable(str(conn.address), "cannot connect"))
 
-    def _is_down(self, address: Address) -> bool:
-        """Whether a connection to ``address`` failed in the last second (then it is not
-        dialed again at once; a proper circuit breaker is the resilience work's)."""
-        failed = self._failed_at.get(address)
-        return failed is not None and self._loop.time() - failed < _DOWN_FOR
+    def _replays(self, frame: bytes, hops: Attempt | int) -> bool:
+        """Whether a command whose reply was lost may be sent again (read-only, or declared
+        idempotent; never EXEC, nor an admin command meant for one node)."""
+        if hops is NEVER:
+            return False
+        args = _parse(frame)
+        spec = self._table.resolve(args) if args else None
+        return spec is not None and self._retry.replays_after_loss(spec.name, spec.flags)
+
+    def _breaker_changed(self, pool: NodePool, state: State) -> None:
+        # Open: its slots may get a new master (failover). Closed: it is back, maybe as a
+        # replica now. Either way, ask the cluster.
+        self.request_refresh()
 
     def _later(self, address: Address | None, entry: Entry) -> bool:
-        """Route ``entry`` again after the policy's delay; False if the policy gives up."""
+        """Send ``entry`` again after a backoff with jitter; False if the policy gives up (the
+        retry budget is charged when it is sent)."""
         batch, index, frame, hops = entry
-        delay = self._retry.retry_delay(hops)
+        now = self._loop.time()
+        attempt = self._retry.attempt(hops, now)
+        delay = self._retry.retry_delay(attempt, now, random.random)
         if delay is None:
             return False
-        self._loop.call_later(delay, self._resend, address, (batch, index, frame, hops + 1))
+        attempt.retries += 1
+        self._loop.call_later(delay, self._resend, address, (batch, index, frame, attempt), True)
         return True
 
-    def _resend(self, address: Address | None, entry: Entry) -> None:
-        """Send again, to whoever owns the command's slot by now (a failover may have moved it
-        away from ``address``), or wait again while no live master does."""
+    def _wait(self, address: Address | None, entry: Entry) -> bool:
+        """Look again shortly for a usable master for ``entry`` (none serves its slot, or the
+        one that does has its breaker open), until the command's deadline; False at once
+        while no node of the cluster can be reached (fail fast)."""
+        if self._unreachable:
+            return False
+        batch, index, frame, hops = entry
+        now = self._loop.time()
+        attempt = self._retry.attempt(hops, now)
+        delay = self._retry.wait_delay(attempt, now, random.random)
+        if delay is None:
+            return False
+        attempt.waits += 1
+        self._loop.call_later(delay, self._resend, address, (batch, index, frame, attempt), False)
+        return True
+
+    def _resend(self, address: Address | None, entry: Entry, retry: bool) -> None:
+        """Send to whoever owns the command's slot by now (a failover may have moved it away
+        from ``address``), or wait again while no usable master does."""
         batch, index, frame, _ = entry
         if batch is None:
             return
         pool = self._route_again(frame, address)
-        if pool is not None:
-            pool.lane(batch.client.lane).send(*entry)
+        if pool is None or not pool.breaker.allows:
+            self.request_refresh()  # to learn of the promotion as soon as it happens
+            if not self._wait(address, entry):
+                if pool is None:
+                    batch.fill(index, errors.CLUSTERDOWN_UNCOVERED)
+                else:
+                    batch.fill(index, errors.node_unavailable(pool.name, "circuit breaker open"))
             return
-        self.request_refresh()  # to learn of the promotion as soon as it happens
-        if not self._later(address, entry):
-            batch.fill(index, errors.CLUSTERDOWN_UNCOVERED)
+        if retry and not self._budget.spend(self._loop.time(), self._upstream.sent):
+            batch.fill(index, errors.node_unavailable(pool.name, "retry budget exhausted"))
+            return
+        self._deliver(pool, batch.client.lane, entry)
 
     def _route_again(self, frame: bytes, address: Address | None) -> NodePool | None:
-        """The live master for the command in ``frame``: its slot's owner, or for a keyless
-        command ``address`` if still a master, else any master."""
-        reader = hiredis.Reader()
-        reader.feed(frame)
-        args = reader.gets()
+        """The master for the command in ``frame``: its slot's owner, or for a keyless command
+        ``address`` if still a usable master, else any master."""
+        args = _parse(frame)
         spec = self._table.resolve(args) if args else None
         keys = spec.keys(args) if spec is not None else None
         if keys:
-            pool = self._owners[key_slot(keys[0])]
-        else:
-            known = self._upstream.pools.get(address) if address is not None else None
-            pool = known if known in self._masters else None
-            if pool is None and self._masters:
-                pool = self._masters[next(self._any) % len(self._masters)]
-        if pool is None or self._is_down(pool.address):
-            return None
-        return pool
+            return self._owners[key_slot(keys[0])]
+        known = self._upstream.pools.get(address) if address is not None else None
+        if known in self._masters and known.breaker.allows:  # type: ignore[union-attr]
+            return known
+        return self._any_master()
 
     # -- topology ----------------------------------------------------------------------------
 
@@ -866,9 +936,19 @@ class Router:
             self._refresh_wanted = anyio.Event()
             try:
                 await self.refresh()
+                self._unreachable = False
             except ClusterUnreachable as exc:
+                # Commands waiting for a usable node now fail at once: none is coming soon.
+                self._unreachable = True
                 log.warning("topology refresh failed: %s", exc)
             await anyio.sleep(cluster.min_refresh_interval)
+
+
+def _parse(frame: bytes) -> list[bytes]:
+    """The arguments of a request frame the ambassador queued (so complete and valid)."""
+    reader = hiredis.Reader()
+    reader.feed(frame)
+    return reader.gets()  # type: ignore[no-any-return]
 
 
 def _redirect_address(target: bytes, via: Address) -> Address:

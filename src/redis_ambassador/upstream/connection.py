@@ -16,16 +16,21 @@ from redis_ambassador.protocol.replies import ReplyScanner
 if TYPE_CHECKING:
     from redis_ambassador.config import Address
     from redis_ambassador.server.client import Batch
+    from redis_ambassador.upstream.retry import Attempt
 
 # Who asked: the batch (None for an ASKING whose +OK is dropped), the command's place in it,
-# its frame (kept to resend on a redirection) and the redirections followed so far.
-Entry = tuple["Batch | None", int, bytes, int]
+# its frame (kept to resend on a redirection) and its retry history (0 until its first
+# redirection or retry, then an Attempt).
+Entry = tuple["Batch | None", int, bytes, "Attempt | int"]
 
 ASKING = b"*1\r\n$6\r\nASKING\r\n"
 HELLO3 = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"
 # Replies the router acts on instead of forwarding: redirections, refusals that say "not now"
 # (the command did not run, so sending it again is safe), and a script missing on this node.
-_REDIRECT_PREFIXES = (b"-MOVED ", b"-ASK ", b"-TRYAGAIN ", b"-CLUSTERDOWN ", b"-NOSCRIPT ")
+_REDIRECT_PREFIXES = (
+    b"-MOVED ", b"-ASK ", b"-TRYAGAIN ", b"-CLUSTERDOWN ", b"-LOADING ", b"-MASTERDOWN ",
+    b"-NOSCRIPT ",
+)  # fmt: skip
 
 
 class ConnectionOwner(Protocol):
@@ -36,6 +41,7 @@ class ConnectionOwner(Protocol):
         self, conn: NodeConnection, unsent: list[Entry], sent: list[Entry]
     ) -> None: ...
     def schedule_flush(self, conn: NodeConnection) -> None: ...
+    def answered(self, conn: NodeConnection) -> None: ...
 
 
 class NodeConnection(asyncio.Protocol):
@@ -61,7 +67,9 @@ class NodeConnection(asyncio.Protocol):
         self.closed = False
         self.closing = False  # closed on purpose (client gone, shutdown), not failed
         self.reads = 0  # bumped on every read: the watchdog's sign of life
+        self.sent = 0  # commands written (the circuit breaker's and retry budget's measure)
         self.failure = "connection lost"  # why it closed, for the clients' error replies
+        self.timed_out = False  # aborted after the command timeout
         if protocol == 3:
             # First on the wire; its reply (the server map) is dropped.
             self.queue.append((None, 0, HELLO3, 0))
@@ -69,7 +77,7 @@ class NodeConnection(asyncio.Protocol):
 
     # -- the owner's side -------------------------------------------------------------------
 
-    def send(self, batch: Batch | None, index: int, frame: bytes, hops: int = 0) -> None:
+    def send(self, batch: Batch | None, index: int, frame: bytes, hops: Attempt | int = 0) -> None:
         """Queue a command; its reply will fill ``batch.replies[index]``."""
         self.queue.append((batch, index, frame, hops))
         self.out.append(frame)
@@ -81,7 +89,7 @@ class NodeConnection(asyncio.Protocol):
         self.dirty = True
         self._owner.schedule_flush(self)
 
-    def send_asking(self, batch: Batch, index: int, frame: bytes, hops: int) -> None:
+    def send_asking(self, batch: Batch, index: int, frame: bytes, hops: Attempt | int) -> None:
         """Queue ASKING and the command back to back, so no other client's command can land
         between them on this shared connection."""
         self.queue.append((None, 0, ASKING, hops))
@@ -95,6 +103,7 @@ class NodeConnection(asyncio.Protocol):
             return
         out = self.out
         self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+        self.sent += len(out)
         out.clear()
 
     @property
@@ -108,9 +117,11 @@ class NodeConnection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    def abort(self, reason: str) -> None:
-        """Drop the connection now (the node stopped answering); in-flight commands fail."""
+    def abort(self, reason: str, timed_out: bool = False) -> None:
+        """Drop the connection now (the node stopped answering); in-flight commands fail.
+        ``timed_out``: they waited out the command timeout, so none is sent again."""
         self.failure = reason
+        self.timed_out = timed_out
         if self._transport is not None:
             self._transport.abort()
 
@@ -125,6 +136,8 @@ class NodeConnection(asyncio.Protocol):
             self.flush()
 
     def data_received(self, data: bytes) -> None:
+        if not self.reads:
+            self._owner.answered(self)  # the node answers on this connection: it is alive
         self.reads += 1
         partial = self._partial
         if partial is not None:

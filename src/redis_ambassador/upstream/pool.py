@@ -11,32 +11,44 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable
 
 import anyio
 from anyio.abc import TaskGroup
 
-from redis_ambassador.config import Address
+from redis_ambassador.config import Address, UpstreamConfig
+from redis_ambassador.upstream.breaker import BreakerSettings, CircuitBreaker, State
 from redis_ambassador.upstream.connection import UNOPENED, ConnectionOwner, Entry, NodeConnection
 
 log = logging.getLogger(__name__)
 
 
 class NodePool:
-    """The connections to one node, one per lane, reopened on demand after a failure."""
+    """The connections to one node, one per lane, reopened on demand after a failure, and the
+    node's circuit breaker, which decides whether they may be reopened."""
 
     def __init__(self, address: Address, upstream: Upstream) -> None:
         self.address = address
         self.name = str(address)
         self._upstream = upstream
         self._size = upstream.pool_size
+        self.breaker = CircuitBreaker(upstream.breaker_settings, random.random, self._changed)
+        self.checking = False  # a health check is in progress
+        self.next_check = 0.0  # loop time of the next health check
+        self._retired_sent = 0  # commands written by connections since replaced
+        self._reported_sent = 0  # of ``sent``, what the breaker has been told
         self.conns: list[NodeConnection] = [self._open(i) for i in range(self._size)]
         self.conns += [UNOPENED] * self._size
 
-    def lane(self, index: int) -> NodeConnection:
-        """The connection for a lane, (re)opening it first if it is not usable."""
+    def lane(self, index: int) -> NodeConnection | None:
+        """The connection for a lane, (re)opened first if it is not usable; None while the
+        node's circuit breaker is open (nothing is sent to the node then)."""
         conn = self.conns[index]
         if conn.closed:
+            if not self.breaker.allows:
+                return None
+            self._retired_sent += conn.sent if conn is not UNOPENED else 0
             conn = self.conns[index] = self._open(index)
         return conn
 
@@ -50,6 +62,27 @@ class NodePool:
         """Commands awaiting replies on all of this node's connections."""
         return sum(c.pending for c in self.conns)
 
+    @property
+    def sent(self) -> int:
+        """Commands written to the node since the pool was made."""
+        return self._retired_sent + sum(c.sent for c in self.conns if c is not UNOPENED)
+
+    def report_sent(self, now: float) -> None:
+        """Tell the breaker how many commands were sent since last time (its rate's base)."""
+        sent = self.sent
+        self.breaker.sent(now, sent - self._reported_sent)
+        self._reported_sent = sent
+
+    def _changed(self, old: State, new: State, why: str) -> None:
+        log.warning("node %s: circuit breaker %s -> %s (%s)", self.name, old.value, new.value, why)
+        if new is State.OPEN:
+            # Commands already on its connections would wait out a timeout: fail them now
+            # (those not yet written are routed again; the rest as a lost connection's).
+            for conn in self.conns:
+                if conn is not UNOPENED and not conn.closed:
+                    conn.abort(f"circuit breaker open ({why})")
+        self._upstream.on_breaker(self, new)
+
     def close(self) -> None:
         for conn in self.conns:
             conn.close()
@@ -58,16 +91,20 @@ class NodePool:
 class Upstream(ConnectionOwner):
     """All node pools; owns their connect tasks and flushes dirty connections once per tick."""
 
-    def __init__(self, task_group: TaskGroup, pool_size: int, connect_timeout: float) -> None:
-        self.pool_size = pool_size
-        self._connect_timeout = connect_timeout
+    def __init__(self, task_group: TaskGroup, config: UpstreamConfig) -> None:
+        self.pool_size = config.pool_size
+        self._connect_timeout = config.connect_timeout
+        self.breaker_settings = BreakerSettings.from_config(config)
         self._tg = task_group
         self._pools: dict[Address, NodePool] = {}
+        self._discarded_sent = 0
         self._dirty: list[NodeConnection] = []
         self._loop = asyncio.get_running_loop()
-        # Set by the router: what to do when a reply is a redirection or a connection fails.
+        # Set by the router: what to do when a reply is a redirection, a connection fails, or
+        # a node's circuit breaker changes state.
         self.on_redirect: Callable[[Entry, bytes, NodeConnection], None] = _unset
         self.on_failure: Callable[[NodeConnection, list[Entry], list[Entry]], None] = _unset
+        self.on_breaker: Callable[[NodePool, State], None] = _unset
 
     def pool(self, address: Address) -> NodePool:
         """The pool for a node, created (and connecting) on first use."""
@@ -91,7 +128,27 @@ class Upstream(ConnectionOwner):
         """Close and forget a node's pool (it left the cluster)."""
         pool = self._pools.pop(address, None)
         if pool is not None:
+            self._discarded_sent += pool.sent
             pool.close()
+
+    @property
+    def sent(self) -> int:
+        """Commands written to every node since start (the retry budget grows with it)."""
+        return self._discarded_sent + sum(pool.sent for pool in self._pools.values())
+
+    def usable(self, address: Address) -> bool:
+        """Whether commands may be sent to a node now (its breaker is closed)."""
+        pool = self._pools.get(address)
+        return pool is None or pool.breaker.allows
+
+    def set_breaker_settings(self, settings: BreakerSettings) -> None:
+        """New thresholds for every node's breaker (config reload); states are kept."""
+        self.breaker_settings = settings
+        for pool in self._pools.values():
+            pool.breaker.settings = settings
+
+    def start_soon(self, task: Callable[[], object], name: str) -> None:
+        self._tg.start_soon(task, name=name)  # type: ignore[arg-type]
 
     def connect(self, conn: asyncio.Protocol, address: Address) -> None:
         self._tg.start_soon(self._connect, conn, address, name=f"connect {address}")
@@ -102,6 +159,8 @@ class Upstream(ConnectionOwner):
                 await self._loop.create_connection(lambda: conn, address.host, address.port)
         except (OSError, TimeoutError) as exc:
             log.warning("cannot connect to node %s: %s", address, exc or "timed out")
+            if isinstance(conn, NodeConnection) and not conn.closing:
+                conn.failure = "cannot connect"
             conn.connection_lost(exc)
 
     # -- ConnectionOwner ----------------------------------------------------------------------
@@ -122,7 +181,15 @@ class Upstream(ConnectionOwner):
     def connection_failed(
         self, conn: NodeConnection, unsent: list[Entry], sent: list[Entry]
     ) -> None:
+        pool = self._pools.get(conn.address)
+        if pool is not None and not conn.closing:
+            pool.breaker.failure(self._loop.time(), conn.failure, len(sent))
         self.on_failure(conn, unsent, sent)
+
+    def answered(self, conn: NodeConnection) -> None:
+        pool = self._pools.get(conn.address)
+        if pool is not None:
+            pool.breaker.success()
 
     async def run_watchdog(self, timeout: float) -> None:
         """Abort connections whose node has not sent a byte for ``timeout`` seconds while
@@ -143,7 +210,7 @@ class Upstream(ConnectionOwner):
                         waiting[conn] = (conn.reads, now)
                     elif now - seen[1] >= timeout:
                         log.warning("node %s silent for %.1fs: reconnecting", pool.name, timeout)
-                        conn.abort(f"no reply within {timeout:g}s")
+                        conn.abort(f"no reply within {timeout:g}s", timed_out=True)
                         waiting.pop(conn)
 
     def close(self) -> None:

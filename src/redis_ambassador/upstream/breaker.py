@@ -1,0 +1,131 @@
+"""A circuit breaker per node (sans-IO: the caller passes the time and the random source).
+
+closed ── N consecutive failures, or a failure rate over a window ──▶ open
+open ── reset timeout (with jitter) elapsed ──▶ half-open: the health checker probes the node
+half-open ── M successful probes ──▶ closed;  ── a failed probe ──▶ open again
+
+While open, nothing is sent to the node: commands for it wait for a new owner of their slot
+(a failover) within their retry deadline, or fail at once, instead of each waiting out a
+timeout. A failure is a connection that could not be made, was lost, or was aborted because
+the node stopped answering, or a failed health check; the commands counted failed are the
+ones such a loss left without a reply.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from redis_ambassador.config import UpstreamConfig
+
+
+class State(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    failures: int = 5  # consecutive failures that open the breaker
+    error_rate: float = 0.5  # or this fraction of commands failed within ``window``
+    window: float = 10.0
+    min_commands: int = 20  # commands within ``window`` before the rate counts
+    reset_timeout: float = 1.0  # open this long (times 1 to 1.5, at random) before probing
+    successes: int = 2  # successful probes that close it again
+
+    @classmethod
+    def from_config(cls, config: UpstreamConfig) -> BreakerSettings:
+        return cls(
+            failures=config.breaker_failures,
+            error_rate=config.breaker_error_percent / 100,
+            window=config.breaker_window,
+            min_commands=config.breaker_min_commands,
+            reset_timeout=config.breaker_reset_timeout,
+            successes=config.breaker_successes,
+        )
+
+
+_BUCKET = 1.0  # seconds per bucket of the rate window
+
+
+class CircuitBreaker:
+    """One node's breaker. ``on_change(old, new, why)`` is called on every transition."""
+
+    def __init__(
+        self,
+        settings: BreakerSettings,
+        random: Callable[[], float],
+        on_change: Callable[[State, State, str], None] = lambda *_: None,
+    ) -> None:
+        self.settings = settings
+        self.state = State.CLOSED
+        self.consecutive = 0  # failures since the last success
+        self.probes_ok = 0  # successful probes while half-open
+        self.retry_at = 0.0  # when an open breaker lets a probe through
+        self._random = random
+        self._on_change = on_change
+        # (bucket start, commands sent, commands failed), oldest first.
+        self._buckets: deque[list[float]] = deque()
+
+    @property
+    def allows(self) -> bool:
+        """Whether commands may be sent to the node (only while closed)."""
+        return self.state is State.CLOSED
+
+    def probe_due(self, now: float) -> bool:
+        """Whether the health checker should probe now: an open breaker whose reset timeout
+        has passed turns half-open here."""
+        if self.state is State.OPEN and now >= self.retry_at:
+            self._move(State.HALF_OPEN, "reset timeout elapsed, probing")
+        return self.state is State.HALF_OPEN
+
+    def success(self) -> None:
+        """The node answered (a reply, or a probe's PONG)."""
+        self.consecutive = 0
+        if self.state is State.HALF_OPEN:
+            self.probes_ok += 1
+            if self.probes_ok >= self.settings.successes:
+                self._buckets.clear()
+                self._move(State.CLOSED, f"{self.probes_ok} probes answered")
+
+    def sent(self, now: float, commands: int) -> None:
+        """Count commands sent to the node (the rate's denominator)."""
+        self._bucket(now)[1] += commands
+
+    def failure(self, now: float, why: str, commands: int = 0) -> None:
+        """A connection failed (``commands`` were left without a reply) or a probe failed."""
+        self.consecutive += 1
+        self._bucket(now)[2] += commands
+        if self.state is State.HALF_OPEN:
+            self._open(now, f"probe failed: {why}")
+        elif self.state is State.CLOSED:
+            settings = self.settings
+            if self.consecutive >= settings.failures:
+                self._open(now, f"{self.consecutive} consecutive failures, last: {why}")
+                return
+            failed = sum(b[2] for b in self._buckets)
+            # Failed commands were sent, even if their count has not been reported yet.
+            sent = max(failed, sum(b[1] for b in self._buckets))
+            if sent >= settings.min_commands and failed >= settings.error_rate * sent:
+                self._open(now, f"{failed} of {sent} commands failed, last: {why}")
+
+    def _open(self, now: float, why: str) -> None:
+        self.probes_ok = 0
+        self.retry_at = now + self.settings.reset_timeout * (1 + 0.5 * self._random())
+        self._move(State.OPEN, why)
+
+    def _move(self, state: State, why: str) -> None:
+        old, self.state = self.state, state
+        self._on_change(old, state, why)
+
+    def _bucket(self, now: float) -> list[float]:
+        buckets = self._buckets
+        start = now - now % _BUCKET
+        while buckets and buckets[0][0] <= now - self.settings.window:
+            buckets.popleft()
+        if not buckets or buckets[-1][0] != start:
+            buckets.append([start, 0, 0])
+        return buckets[-1]
