@@ -59,12 +59,12 @@ def test_sigterm_writes_every_reply_already_owed_then_closes_refuses_new_clients
     idle = ambassador.raw()
     assert idle.exchange(resp("PING")) == [b"+PONG\r\n"]
     busy = ambassador.raw()
-    # One small write, so one read: 200 commands, a blocking one that answers after 0.5 s, and
+    # One small write, so one read: 200 commands, a blocking one that answers after 1 s, and
     # 50 more that the ambassador holds until it has (a blocked Redis client runs nothing after).
     before = [resp("SET", f"{{{key}}}{i}", i) for i in range(100)]
     before += [resp("GET", f"{{{key}}}{i}") for i in range(100)]
     after = [resp("INCR", f"{{{key}}}n") for _ in range(50)]
-    busy.send(b"".join([*before, resp("BLPOP", f"{key}:empty", "0.5"), *after]))
+    busy.send(b"".join([*before, resp("BLPOP", f"{key}:empty", "1"), *after]))
     assert busy.read_replies(200)[-1] == b"$2\r\n99\r\n"  # the read happened; BLPOP is blocked
 
     ambassador.process.send_signal(signal.SIGTERM)
@@ -73,7 +73,7 @@ def test_sigterm_writes_every_reply_already_owed_then_closes_refuses_new_clients
     )
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((ambassador.host, ambassador.port), timeout=2).close()
-    assert idle.read_until_closed(timeout=0.4) == b""  # nothing owed: closed at once
+    assert idle.read_until_closed(timeout=0.8) == b""  # nothing owed: closed at once
 
     assert busy.read_reply(timeout=5) in NIL
     assert busy.read_replies(50) == [b":%d\r\n" % n for n in range(1, 51)]
