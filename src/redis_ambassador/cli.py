@@ -49,6 +49,11 @@ def _add_tuning_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool-size", type=int, help="pipelined connections per node")
     parser.add_argument("--connect-timeout", type=float, metavar="SECONDS")
     parser.add_argument("--command-timeout", type=float, metavar="SECONDS")
+    parser.add_argument(
+        "--read-policy",
+        choices=("master", "prefer-replica", "replica", "any"),
+        help="where read-only commands go (default master)",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -58,6 +63,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "upstream.pool_size": args.pool_size,
         "upstream.connect_timeout": args.connect_timeout,
         "upstream.command_timeout": args.command_timeout,
+        "upstream.read_policy": args.read_policy,
     }
 
 

@@ -239,6 +239,14 @@ class UpstreamConfig:
     breaker_successes: int = _int(2, "successful probes that close a half-open breaker")
     health_check_interval: float = _seconds(1.0, "seconds between PINGs to each node")
     health_check_timeout: float = _seconds(1.0, "seconds a health-check PING may take")
+    read_policy: str = field(
+        default="master",
+        metadata={
+            "help": "where read-only commands go: 'master', 'prefer-replica' (a replica, else "
+            "the master), 'replica' (replicas only), 'any' (master and replicas in turn)",
+            "choices": ("master", "prefer-replica", "replica", "any"),
+        },
+    )
 
 
 # Commands that can harm the whole cluster, denied by `serve` unless allowed: they wipe data,

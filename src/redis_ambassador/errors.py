@@ -43,6 +43,11 @@ def node_unavailable(address: str, detail: str) -> bytes:
     return error(f"ERR redis-ambassador: node {address} unavailable: {detail}")
 
 
+def no_replica(master: str) -> bytes:
+    """``read_policy = "replica"`` and no replica of the slot's master is usable."""
+    return error(f"ERR redis-ambassador: no replica of {master} available (read_policy replica)")
+
+
 def too_many_redirects(last_error: bytes) -> bytes:
     """Redirections kept coming; the last one is shown so the cause is visible."""
     text = last_error[1:].rstrip(b"\r\n").decode("utf-8", "replace")

@@ -44,6 +44,7 @@ from redis_ambassador.routing.fanout import (
     split_by_slot,
 )
 from redis_ambassador.routing.pubsub import Placement, Subscriptions
+from redis_ambassador.routing.reads import ReadPolicy
 from redis_ambassador.routing.scripts import SOURCES, ScriptCache
 from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap, discover
 from redis_ambassador.upstream.breaker import BreakerSettings, State
@@ -106,6 +107,8 @@ class Router:
         self._refresh_wanted = anyio.Event()
         self._loop = asyncio.get_running_loop()
         self._budget = RetryBudget(0.0, 0.0, self._loop.time())
+        self._reads = ReadPolicy(config.upstream.read_policy)
+        self._readers: dict[Address, list[NodePool]] = {}  # each master's online replicas
         self.reconfigure(config)
         self._scripts = ScriptCache()
         self._placement = Placement(
@@ -135,6 +138,8 @@ class Router:
         # Names (as sent, in either letter case) of plain commands with one key at a fixed index.
         fast: dict[bytes, int] = {}
         for spec in self._table.specs():
+            if self._reads.spreads and "readonly" in spec.flags:
+                continue  # the read policy picks their node
             if spec.single_key and self._plain(spec) and not self._policy.denies_always(spec.name):
                 raw = spec.name.encode()
                 fast[raw] = fast[raw.upper()] = spec.single_key
@@ -310,6 +315,12 @@ class Router:
             if not self._wait(None, (batch, i, frame, 0)):
                 batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
             return False
+        if self._reads.spreads and "readonly" in spec.flags and client.watching is None:
+            reader = self._reads.choose(pool, self._readers.get(pool.address, ()), _usable)
+            if reader is None:
+                batch.fill(i, errors.no_replica(pool.name))
+                return False
+            pool = reader
         self._send_to(client, pool, batch, i, frame)
         return False
 
@@ -912,6 +923,11 @@ class Router:
         )
         self._known = list(dict.fromkeys([*pools, *self._config.cluster.seeds]))
         self._replicas = slot_map.replicas - slot_map.masters
+        if self._reads.spreads:
+            self._readers = {
+                master: [self._upstream.pool(replica) for replica in replicas]
+                for master, replicas in slot_map.readers.items()
+            }
         self._covered = SLOTS - slot_map.owners.count(None)
         for address, pool in list(self._upstream.pools.items()):
             if address not in pools and address not in self._replicas and not pool.pending:
@@ -942,6 +958,10 @@ class Router:
                 self._unreachable = True
                 log.warning("topology refresh failed: %s", exc)
             await anyio.sleep(cluster.min_refresh_interval)
+
+
+def _usable(pool: NodePool) -> bool:
+    return pool.breaker.allows
 
 
 def _parse(frame: bytes) -> list[bytes]:

@@ -7,8 +7,8 @@ both replies. Discovery asks the seeds and every master it knows, in turn, until
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 import redis.asyncio
 from redis.cluster import parse_cluster_shards_unified, parse_cluster_slots
@@ -27,27 +27,36 @@ def _text(value: object) -> str:
 
 @dataclass(frozen=True)
 class SlotMap:
-    """The owner of every slot (None where no master serves it), plus the replicas seen."""
+    """The owner of every slot (None where no master serves it), plus the replicas seen and,
+    for each master, its replicas that are online (where reads may go: ``read_policy``)."""
 
     owners: tuple[Address | None, ...]
     replicas: frozenset[Address] = frozenset()
+    readers: Mapping[Address, tuple[Address, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_shards(cls, reply: list) -> SlotMap:
         """From the raw RESP2 reply of ``CLUSTER SHARDS``."""
         owners: list[Address | None] = [None] * SLOTS
         replicas: set[Address] = set()
+        readers: dict[Address, tuple[Address, ...]] = {}
         for shard in parse_cluster_shards_unified(reply):
             master = None
+            online: list[Address] = []
             for node in shard["nodes"]:
                 address = _shard_node_address(node)
                 if address is None:
                     continue
+                health = _text(node.get("health", "online"))
                 if _text(node.get("role", "")) == "master":
-                    if _text(node.get("health", "online")) != "fail":
+                    if health != "fail":
                         master = address
                 else:
                     replicas.add(address)
+                    if health == "online":
+                        online.append(address)
+            if master is not None:
+                readers[master] = tuple(online)
             slots = shard["slots"]
             pairs = (
                 slots
@@ -56,19 +65,22 @@ class SlotMap:
             )
             for start, end in pairs:
                 owners[int(start) : int(end) + 1] = [master] * (int(end) - int(start) + 1)
-        return cls(tuple(owners), frozenset(replicas))
+        return cls(tuple(owners), frozenset(replicas), readers)
 
     @classmethod
     def from_slots(cls, reply: list, current_host: str) -> SlotMap:
         """From the raw reply of ``CLUSTER SLOTS`` (Redis before 7)."""
         owners: list[Address | None] = [None] * SLOTS
         replicas: set[Address] = set()
+        readers: dict[Address, tuple[Address, ...]] = {}
         for (start, end), info in parse_cluster_slots(reply, current_host=current_host).items():
             host, port = info["primary"]
             master = Address(host, int(port))
             owners[int(start) : int(end) + 1] = [master] * (int(end) - int(start) + 1)
-            replicas.update(Address(h, int(p)) for h, p in info["replicas"])
-        return cls(tuple(owners), frozenset(replicas))
+            own = tuple(Address(h, int(p)) for h, p in info["replicas"])
+            replicas.update(own)
+            readers[master] = own
+        return cls(tuple(owners), frozenset(replicas), readers)
 
     @property
     def masters(self) -> set[Address]:

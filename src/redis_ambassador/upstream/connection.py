@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 Entry = tuple["Batch | None", int, bytes, "Attempt | int"]
 
 ASKING = b"*1\r\n$6\r\nASKING\r\n"
+READONLY = b"*1\r\n$8\r\nREADONLY\r\n"
 HELLO3 = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"
 # Replies the router acts on instead of forwarding: redirections, refusals that say "not now"
 # (the command did not run, so sending it again is safe), and a script missing on this node.
@@ -48,7 +49,12 @@ class NodeConnection(asyncio.Protocol):
     """A multiplexed, pipelined connection to one node (sans-policy: the owner decides)."""
 
     def __init__(
-        self, address: Address, owner: ConnectionOwner, protocol: int = 2, private: bool = False
+        self,
+        address: Address,
+        owner: ConnectionOwner,
+        protocol: int = 2,
+        private: bool = False,
+        readonly: bool = False,
     ) -> None:
         self.address = address
         self.protocol = protocol
@@ -74,6 +80,10 @@ class NodeConnection(asyncio.Protocol):
             # First on the wire; its reply (the server map) is dropped.
             self.queue.append((None, 0, HELLO3, 0))
             self.out.append(HELLO3)
+        if readonly:
+            # Lets a replica answer reads of its master's slots (no effect on a master).
+            self.queue.append((None, 0, READONLY, 0))
+            self.out.append(READONLY)
 
     # -- the owner's side -------------------------------------------------------------------
 

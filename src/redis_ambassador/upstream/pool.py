@@ -53,7 +53,10 @@ class NodePool:
         return conn
 
     def _open(self, index: int) -> NodeConnection:
-        conn = NodeConnection(self.address, self._upstream, 3 if index >= self._size else 2)
+        upstream = self._upstream
+        conn = NodeConnection(
+            self.address, upstream, 3 if index >= self._size else 2, readonly=upstream.readonly
+        )
         self._upstream.connect(conn, self.address)
         return conn
 
@@ -93,6 +96,7 @@ class Upstream(ConnectionOwner):
 
     def __init__(self, task_group: TaskGroup, config: UpstreamConfig) -> None:
         self.pool_size = config.pool_size
+        self.readonly = config.read_policy != "master"  # pooled connections send READONLY
         self._connect_timeout = config.connect_timeout
         self.breaker_settings = BreakerSettings.from_config(config)
         self._tg = task_group
