@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from redis_ambassador.config import UpstreamConfig
 from redis_ambassador.upstream.breaker import BreakerSettings, CircuitBreaker, State
 
@@ -79,17 +81,30 @@ def test_enough_successful_probes_close_it() -> None:
     assert [new for _, new, _ in seen] == [State.OPEN, State.HALF_OPEN, State.CLOSED]
 
 
-def test_a_failed_probe_opens_it_again_with_a_new_timeout() -> None:
+def test_a_failed_probe_opens_it_again_for_twice_as_long_up_to_eight_times() -> None:
     breaker, seen = _breaker(failures=1, reset_timeout=1.0, successes=2)
     breaker.failure(0.0, "x")
     breaker.probe_due(1.0)
     breaker.success()
     breaker.failure(1.2, "timed out")
-    assert breaker.state is State.OPEN and breaker.retry_at == 2.2
+    assert breaker.state is State.OPEN and breaker.retry_at == 3.2
     assert seen[-1] == (State.HALF_OPEN, State.OPEN, "probe failed: timed out")
-    breaker.probe_due(2.2)
+    breaker.probe_due(3.2)
     breaker.success()
     assert breaker.state is State.HALF_OPEN  # the earlier probe's success no longer counts
+    waits = []
+    now = 3.2
+    for _ in range(5):
+        breaker.failure(now, "refused")
+        waits.append(breaker.retry_at - now)
+        now = breaker.retry_at
+        assert breaker.probe_due(now)
+    assert waits == pytest.approx([4.0, 8.0, 8.0, 8.0, 8.0])
+    breaker.success()
+    breaker.success()
+    assert breaker.state is State.CLOSED
+    breaker.failure(now, "again")
+    assert breaker.retry_at - now == pytest.approx(1.0)  # closing forgot the doublings
 
 
 def test_settings_come_from_the_upstream_config() -> None:

@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 _MOVED = b"-MOVED "
 _NOSCRIPT = b"-NOSCRIPT "
 _ASK = b"-ASK "
+# Seconds between log lines while topology refreshes keep failing.
+_REPORT_EVERY = 10.0
 # Refusals after which the slot may have a new master: ask for the topology.
 _TOPOLOGY_HINTS = (b"-CLUSTERDOWN", b"-MASTERDOWN")
 # Blocking only when given BLOCK; without it they are ordinary reads.
@@ -843,7 +845,8 @@ class Router:
     def _breaker_changed(self, pool: NodePool, state: State) -> None:
         # Open: its slots may get a new master (failover). Closed: it is back, maybe as a
         # replica now. Either way, ask the cluster.
-        self.request_refresh()
+        if state is not State.HALF_OPEN:
+            self.request_refresh()
 
     def _later(self, address: Address | None, entry: Entry) -> bool:
         """Send ``entry`` again after a backoff with jitter; False if the policy gives up (the
@@ -946,17 +949,29 @@ class Router:
         """Refresh periodically, and soon after a MOVED or a failure (at most every
         ``min_refresh_interval``)."""
         cluster = self._config.cluster
+        failing_since: float | None = None  # loop time of the first failure in a row
+        reported = 0.0  # when a failure was last logged
         while True:
             with anyio.move_on_after(cluster.refresh_interval):
                 await self._refresh_wanted.wait()
             self._refresh_wanted = anyio.Event()
+            now = self._loop.time()
             try:
                 await self.refresh()
-                self._unreachable = False
             except ClusterUnreachable as exc:
                 # Commands waiting for a usable node now fail at once: none is coming soon.
                 self._unreachable = True
-                log.warning("topology refresh failed: %s", exc)
+                if failing_since is None:
+                    failing_since = reported = now
+                    log.warning("topology refresh failed: %s", exc)
+                elif now - reported >= _REPORT_EVERY:
+                    reported = now
+                    log.warning("topology refresh failing for %.0fs: %s", now - failing_since, exc)
+            else:
+                self._unreachable = False
+                if failing_since is not None:
+                    log.warning("topology refresh works again after %.1fs", now - failing_since)
+                    failing_since = None
             await anyio.sleep(cluster.min_refresh_interval)
 
 

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.cluster import parse_cluster_shards_unified, parse_cluster_slots
 from redis.exceptions import RedisError, ResponseError
 
@@ -118,6 +120,9 @@ async def control_client(address: Address, timeout: float) -> redis.asyncio.Redi
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         protocol=2,
+        # No silent retries (redis-py's default waits seconds between them): a node that does
+        # not answer is reported at once, and discovery moves on to the next one.
+        retry=Retry(NoBackoff(), 0),
     )
     client.response_callbacks.clear()
     return client

@@ -2,7 +2,8 @@
 
 closed ── N consecutive failures, or a failure rate over a window ──▶ open
 open ── reset timeout (with jitter) elapsed ──▶ half-open: the health checker probes the node
-half-open ── M successful probes ──▶ closed;  ── a failed probe ──▶ open again
+half-open ── M successful probes ──▶ closed;  ── a failed probe ──▶ open again, for twice as
+long each time (up to 8 times the reset timeout), so a node that stays down is probed less
 
 While open, nothing is sent to the node: commands for it wait for a new owner of their slot
 (a failover) within their retry deadline, or fail at once, instead of each waiting out a
@@ -49,6 +50,7 @@ class BreakerSettings:
 
 
 _BUCKET = 1.0  # seconds per bucket of the rate window
+_MAX_DOUBLINGS = 3  # an open breaker waits at most 8 reset timeouts between probes
 
 
 class CircuitBreaker:
@@ -65,6 +67,7 @@ class CircuitBreaker:
         self.consecutive = 0  # failures since the last success
         self.probes_ok = 0  # successful probes while half-open
         self.retry_at = 0.0  # when an open breaker lets a probe through
+        self.reopened = 0  # failed probes since the breaker last closed
         self._random = random
         self._on_change = on_change
         # (bucket start, commands sent, commands failed), oldest first.
@@ -89,6 +92,7 @@ class CircuitBreaker:
             self.probes_ok += 1
             if self.probes_ok >= self.settings.successes:
                 self._buckets.clear()
+                self.reopened = 0
                 self._move(State.CLOSED, f"{self.probes_ok} probes answered")
 
     def sent(self, now: float, commands: int) -> None:
@@ -100,6 +104,7 @@ class CircuitBreaker:
         self.consecutive += 1
         self._bucket(now)[2] += commands
         if self.state is State.HALF_OPEN:
+            self.reopened += 1
             self._open(now, f"probe failed: {why}")
         elif self.state is State.CLOSED:
             settings = self.settings
@@ -114,7 +119,8 @@ class CircuitBreaker:
 
     def _open(self, now: float, why: str) -> None:
         self.probes_ok = 0
-        self.retry_at = now + self.settings.reset_timeout * (1 + 0.5 * self._random())
+        timeout = self.settings.reset_timeout * 2 ** min(self.reopened, _MAX_DOUBLINGS)
+        self.retry_at = now + timeout * (1 + 0.5 * self._random())
         self._move(State.OPEN, why)
 
     def _move(self, state: State, why: str) -> None:

@@ -77,7 +77,13 @@ class NodePool:
         self._reported_sent = sent
 
     def _changed(self, old: State, new: State, why: str) -> None:
-        log.warning("node %s: circuit breaker %s -> %s (%s)", self.name, old.value, new.value, why)
+        # Opening and closing are news; the probing in between (a node that stays down) is not.
+        level = logging.DEBUG if State.HALF_OPEN in (old, new) else logging.WARNING
+        if new is State.CLOSED:
+            level = logging.WARNING
+        log.log(
+            level, "node %s: circuit breaker %s -> %s (%s)", self.name, old.value, new.value, why
+        )
         if new is State.OPEN:
             # Commands already on its connections would wait out a timeout: fail them now
             # (those not yet written are routed again; the rest as a lost connection's).

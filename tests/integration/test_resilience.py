@@ -1,0 +1,124 @@
+"""Circuit breakers and health checks against real processes: a hung node is found without
+traffic and failed fast; a whole cluster down fails fast and is found again when it returns.
+
+Breaker transitions are read from the ambassador's log (one line per change).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import redis
+from redis.crc import key_slot
+
+from redis_ambassador.localcluster import LocalCluster, LocalNode
+
+if TYPE_CHECKING:
+    from conftest import Ambassador
+
+
+def _wait_for_log(ambassador: Ambassador, text: str, timeout: float) -> float:
+    """Seconds until ``text`` appears in the ambassador's log (fails after ``timeout``)."""
+    began = time.monotonic()
+    while text not in ambassador.stderr_text():
+        assert ambassador.process.poll() is None, "the ambassador exited"
+        assert time.monotonic() - began < timeout, f"no {text!r} in the log within {timeout}s"
+        time.sleep(0.05)
+    return time.monotonic() - began
+
+
+def _key_on(cluster: LocalCluster, node: LocalNode) -> str:
+    i = 0
+    while cluster.master_for_slot(key_slot(f"hung:{i}".encode())).port != node.port:
+        i += 1
+    return f"hung:{i}"
+
+
+def _config(tmp_path: Path, text: str) -> tuple[str, str]:
+    path = tmp_path / "ambassador.toml"
+    path.write_text(text)
+    return ("--config", str(path))
+
+
+def test_a_hung_node_is_found_by_health_checks_failed_fast_and_its_recovery_noticed(
+    start_ambassador: Callable[..., Ambassador], tmp_path: Path
+) -> None:
+    # No replicas and a long node timeout: the pause cannot turn into a failover. The command
+    # timeout stays at its generous default (30 s): the breaker, not the timeout, must act.
+    with LocalCluster(replicas_per_master=0, node_timeout_ms=15_000) as local:
+        config = _config(tmp_path, "[upstream]\nretry_deadline = 0.5\n")
+        ambassador = start_ambassador(local, extra_args=config)
+        hung = local.masters()[0]
+        key = _key_on(local, hung)
+        client = ambassador.client(protocol=2, socket_timeout=20)
+        try:
+            assert client.set(key, "v") is True
+            local.pause(hung)
+            # No client traffic at all: the health checks alone open the breaker.
+            opened = _wait_for_log(
+                ambassador, f"node {hung.address}: circuit breaker closed -> open", 15
+            )
+            began = time.monotonic()
+            try:
+                client.get(key)
+                raise AssertionError("a read of the hung node's key succeeded")
+            except redis.ResponseError as exc:
+                assert str(exc) == (
+                    f"redis-ambassador: node {hung.address} unavailable: circuit breaker open"
+                )
+            waited = time.monotonic() - began
+            assert waited < 2.0, f"the error took {waited:.1f}s (retry_deadline is 0.5 s)"
+            print(f"hung node: breaker open after {opened:.1f}s; its key failed in {waited:.2f}s")
+            local.resume(hung)
+            _wait_for_log(
+                ambassador, f"node {hung.address}: circuit breaker half-open -> closed", 10
+            )
+            assert client.get(key) == b"v"
+        finally:
+            local.resume(hung)
+            client.close()
+            ambassador.stop()
+
+
+def test_a_whole_cluster_down_fails_fast_and_is_served_again_when_it_returns(
+    start_ambassador: Callable[..., Ambassador],
+) -> None:
+    with LocalCluster(replicas_per_master=0) as local:
+        ambassador = start_ambassador(local)
+        client = ambassador.client(protocol=2, socket_timeout=20)
+        try:
+            assert client.set("down:{a}", "1") is True
+            masters = local.masters()
+            for node in masters:
+                local.kill(node)
+            # Every node refuses: no retry deadline is waited out, the client hears at once.
+            _wait_for_log(ambassador, "topology refresh failed", 10)
+            for _ in range(3):
+                began = time.monotonic()
+                try:
+                    client.get("down:{a}")
+                    raise AssertionError("a read succeeded with every node dead")
+                except redis.ResponseError as exc:
+                    assert "unavailable" in str(exc) or "not served" in str(exc), exc
+                waited = time.monotonic() - began
+                assert waited < 1.0, f"the error took {waited:.2f}s"
+            for node in masters:
+                local.restart(node)
+            local.wait_healthy()
+            # Found again without a restart: the breakers' probes see the nodes answer.
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    assert client.set("down:{a}", "2") is True
+                    break
+                except redis.ResponseError:
+                    assert time.monotonic() < deadline, "not served again within 15 s"
+                    time.sleep(0.1)
+            assert client.get("down:{a}") == b"2"
+            assert ambassador.process.poll() is None
+        finally:
+            client.close()
+            ambassador.stop()
