@@ -2,10 +2,10 @@
 
 A key is live when the running ambassador reads it again after start: for each new client
 connection (``Router.settings``), in ``Router.reconfigure``, or when it is needed (the drain on
-SIGTERM, the idle-client sweep). Every other key was consumed once at start -- the listener,
-the seeds, the node pools and their timeouts, the watchdog, the topology refresher's intervals
--- so a changed value is reported as needing a restart and the running value is kept: what
-runs is always exactly what the log says.
+SIGTERM, the idle-client sweep, each topology refresh). Every other key was consumed once at
+start -- the listener, the seeds, the node pools and their timeouts, the watchdog, the health
+checks, the read policy -- so a changed value is reported as needing a restart and the
+running value is kept: what runs is always exactly what the log says.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ LIVE_KEYS: frozenset[str] = frozenset(
         # Read when they are used.
         "server.drain_timeout",
         "server.idle_timeout",
-        # Router.reconfigure.
+        # Router.reconfigure, and the topology refresher reads them each time.
+        "cluster.refresh_interval",
+        "cluster.min_refresh_interval",
         "upstream.max_redirects",
         "upstream.retry_attempts",
         "upstream.retry_backoff",

@@ -30,10 +30,11 @@ def test_the_keys_consumed_once_at_start_are_not_live() -> None:
     for key in (
         "server.listen",
         "cluster.seeds",
-        "cluster.refresh_interval",
         "upstream.pool_size",
         "upstream.connect_timeout",
         "upstream.command_timeout",
+        "upstream.health_check_interval",
+        "upstream.read_policy",
     ):
         assert key not in LIVE_KEYS
 

@@ -948,10 +948,10 @@ class Router:
     async def run_refresher(self) -> None:
         """Refresh periodically, and soon after a MOVED or a failure (at most every
         ``min_refresh_interval``)."""
-        cluster = self._config.cluster
         failing_since: float | None = None  # loop time of the first failure in a row
         reported = 0.0  # when a failure was last logged
         while True:
+            cluster = self._config.cluster  # read each time: a reload may change it
             with anyio.move_on_after(cluster.refresh_interval):
                 await self._refresh_wanted.wait()
             self._refresh_wanted = anyio.Event()
