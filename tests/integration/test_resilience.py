@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import redis
+from conftest import resp
 from redis.crc import key_slot
 
 from redis_ambassador.localcluster import LocalCluster, LocalNode
@@ -121,4 +122,48 @@ def test_a_whole_cluster_down_fails_fast_and_is_served_again_when_it_returns(
             assert ambassador.process.poll() is None
         finally:
             client.close()
+            ambassador.stop()
+
+
+def test_commands_in_flight_when_their_master_dies_are_replayed_only_if_reads_or_idempotent(
+    start_ambassador: Callable[..., Ambassador], tmp_path: Path
+) -> None:
+    """The master is paused (so the commands surely reached it and wait there) and then
+    killed: its connections reset with the commands unanswered. The read and the SET declared
+    idempotent are sent again and answered by the promoted replica; the INCR may have run, so
+    its client is told."""
+    with LocalCluster() as local:
+        config = _config(tmp_path, '[upstream]\nretry_deadline = 20\nidempotent = ["set"]\n')
+        ambassador = start_ambassador(local, extra_args=config)
+        tag = "{inflight}"
+        victim = local.master_for_slot(key_slot(tag.encode()))
+        with local.client(victim) as direct:
+            direct.set(f"{tag}:read", "kept")
+            assert direct.execute_command("WAIT", 1, 5000) == 1
+        raws = {name: ambassador.raw(timeout=30) for name in ("get", "set", "incr")}
+        try:
+            for raw in raws.values():  # each opens its lanes while the master answers
+                raw.send(b"*1\r\n$4\r\nPING\r\n")
+                assert raw.read_reply() == b"+PONG\r\n"
+            local.pause(victim)
+            raws["get"].send(resp("GET", f"{tag}:read"))
+            raws["set"].send(resp("SET", f"{tag}:written", "v"))
+            raws["incr"].send(resp("INCR", f"{tag}:n"))
+            time.sleep(0.3)  # written to the paused node, unanswered
+            local.kill(victim)
+            assert raws["get"].read_reply(timeout=30) == b"$4\r\nkept\r\n"
+            assert raws["set"].read_reply(timeout=30) == b"+OK\r\n"
+            incr = raws["incr"].read_reply(timeout=30)
+            assert (
+                incr
+                == (
+                    f"-ERR redis-ambassador: node {victim.address} unavailable: connection lost\r\n"
+                ).encode()
+            )
+            promoted = local.master_for_slot(key_slot(tag.encode()))
+            with local.client(promoted) as direct:
+                assert direct.get(f"{tag}:written") == b"v"
+        finally:
+            for raw in raws.values():
+                raw.close()
             ambassador.stop()
