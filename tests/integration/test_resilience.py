@@ -33,9 +33,9 @@ def _wait_for_log(ambassador: Ambassador, text: str, timeout: float) -> float:
 
 def _key_on(cluster: LocalCluster, node: LocalNode) -> str:
     i = 0
-    while cluster.master_for_slot(key_slot(f"hung:{i}".encode())).port != node.port:
+    while cluster.master_for_slot(key_slot(f"{{hung:{i}}}".encode())).port != node.port:
         i += 1
-    return f"hung:{i}"
+    return f"{{hung:{i}}}"  # a hashtag: "<key>:list" lives on the same node
 
 
 def _config(tmp_path: Path, text: str) -> tuple[str, str]:
@@ -55,13 +55,18 @@ def test_a_hung_node_is_found_by_health_checks_failed_fast_and_its_recovery_noti
         hung = local.masters()[0]
         key = _key_on(local, hung)
         client = ambassador.client(protocol=2, socket_timeout=20)
+        blocked = ambassador.raw(timeout=20)
         try:
             assert client.set(key, "v") is True
+            blocked.send(resp("BLPOP", f"{key}:list", "0"))  # blocked on the node, forever
             local.pause(hung)
             # No client traffic at all: the health checks alone open the breaker.
             opened = _wait_for_log(
                 ambassador, f"node {hung.address}: circuit breaker closed -> open", 15
             )
+            # The blocked client is told, rather than left waiting on a node that is gone.
+            told = f"-ERR redis-ambassador: node {hung.address} unavailable: circuit breaker open ("
+            assert blocked.read_reply(timeout=5).startswith(told.encode())
             began = time.monotonic()
             try:
                 client.get(key)
@@ -81,6 +86,7 @@ def test_a_hung_node_is_found_by_health_checks_failed_fast_and_its_recovery_noti
         finally:
             local.resume(hung)
             client.close()
+            blocked.close()
             ambassador.stop()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import weakref
 from collections.abc import Callable
 
 import anyio
@@ -38,6 +39,8 @@ class NodePool:
         self.next_check = 0.0  # loop time of the next health check
         self._retired_sent = 0  # commands written by connections since replaced
         self._reported_sent = 0  # of ``sent``, what the breaker has been told
+        # Clients' own connections to the node (blocking commands, WATCH), failed with the pool.
+        self.private: weakref.WeakSet[NodeConnection] = weakref.WeakSet()
         self.conns: list[NodeConnection] = [self._open(i) for i in range(self._size)]
         self.conns += [UNOPENED] * self._size
 
@@ -87,7 +90,7 @@ class NodePool:
         if new is State.OPEN:
             # Commands already on its connections would wait out a timeout: fail them now
             # (those not yet written are routed again; the rest as a lost connection's).
-            for conn in self.conns:
+            for conn in [*self.conns, *self.private]:
                 if conn is not UNOPENED and not conn.closed:
                     conn.abort(f"circuit breaker open ({why})")
         self._upstream.on_breaker(self, new)
@@ -131,6 +134,9 @@ class Upstream(ConnectionOwner):
         """A new connection to a node for one client alone (not pooled, not watched for
         silence: a blocked command may legitimately wait for minutes)."""
         conn = NodeConnection(address, self, protocol, private=True)
+        pool = self._pools.get(address)
+        if pool is not None:
+            pool.private.add(conn)
         self.connect(conn, address)
         return conn
 
