@@ -43,7 +43,7 @@ class _Transport:
         pass
 
     def get_extra_info(self, name: str) -> object:
-        return ("127.0.0.1", 1)
+        return ("127.0.0.1", 1) if name in ("peername", "sockname") else None
 
     def pause_reading(self) -> None:
         pass
