@@ -6,18 +6,15 @@ Each test gets its own cluster and ambassador, so the session ones stay untouche
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.crc import key_slot as _key_slot
 from redis.exceptions import MovedError
-from redis.retry import Retry
+from traffic import Traffic, key_slot, no_retry_client
 
 from redis_ambassador.localcluster import LocalCluster, LocalNode
 
@@ -27,74 +24,6 @@ if TYPE_CHECKING:
 # Failover is graceful (CLUSTER FAILOVER without FORCE): the old master pauses writes until the
 # replica has caught up, so a correct ambassador shows clients no error at all.
 FAILOVER_ERROR_BOUND = 0
-
-
-def key_slot(key: str) -> int:
-    return _key_slot(key.encode())
-
-
-def _no_retry_client(ambassador: Ambassador) -> redis.Redis:
-    """One connection, no silent retries: every error the ambassador sends is seen and counted."""
-    return ambassador.client(
-        single_connection_client=True, socket_timeout=10, retry=Retry(NoBackoff(), 0)
-    )
-
-
-@dataclass
-class Traffic:
-    """A client thread doing a round of commands over and over, checking every reply.
-
-    ``round_fn(client, n)`` runs round ``n`` and returns problems (wrong replies) as strings;
-    it raises on error replies. Errors and problems are recorded, never retried.
-    """
-
-    ambassador: Ambassador
-    round_fn: Callable[[redis.Redis, int], list[str]]
-    rounds: int = 0
-    errors: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _progress: threading.Condition = field(default_factory=threading.Condition)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        client = _no_retry_client(self.ambassador)
-        try:
-            while not self._stop.is_set():
-                try:
-                    problems = self.round_fn(client, self.rounds)
-                except redis.RedisError as exc:
-                    self.errors.append(f"round {self.rounds}: {type(exc).__name__}: {exc}")
-                    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-                        client.close()
-                        client = _no_retry_client(self.ambassador)
-                else:
-                    self.problems.extend(f"round {self.rounds}: {p}" for p in problems)
-                with self._progress:
-                    self.rounds += 1
-                    self._progress.notify_all()
-        finally:
-            client.close()
-
-    def wait_rounds(self, more: int, timeout: float = 20.0) -> None:
-        """Block until ``more`` further rounds have completed (bounded by ``timeout``)."""
-        with self._progress:
-            target = self.rounds + more
-            if not self._progress.wait_for(lambda: self.rounds >= target, timeout):
-                raise AssertionError(
-                    f"traffic made {self.rounds} of {target} rounds within {timeout}s; "
-                    f"errors: {self.errors[:5]}"
-                )
-
-    def stop(self, timeout: float = 20.0) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), "traffic thread still running after stop"
 
 
 @pytest.fixture
@@ -314,7 +243,7 @@ def _pause_a_master_under_a_waiting_client(
             while len(keys) < len(local.masters()):
                 keys.setdefault(local.master_for_slot(key_slot(f"pause:{i}")), f"pause:{i}")
                 i += 1
-            client = _no_retry_client(ambassador)
+            client = no_retry_client(ambassador)
             for key in keys.values():
                 assert client.set(key, key) is True
             stuck_key = keys[frozen]
