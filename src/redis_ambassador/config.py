@@ -196,7 +196,7 @@ class UpstreamConfig:
         5, "MOVED/ASK hops followed per command (0: return them to the client)", minimum=0
     )
     retry_attempts: int = _int(
-        10, "times one command is sent again after a failure (0: no retries)", minimum=0
+        20, "times one command is sent again after a failure (0: no retries)", minimum=0
     )
     retry_backoff: float = _seconds(
         0.05,

@@ -58,7 +58,7 @@ def test_defaults() -> None:
         connect_timeout=2.0,
         command_timeout=30.0,
         max_redirects=5,
-        retry_attempts=10,
+        retry_attempts=20,
         retry_backoff=0.05,
     )
 
