@@ -15,7 +15,8 @@ ones such a loss left without a reply.
 from __future__ import annotations
 
 import enum
-from collections import deque
+import math
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -70,8 +71,11 @@ class CircuitBreaker:
         self.reopened = 0  # failed probes since the breaker last closed
         self._random = random
         self._on_change = on_change
-        # (bucket start, commands sent, commands failed), oldest first.
-        self._buckets: deque[list[float]] = deque()
+        # The rate window: one bucket per second, in a ring of preallocated arrays (no object
+        # is made per second: one that outlived a burst of clients would pin its memory).
+        self._epochs = array("q")  # which second each bucket holds
+        self._sent = array("q")
+        self._failed = array("q")
 
     @property
     def allows(self) -> bool:
@@ -91,18 +95,20 @@ class CircuitBreaker:
         if self.state is State.HALF_OPEN:
             self.probes_ok += 1
             if self.probes_ok >= self.settings.successes:
-                self._buckets.clear()
+                self._epochs = array("q")  # forget the window
                 self.reopened = 0
                 self._move(State.CLOSED, f"{self.probes_ok} probes answered")
 
     def sent(self, now: float, commands: int) -> None:
         """Count commands sent to the node (the rate's denominator)."""
-        self._bucket(now)[1] += commands
+        i = self._bucket(now)
+        self._sent[i] += commands
 
     def failure(self, now: float, why: str, commands: int = 0) -> None:
         """A connection failed (``commands`` were left without a reply) or a probe failed."""
         self.consecutive += 1
-        self._bucket(now)[2] += commands
+        i = self._bucket(now)  # first: it may make the arrays anew
+        self._failed[i] += commands
         if self.state is State.HALF_OPEN:
             self.reopened += 1
             self._open(now, f"probe failed: {why}")
@@ -111,9 +117,9 @@ class CircuitBreaker:
             if self.consecutive >= settings.failures:
                 self._open(now, f"{self.consecutive} consecutive failures, last: {why}")
                 return
-            failed = sum(b[2] for b in self._buckets)
+            failed, sent = self._window(now)
             # Failed commands were sent, even if their count has not been reported yet.
-            sent = max(failed, sum(b[1] for b in self._buckets))
+            sent = max(failed, sent)
             if sent >= settings.min_commands and failed >= settings.error_rate * sent:
                 self._open(now, f"{failed} of {sent} commands failed, last: {why}")
 
@@ -127,11 +133,26 @@ class CircuitBreaker:
         old, self.state = self.state, state
         self._on_change(old, state, why)
 
-    def _bucket(self, now: float) -> list[float]:
-        buckets = self._buckets
-        start = now - now % _BUCKET
-        while buckets and buckets[0][0] <= now - self.settings.window:
-            buckets.popleft()
-        if not buckets or buckets[-1][0] != start:
-            buckets.append([start, 0, 0])
-        return buckets[-1]
+    def _bucket(self, now: float) -> int:
+        """The index of the bucket for ``now`` (emptied if it held an older second)."""
+        size = max(1, math.ceil(self.settings.window / _BUCKET))
+        if len(self._epochs) != size:  # first use, or the window was reconfigured
+            self._epochs = array("q", [-1] * size)
+            self._sent = array("q", [0] * size)
+            self._failed = array("q", [0] * size)
+        second = int(now // _BUCKET)
+        i = second % size
+        if self._epochs[i] != second:
+            self._epochs[i] = second
+            self._sent[i] = self._failed[i] = 0
+        return i
+
+    def _window(self, now: float) -> tuple[int, int]:
+        """Commands failed and sent within the window ending now."""
+        oldest = int(now // _BUCKET) - len(self._epochs)
+        failed = sent = 0
+        for i, second in enumerate(self._epochs):
+            if second > oldest:
+                failed += self._failed[i]
+                sent += self._sent[i]
+        return failed, sent

@@ -2,8 +2,9 @@
 
 A node that stops answering is found without any client traffic (an open breaker is probed as
 soon as its reset timeout passes, probe after probe until it closes), and so is its recovery.
-Each probe is its own short connection, so a probe never queues behind client commands and a
-hung node cannot hold more than one probe at a time.
+Each node has a probe connection of its own, kept between checks (so a probe never queues
+behind client commands, and checking allocates next to nothing), dropped and dialed again
+after any failure.
 """
 
 from __future__ import annotations
@@ -20,51 +21,86 @@ from redis_ambassador.upstream.pool import NodePool, Upstream
 log = logging.getLogger(__name__)
 
 _PING = b"*1\r\n$4\r\nPING\r\n"
-# How often the checker looks for a due check (probes of an open breaker are not kept waiting
-# for the next interval).
+# How often the checker looks for a due check while some breaker is open (its probes are not
+# kept waiting for the next interval); with every breaker closed, once per interval. (Waking ten
+# times a second for nothing also left a burst of clients' memory harder to give back.)
 _TICK = 0.1
 
 
-async def ping(address: Address, timeout: float) -> str | None:
-    """None if the node answers PING with PONG within ``timeout``; otherwise why not."""
-    try:
-        with anyio.fail_after(timeout):
-            async with await anyio.connect_tcp(address.host, address.port) as stream:
-                await stream.send(_PING)
-                reply = b""
-                while b"\r\n" not in reply:
-                    reply += await stream.receive()
-    except TimeoutError:
-        return f"no PONG within {timeout:g}s"
-    except (OSError, anyio.EndOfStream, anyio.BrokenResourceError) as exc:
-        return str(exc) or type(exc).__name__
-    if reply.startswith(b"+PONG"):
-        return None
-    return reply.split(b"\r\n", 1)[0].lstrip(b"-").decode(errors="replace")
+class Prober:
+    """One node's probe connection."""
+
+    def __init__(self, address: Address) -> None:
+        self.address = address
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def ping(self, timeout: float) -> str | None:
+        """None if the node answers PING with PONG within ``timeout``; otherwise why not."""
+        try:
+            with anyio.fail_after(timeout):
+                if self._reader is None or self._writer is None:
+                    host, port = self.address.host, self.address.port
+                    self._reader, self._writer = await asyncio.open_connection(host, port)
+                self._writer.write(_PING)
+                line = await self._reader.readline()
+        except TimeoutError:
+            self.close()  # a late PONG would answer the next PING
+            return f"no PONG within {timeout:g}s"
+        except OSError as exc:
+            self.close()
+            return str(exc) or type(exc).__name__
+        if line.startswith(b"+PONG"):
+            return None
+        self.close()
+        if not line:
+            return "connection closed"
+        return line.rstrip(b"\r\n").lstrip(b"-").decode(errors="replace")
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
 
 
 async def run_health_checks(upstream: Upstream, interval: float, timeout: float) -> None:
     """Check every node's pool forever (nodes come and go with the topology)."""
     loop = asyncio.get_running_loop()
-    while True:
-        await anyio.sleep(min(_TICK, interval))
-        now = loop.time()
-        for pool in list(upstream.pools.values()):
-            pool.report_sent(now)
-            if pool.checking:
-                continue
-            breaker = pool.breaker
-            if breaker.probe_due(now) or (breaker.state is State.CLOSED and now >= pool.next_check):
-                pool.checking = True
-                pool.next_check = now + interval
-                upstream.start_soon(
-                    lambda p=pool: _check(p, timeout, loop), name=f"health check {pool.name}"
-                )
-
-
-async def _check(pool: NodePool, timeout: float, loop: asyncio.AbstractEventLoop) -> None:
+    probers: dict[Address, Prober] = {}
     try:
-        problem = await ping(pool.address, timeout)
+        while True:
+            now = loop.time()
+            pools = upstream.pools
+            for address in [a for a in probers if a not in pools]:
+                probers.pop(address).close()
+            for pool in list(pools.values()):
+                if pool.checking:
+                    continue
+                breaker = pool.breaker
+                due = breaker.state is State.CLOSED and now >= pool.next_check
+                if due or breaker.probe_due(now):
+                    pool.report_sent(now)
+                    pool.checking = True
+                    pool.next_check = now + interval
+                    prober = probers.get(pool.address)
+                    if prober is None:
+                        prober = probers[pool.address] = Prober(pool.address)
+                    upstream.start_soon(
+                        lambda p=pool, q=prober: _check(p, q, timeout, loop),
+                        name=f"health check {pool.name}",
+                    )
+            closed = all(pool.breaker.state is State.CLOSED for pool in pools.values())
+            await anyio.sleep(interval if closed else min(_TICK, interval))
+    finally:
+        for prober in probers.values():
+            prober.close()
+
+
+async def _check(
+    pool: NodePool, prober: Prober, timeout: float, loop: asyncio.AbstractEventLoop
+) -> None:
+    try:
+        problem = await prober.ping(timeout)
     finally:
         pool.checking = False
     if problem is None:
