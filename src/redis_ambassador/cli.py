@@ -50,6 +50,9 @@ def _add_tuning_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connect-timeout", type=float, metavar="SECONDS")
     parser.add_argument("--command-timeout", type=float, metavar="SECONDS")
     parser.add_argument(
+        "--admin", metavar="HOST:PORT|off", help="admin HTTP listener (default 127.0.0.1:9090)"
+    )
+    parser.add_argument(
         "--read-policy",
         choices=("master", "prefer-replica", "replica", "any"),
         help="where read-only commands go (default master)",
@@ -64,6 +67,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "upstream.connect_timeout": args.connect_timeout,
         "upstream.command_timeout": args.command_timeout,
         "upstream.read_policy": args.read_policy,
+        "server.admin": args.admin,
     }
 
 

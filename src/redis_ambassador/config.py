@@ -144,6 +144,13 @@ class ServerConfig:
         default=Address("127.0.0.1", 6379),
         metadata={"help": "address the plain-Redis listener binds, host:port"},
     )
+    admin: Address | None = field(
+        default=Address("127.0.0.1", 9090),
+        metadata={
+            "help": "address of the admin HTTP listener (/metrics, /healthz, /readyz), "
+            "host:port, or 'off'"
+        },
+    )
     max_bulk_len: int = _int(
         512 * 1024 * 1024,
         "largest bulk string a client may send, in bytes (Redis proto-max-bulk-len)",
@@ -437,6 +444,15 @@ def _to_address_key(key: _Key, value: object, text_ok: bool) -> Address:
     return _to_address(value)
 
 
+def _to_optional_address(key: _Key, value: object, text_ok: bool) -> Address | None:
+    if isinstance(value, str) and value.strip().lower() == "off":
+        return None
+    try:
+        return _to_address(value)
+    except _Bad as e:
+        raise _Bad(f"{e.problem} (or 'off')") from None
+
+
 _SEEDS_SEPARATORS = re.compile(r"[,\s]+")
 
 
@@ -512,6 +528,7 @@ _CONVERTERS: dict[Any, Any] = {
     int: _to_int,
     float: _to_seconds,
     Address: _to_address_key,
+    Address | None: _to_optional_address,
     tuple[Address, ...]: _to_address_list,
     tuple[str, ...]: _to_command_names,
 }
