@@ -27,6 +27,21 @@ of the words it lists (``single``, ``real``), in any letter case.
 ``redis-ambassador dev`` starts from different defaults (``DEV_DEFAULTS``: every command
 allowed); files, the environment and flags still override them.
 
+The Ambassador pattern's generic environment variable names set keys too (``PATTERN_ENV``),
+ranking below the ``REDIS_AMBASSADOR_*`` names (defaults < file < pattern names <
+REDIS_AMBASSADOR_* < flags):
+
+* ``REDIS_MASTER_HOST`` and ``TARGET_HOST``: ``cluster.seeds``, comma/space-separated
+  ``host`` or ``host:port`` items; an item without a port gets 6379 (REDIS_MASTER_HOST) or
+  ``TARGET_PORT`` (TARGET_HOST; 6379 when unset). Both set: all their nodes are seeds.
+  ``TARGET_PORT`` without ``TARGET_HOST`` is an error.
+* ``MAX_CONNECTIONS``: ``upstream.pool_size``, the ambassador's connections to the backend,
+  counted per node (not a limit on client connections: there is none).
+* ``RETRY_COUNT``: ``upstream.retry_attempts``; ``CIRCUIT_BREAK_THRESHOLD``:
+  ``upstream.breaker_failures``.
+* ``RETRY_INTERVAL``: ``upstream.retry_backoff``, in milliseconds unless a unit is given
+  (``200``, ``200ms`` and ``0.2s`` all mean 0.2 seconds).
+
 An empty environment variable counts as unset (container tooling often exports empty
 values for "not configured"). Unknown ``REDIS_AMBASSADOR_*`` variables are ignored, since
 other parts of the program may define their own.
@@ -36,6 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import os
 import re
@@ -49,15 +65,18 @@ __all__ = [
     "DEFAULT_DENIED",
     "DEV_DEFAULTS",
     "ENV_PREFIX",
+    "PATTERN_ENV",
     "Address",
     "ClusterConfig",
     "CommandsConfig",
     "Config",
     "ConfigError",
     "ServerConfig",
+    "Setting",
     "UpstreamConfig",
     "describe_keys",
     "env_var_name",
+    "explain_config",
     "load_config",
 ]
 
@@ -175,6 +194,21 @@ class ServerConfig:
         "seconds a client may stay idle (no command, none in flight) before it is closed; "
         "blocked and subscribed clients are exempt (0: never, like Redis's timeout)",
         allow_zero=True,
+    )
+    log_level: str = field(
+        default="info",
+        metadata={
+            "help": "least severe log lines written: 'debug', 'info', 'warning' or 'error'",
+            "choices": ("debug", "info", "warning", "error"),
+        },
+    )
+    log_format: str = field(
+        default="plain",
+        metadata={
+            "help": "log lines on stderr as 'plain' text or 'json' (one object per line: "
+            "time, level, logger, message, exception)",
+            "choices": ("plain", "json"),
+        },
     )
 
 
@@ -334,6 +368,7 @@ class _Key:
     allow_zero: bool
     choices: tuple[str, ...] = ()  # the words a str key accepts
     maximum: int | None = None  # the largest an int key accepts
+    secret: bool = False  # metadata "secret": its value is never printed (`config check`)
 
     @property
     def dotted(self) -> str:
@@ -360,6 +395,7 @@ def _collect_keys() -> dict[str, _Key]:
                 maximum=f.metadata.get("max"),
                 allow_zero=f.metadata.get("allow_zero", False),
                 choices=f.metadata.get("choices", ()),
+                secret=f.metadata.get("secret", False),
             )
             if key.type not in _CONVERTERS:
                 raise TypeError(f"config key {key.dotted}: no converter for type {key.type!r}")
@@ -620,6 +656,171 @@ def _file_values(path: str, named_by: str) -> list[tuple[_Key, object]]:
     return found
 
 
+# The Ambassador pattern's generic environment variable names, each mapped onto the config key
+# it sets. They rank below the REDIS_AMBASSADOR_* names: the specific name wins when both are set.
+PATTERN_ENV: Mapping[str, str] = {
+    "REDIS_MASTER_HOST": "cluster.seeds",
+    "TARGET_HOST": "cluster.seeds",
+    "TARGET_PORT": "cluster.seeds",
+    "MAX_CONNECTIONS": "upstream.pool_size",
+    "RETRY_COUNT": "upstream.retry_attempts",
+    "RETRY_INTERVAL": "upstream.retry_backoff",
+    "CIRCUIT_BREAK_THRESHOLD": "upstream.breaker_failures",
+}
+DEFAULT_REDIS_PORT = 6379
+
+_PORT_PROBLEM = "must be a port number from 1 to 65535"
+
+
+def _port(text: str) -> int | None:
+    text = text.strip()
+    # isascii() too: str.isdigit() accepts digits like '²' that int() rejects.
+    if text.isascii() and text.isdigit() and 1 <= int(text) <= 65535:
+        return int(text)
+    return None
+
+
+def _hosts(text: str, default_port: int) -> tuple[Address, ...]:
+    """Comma/space-separated ``host`` or ``host:port`` items (``[v6]``, ``[v6]:port`` or a bare
+    IPv6 address too); an item without a port gets ``default_port``."""
+    addresses = []
+    for item in (s for s in _SEEDS_SEPARATORS.split(text.strip()) if s):
+        if item.startswith("[") and item.endswith("]"):
+            host, port = item[1:-1], default_port
+        elif item.startswith("[") or item.count(":") == 1:
+            result = _address_problem(item)
+            if isinstance(result, str):
+                raise _Bad(f"item {item!r}: {result.split('; expected')[0]}", text)
+            host, port = result
+        else:  # a host name, an IPv4 address or a bare IPv6 address: no port given
+            host, port = item, default_port
+        if not host:
+            raise _Bad(f"item {item!r}: missing host", text)
+        addresses.append(Address(host, port))
+    return tuple(addresses)
+
+
+_INTERVAL = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*", re.IGNORECASE)
+
+
+def _interval_seconds(text: str) -> float:
+    """RETRY_INTERVAL: milliseconds, unless it names its unit ('200ms', '0.2s')."""
+    match = _INTERVAL.fullmatch(text)
+    if match is None:
+        raise _Bad(
+            "must be a duration >= 0: milliseconds (e.g. 200), or with its unit (200ms, 0.2s)",
+            text,
+        )
+    number = float(match[1])
+    return number if (match[2] or "ms").lower() == "s" else number / 1000
+
+
+def _pattern_error(key: _Key, shown: object, source: str, problem: str) -> ConfigError:
+    return ConfigError(
+        f"{key.dotted} = {_show(shown)} (from {source}): {problem}", key=key.dotted, source=source
+    )
+
+
+def _pattern_values(env: Mapping[str, str]) -> list[tuple[_Key, object, str]]:
+    """The values the pattern's names set, as (key, converted value, source)."""
+    found: list[tuple[_Key, object, str]] = []
+    seeds_key = _KEYS["cluster.seeds"]
+    seeds: list[Address] = []
+    sources: list[str] = []
+    port_text = env.get("TARGET_PORT", "").strip()
+    port = DEFAULT_REDIS_PORT
+    if port_text:
+        checked = _port(port_text)
+        if checked is None:
+            raise _pattern_error(seeds_key, port_text, "TARGET_PORT", _PORT_PROBLEM)
+        port = checked
+    for name, default_port in (("REDIS_MASTER_HOST", DEFAULT_REDIS_PORT), ("TARGET_HOST", port)):
+        text = env.get(name, "")
+        if not text.strip():
+            continue
+        try:
+            seeds.extend(_hosts(text, default_port))
+        except _Bad as e:
+            raise _pattern_error(seeds_key, text, name, e.problem) from None
+        sources.append(
+            "TARGET_HOST, TARGET_PORT" if name == "TARGET_HOST" and port_text else name
+        )
+    if port_text and not env.get("TARGET_HOST", "").strip():
+        raise _pattern_error(
+            seeds_key,
+            port_text,
+            "TARGET_PORT",
+            "TARGET_PORT is the port of the TARGET_HOST nodes, and TARGET_HOST is not set",
+        )
+    if seeds:
+        source = ", ".join(sources)
+        found.append(
+            (seeds_key, _convert(seeds_key, tuple(dict.fromkeys(seeds)), source, False), source)
+        )
+
+    for name, dotted in PATTERN_ENV.items():
+        text = env.get(name, "")
+        if dotted == "cluster.seeds" or not text.strip():
+            continue
+        key = _KEYS[dotted]
+        if name == "RETRY_INTERVAL":
+            try:
+                seconds = _interval_seconds(text)
+            except _Bad as e:
+                raise _pattern_error(key, text, name, e.problem) from None
+            found.append((key, _convert(key, seconds, name, text_ok=False), name))
+        else:
+            found.append((key, _convert(key, text, name, text_ok=True), name))
+    return found
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of a loaded config, with where its value came from (``explain_config``)."""
+
+    key: str  # dotted, e.g. "upstream.pool_size"
+    value: object
+    origin: str  # "default", "file", "env" or "flag"
+    source: str  # "default", the file's path, the environment variable(s), or "command line"
+    secret: bool = False  # never print the value: see ``shown``
+
+    @property
+    def shown(self) -> str:
+        """The value as TOML writes it (so `config check`'s output reads back as a config
+        file), or a mask for a secret key."""
+        if self.secret:
+            return '"<secret>"'
+        return _toml_value(self.value)
+
+
+def _toml_value(value: object) -> str:
+    if value is None:  # server.admin = "off"
+        return '"off"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    # Address and str; JSON's escapes are TOML basic-string escapes.
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def explain_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+    defaults: Mapping[str, object] | None = None,
+) -> tuple[Config, list[Setting]]:
+    """``load_config``, and every key's value and where it came from, in declaration order."""
+    values, origins = _load_values(path, env, overrides, defaults)
+    settings = [
+        Setting(dotted, values[dotted][0], origins[dotted], values[dotted][1], key.secret)
+        for dotted, key in _KEYS.items()
+    ]
+    return _build(values), settings
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -632,12 +833,25 @@ def load_config(
     ``env=None`` means ``os.environ``. ``overrides`` maps dotted keys to strings or typed
     values (as the CLI flags give them); a None value means "flag not given". ``defaults``
     replaces built-in defaults (``DEV_DEFAULTS`` for ``dev``), below every other source.
+    Within the environment, the pattern's names (``PATTERN_ENV``) rank below
+    ``REDIS_AMBASSADOR_*``.
     """
+    return _build(_load_values(path, env, overrides, defaults)[0])
+
+
+def _load_values(
+    path: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None,
+    overrides: Mapping[str, object] | None,
+    defaults: Mapping[str, object] | None,
+) -> tuple[dict[str, tuple[object, str]], dict[str, str]]:
+    """Every key's (value, source), and its origin: "default", "file", "env" or "flag"."""
     if env is None:
         env = os.environ
     values: dict[str, tuple[object, str]] = {
         dotted: (key.default, "default") for dotted, key in _KEYS.items()
     }
+    origins = dict.fromkeys(_KEYS, "default")
     for dotted, raw in (defaults or {}).items():
         if dotted not in _KEYS:
             raise _unknown_key(dotted, "in the defaults")
@@ -651,11 +865,17 @@ def load_config(
         source = os.fspath(path)
         for key, raw in _file_values(source, named_by):
             values[key.dotted] = (_convert(key, raw, source, text_ok=False), source)
+            origins[key.dotted] = "file"
+
+    for key, value, source in _pattern_values(env):
+        values[key.dotted] = (value, source)
+        origins[key.dotted] = "env"
 
     for key in _KEYS.values():
         text = env.get(key.env, "")
         if text.strip():
             values[key.dotted] = (_convert(key, text, key.env, text_ok=True), key.env)
+            origins[key.dotted] = "env"
 
     source = "command line"
     for dotted, raw in (overrides or {}).items():
@@ -664,9 +884,13 @@ def load_config(
         if raw is not None:
             key = _KEYS[dotted]
             values[dotted] = (_convert(key, raw, source, text_ok=True), source)
+            origins[dotted] = "flag"
 
     _check_consistency(values)
+    return values, origins
 
+
+def _build(values: Mapping[str, tuple[object, str]]) -> Config:
     sections: dict[str, Any] = {}
     for section in dataclasses.fields(Config):
         section_cls = typing.get_type_hints(Config)[section.name]
