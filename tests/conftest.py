@@ -42,6 +42,10 @@ def cluster() -> Iterator[LocalCluster]:
 
 # -- the ambassador as a real process -------------------------------------------------------------
 
+# Every ambassador a test starts would otherwise bind the admin listener's default port
+# (127.0.0.1:9090) and collide with the next one: off unless a test asks for it (--admin).
+os.environ.setdefault("REDIS_AMBASSADOR_ADMIN", "off")
+
 _AMBASSADOR_READY_TIMEOUT = 20.0
 _AMBASSADOR_STOP_TIMEOUT = 10.0
 _AMBASSADOR_START_ATTEMPTS = 3
@@ -72,6 +76,7 @@ class Ambassador:
         self.port = port
         self.process = process
         self.log = log
+        self.admin_port: int | None = None  # the admin HTTP listener's, when started with one
 
     @classmethod
     def start(
@@ -81,6 +86,7 @@ class Ambassador:
         *,
         pool_size: int | None = None,
         extra_args: tuple[str, ...] = (),
+        admin: bool = False,
     ) -> Ambassador:
         """Launch on a free port and return once it printed its ready line.
 
@@ -95,6 +101,9 @@ class Ambassador:
                 args += ["--seed", seed]
             if pool_size is not None:
                 args += ["--pool-size", str(pool_size)]
+            admin_port = _free_port(host) if admin else None
+            if admin_port is not None:
+                args += ["--admin", f"{host}:{admin_port}"]
             args += extra_args
             with log.open("wb") as stderr:
                 process = subprocess.Popen(
@@ -105,6 +114,7 @@ class Ambassador:
                     preexec_fn=_die_with_parent,
                 )
             ambassador = cls(host, port, process, log)
+            ambassador.admin_port = admin_port
             try:
                 ambassador._wait_ready()
             except AmbassadorStartError as exc:
@@ -200,15 +210,22 @@ def ambassador(
 def start_ambassador(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Ambassador]]:
-    """Factory: ``start_ambassador(local_cluster, pool_size=None, extra_args=())`` (more `serve`
-    flags in ``extra_args``); every one started is stopped at the end of the session."""
+    """Factory: ``start_ambassador(local_cluster, pool_size=None, extra_args=(), admin=False)``
+    (more `serve` flags in ``extra_args``; ``admin``: an admin listener on a free port, in
+    ``admin_port``); every one started is stopped at the end of the session."""
     started: list[Ambassador] = []
     log_dir = tmp_path_factory.mktemp("ambassadors")
 
     def start(
-        local: LocalCluster, *, pool_size: int | None = None, extra_args: tuple[str, ...] = ()
+        local: LocalCluster,
+        *,
+        pool_size: int | None = None,
+        extra_args: tuple[str, ...] = (),
+        admin: bool = False,
     ) -> Ambassador:
-        running = Ambassador.start(local.seeds, log_dir, pool_size=pool_size, extra_args=extra_args)
+        running = Ambassador.start(
+            local.seeds, log_dir, pool_size=pool_size, extra_args=extra_args, admin=admin
+        )
         started.append(running)
         return running
 

@@ -24,6 +24,8 @@ from redis.exceptions import RedisError
 
 from redis_ambassador.commands.table import CommandTable
 from redis_ambassador.config import Address, Config
+from redis_ambassador.operations.listener import AdminRoutes, start_admin
+from redis_ambassador.operations.metrics import registry_for
 from redis_ambassador.reload import plan_reload
 from redis_ambassador.routing.router import Router, ServerFacts
 from redis_ambassador.routing.topology import SlotMap, control_client, discover
@@ -121,6 +123,12 @@ class Running:
         self._stop_reasons: list[str] = []  # for the log: which signals
         self._drain_scope = anyio.CancelScope()  # cancelled by a second stop
 
+    def unready(self) -> str | None:
+        """Why /readyz says no (None: ready): draining, or slots without a reachable master."""
+        if self._stop_requested.is_set():
+            return "shutting down (draining)"
+        return self._router.unready()
+
     def stop(self, reason: str = "stop") -> None:
         """The first call drains (``serve`` returns when done); a second cuts the drain short."""
         self._stop_reasons.append(reason)
@@ -191,11 +199,16 @@ async def serve(
     loop = asyncio.get_running_loop()
     timeout = config.upstream.connect_timeout
     sock = _listen_socket(config.server.listen)
+    admin_sock = None
     try:
+        if config.server.admin is not None:
+            admin_sock = _admin_socket(config.server.admin)
         slot_map, via = await discover(config.cluster.seeds, timeout)
         table, version = await _learn_cluster(slot_map, via, timeout)
     except BaseException:
         sock.close()
+        if admin_sock is not None:
+            admin_sock.close()
         raise
     log.info(
         "cluster found via %s: %d masters, %d commands known, Redis %s",
@@ -220,6 +233,12 @@ async def serve(
         tg.start_soon(_return_memory_after_departures, clients, name="memory")
         running = Running(config, router, clients, server)
         tg.start_soon(_close_idle_clients, running, clients, name="idle clients")
+        admin = None
+        if admin_sock is not None:
+            routes = AdminRoutes(registry_for(router, upstream, clients), running.unready)
+            admin = await start_admin(routes, admin_sock)
+            admin_address = Address(config.server.admin.host, admin_sock.getsockname()[1])  # type: ignore[union-attr]
+            log.info("admin HTTP on http://%s (/metrics, /healthz, /readyz)", admin_address)
         address = Address(config.server.listen.host, sock.getsockname()[1])
         log.info("serving Redis on %s", address)
         # Start-up objects (command table, slot table) live forever: keep them out of the
@@ -232,6 +251,8 @@ async def serve(
             await running._serve_until_stopped()
         finally:
             server.close()
+            if admin is not None:
+                admin.close()
             for client in list(clients.connected):
                 client.abort()
             upstream.close()
@@ -275,6 +296,15 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
         return None  # not glibc: nothing to trim
+
+
+def _admin_socket(address: Address) -> socket.socket:
+    try:
+        return _listen_socket(address)
+    except ListenError as exc:
+        raise ListenError(
+            f"admin listener: {exc} (choose another with --admin HOST:PORT, or --admin off)"
+        ) from None
 
 
 def _listen_problem(listen: Address, exc: OSError) -> str:

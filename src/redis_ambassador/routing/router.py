@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 _MOVED = b"-MOVED "
 _NOSCRIPT = b"-NOSCRIPT "
 _ASK = b"-ASK "
+# Seconds between refreshes while some slots have no master or no node answers.
+_INCOMPLETE_REFRESH = 1.0
 # Seconds between log lines while topology refreshes keep failing.
 _REPORT_EVERY = 10.0
 # Refusals after which the slot may have a new master: ask for the topology.
@@ -79,6 +81,49 @@ _PUBSUB_SLOT = 0
 _PRIVATE_CONNECTION = "subscriptions need a node connection of the client's own"
 # Answered here outside a transaction; inside one, the node's answer is the same.
 _NODE_ANSWERS_ALIKE = frozenset(["ping", "echo"])
+
+
+class RouterStats:
+    """Counters the metrics read at scrape time; the hot path only bumps ``fast_commands``."""
+
+    def __init__(self, now: float) -> None:
+        # Plain single-key commands by name as sent (the fast path's keys: lower and upper
+        # case), and every other command by its table name ("" for unknown ones).
+        self.fast_commands: dict[bytes, int] = {}
+        self.other_commands: dict[str, int] = {}
+        self.redirects = {"moved": 0, "ask": 0}
+        self.retries = 0
+        self.budget_exhausted = 0
+        self.refreshes = {"ok": 0, "failed": 0}
+        self.refreshed_at = now  # loop time of the last slot map applied
+
+    def track_fast(self, fast: dict[bytes, int]) -> None:
+        """Count the fast path's names (keeping what was counted under the old ones)."""
+        old = self.fast_commands
+        self.fast_commands = {raw: old.get(raw, 0) for raw in fast}
+        for raw, n in old.items():
+            if raw not in fast and n:
+                self.count(raw.decode().lower(), n)
+
+    def count(self, name: str, n: int = 1) -> None:
+        other = self.other_commands
+        other[name] = other.get(name, 0) + n
+
+    def refreshed(self, now: float) -> None:
+        self.refreshes["ok"] += 1
+        self.refreshed_at = now
+
+    def commands(self) -> dict[str, int]:
+        """Commands routed or answered so far, by lower-case name ("unknown": not in COMMAND)."""
+        total: dict[str, int] = {}
+        for raw, n in self.fast_commands.items():
+            if n:
+                name = raw.decode().lower()
+                total[name] = total.get(name, 0) + n
+        for name, n in self.other_commands.items():
+            key = name or "unknown"
+            total[key] = total.get(key, 0) + n
+        return total
 
 
 class ServerFacts:
@@ -109,6 +154,7 @@ class Router:
         self._refresh_wanted = anyio.Event()
         self._loop = asyncio.get_running_loop()
         self._budget = RetryBudget(0.0, 0.0, self._loop.time())
+        self.stats = RouterStats(self._loop.time())
         self._reads = ReadPolicy(config.upstream.read_policy)
         self._readers: dict[Address, list[NodePool]] = {}  # each master's online replicas
         self.reconfigure(config)
@@ -146,6 +192,7 @@ class Router:
                 raw = spec.name.encode()
                 fast[raw] = fast[raw.upper()] = spec.single_key
         self._fast = fast
+        self.stats.track_fast(fast)
 
     @staticmethod
     def _plain(spec: CommandSpec) -> bool:
@@ -176,6 +223,7 @@ class Router:
             self._dispatch_each(client, batch, commands, frames, 0)
             return
         fast = self._fast.get
+        counts = self.stats.fast_commands
         owners = self._owners
         lane = client.lane
         for i, args in enumerate(commands):
@@ -194,6 +242,7 @@ class Router:
                         conn.out.append(frame)
                         if not conn.dirty:
                             conn.mark_dirty()
+                        counts[args[0]] += 1
                         continue
             if self._dispatch_other(client, batch, i, commands, frames):
                 self._dispatch_each(client, batch, commands, frames, i + 1)
@@ -235,6 +284,7 @@ class Router:
         spec = self._table.resolve(args)
         name = spec.name if spec is not None else ""
         base = name.split("|", 1)[0]
+        self.stats.count(name)
         if client.transaction is not None and base not in _NOT_QUEUED:
             batch.fill(i, self._queue(client.transaction, spec, args, frame))
             return False
@@ -693,6 +743,19 @@ class Router:
             batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
         return pool
 
+    def unready(self) -> str | None:
+        """Why the ambassador cannot serve every slot now (None: it can): /readyz."""
+        if self._covered < SLOTS:
+            return f"{SLOTS - self._covered} of {SLOTS} slots have no master"
+        down = sorted(pool.name for pool in self._masters if not pool.breaker.allows)
+        if down:
+            return f"masters unreachable (circuit breaker open): {', '.join(down)}"
+        return None
+
+    @property
+    def slots_covered(self) -> int:
+        return self._covered
+
     def _every_node(self) -> list[NodePool]:
         """Masters, then replicas (their pools open on first use and stay while they do)."""
         replicas = sorted(self._replicas, key=str)
@@ -753,6 +816,7 @@ class Router:
                 batch.fill(index, errors.too_many_redirects(reply))
                 return
             attempt.redirects += 1
+            self.stats.redirects["moved" if reply.startswith(_MOVED) else "ask"] += 1
             _, slot, target = reply.split()
             address = _redirect_address(target, via.address)
             conn = None
@@ -858,6 +922,7 @@ class Router:
         if delay is None:
             return False
         attempt.retries += 1
+        self.stats.retries += 1
         self._loop.call_later(delay, self._resend, address, (batch, index, frame, attempt), True)
         return True
 
@@ -893,6 +958,7 @@ class Router:
                     batch.fill(index, errors.node_unavailable(pool.name, "circuit breaker open"))
             return
         if retry and not self._budget.spend(self._loop.time(), self._upstream.sent):
+            self.stats.budget_exhausted += 1
             batch.fill(index, errors.node_unavailable(pool.name, "retry budget exhausted"))
             return
         self._deliver(pool, batch.client.lane, entry)
@@ -952,13 +1018,20 @@ class Router:
         reported = 0.0  # when a failure was last logged
         while True:
             cluster = self._config.cluster  # read each time: a reload may change it
-            with anyio.move_on_after(cluster.refresh_interval):
+            wait = cluster.refresh_interval
+            if self._covered < SLOTS or self._unreachable:
+                # Slots without a master (a failover under way) or no node answering: look
+                # again soon even if no command asks, so a promotion is found without traffic.
+                wait = min(wait, _INCOMPLETE_REFRESH)
+            with anyio.move_on_after(wait):
                 await self._refresh_wanted.wait()
             self._refresh_wanted = anyio.Event()
             now = self._loop.time()
             try:
                 await self.refresh()
+                self.stats.refreshed(self._loop.time())
             except ClusterUnreachable as exc:
+                self.stats.refreshes["failed"] += 1
                 # Commands waiting for a usable node now fail at once: none is coming soon.
                 self._unreachable = True
                 if failing_since is None:

@@ -36,10 +36,14 @@ class ClientRegistry:
     def __init__(self) -> None:
         self.connected: set[ClientConnection] = set()
         self.departed = 0
+        self.accepted = 0
+        self.bytes_in = 0  # read from clients
+        self.bytes_out = 0  # replies written to clients
         self._all_gone: asyncio.Event | None = None  # set once draining and none is left
 
     def add(self, client: ClientConnection) -> None:
         self.connected.add(client)
+        self.accepted += 1
         if self._all_gone is not None:
             client.drain()  # accepted just before the listener closed
 
@@ -189,6 +193,7 @@ class ClientConnection(asyncio.Protocol):
         if self._closing:
             return
         self.last_read = _monotonic()  # once per read: what the idle timeout measures
+        self._registry.bytes_in += len(data)
         commands, frames, error = self._parser.feed(data)
         if commands:
             self._dispatch(commands, frames)
@@ -238,7 +243,9 @@ class ClientConnection(asyncio.Protocol):
         if not batches or batches[0].remaining:
             # The common case: exactly one batch became writable.
             replies = head.replies if head.silent is None else head.written()
-            transport.write(replies[0] if len(replies) == 1 else b"".join(replies))
+            data = replies[0] if len(replies) == 1 else b"".join(replies)  # type: ignore[arg-type]
+            transport.write(data)  # type: ignore[arg-type]
+            self._registry.bytes_out += len(data)  # type: ignore[arg-type]
             self._inflight -= len(head.replies)
             if head.close_after:
                 self._close_after_write()
@@ -251,7 +258,9 @@ class ClientConnection(asyncio.Protocol):
                 out.extend(nxt.written())
                 done += len(nxt.replies)
                 close = nxt.close_after
-            transport.write(b"".join(out))
+            data = b"".join(out)  # type: ignore[arg-type]
+            transport.write(data)
+            self._registry.bytes_out += len(data)
             self._inflight -= done
             if close:
                 self._close_after_write()

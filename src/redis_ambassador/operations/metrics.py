@@ -1,0 +1,115 @@
+"""Prometheus metrics, read from the running objects at scrape time.
+
+Nothing is observed per command except one dict increment on the hot path (commands by name):
+every other figure is a counter the slow paths already keep, or state read when Prometheus
+asks. Labels are bounded: command names from ``COMMAND`` (anything else is "unknown"), node
+addresses from the topology, fixed words; never keys or client addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+from prometheus_client import ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from redis_ambassador.routing.router import Router
+from redis_ambassador.server.client import ClientRegistry
+from redis_ambassador.upstream.breaker import State
+from redis_ambassador.upstream.connection import UNOPENED
+from redis_ambassador.upstream.pool import Upstream
+
+_PREFIX = "redis_ambassador_"
+BREAKER_VALUES = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
+
+
+class AmbassadorCollector(Collector):
+    """Every metric of one running ambassador."""
+
+    def __init__(self, router: Router, upstream: Upstream, clients: ClientRegistry) -> None:
+        self._router = router
+        self._upstream = upstream
+        self._clients = clients
+        self._loop = asyncio.get_running_loop()
+
+    def collect(self) -> Iterator[Metric]:
+        clients = self._clients
+        stats = self._router.stats
+        yield _gauge("client_connections", "clients connected now", len(clients.connected))
+        yield _counter("client_connections", "client connections accepted", clients.accepted)
+        yield _counter("client_bytes_received", "bytes read from clients", clients.bytes_in)
+        yield _counter("client_bytes_sent", "reply bytes written to clients", clients.bytes_out)
+        commands = CounterMetricFamily(
+            _PREFIX + "commands", "commands received, by name", labels=["command"]
+        )
+        for name, n in sorted(stats.commands().items()):
+            commands.add_metric([name], n)
+        yield commands
+        connections = GaugeMetricFamily(
+            _PREFIX + "upstream_connections", "open connections to each node", labels=["node"]
+        )
+        pending = GaugeMetricFamily(
+            _PREFIX + "upstream_pending",
+            "commands written or queued to each node, awaiting replies",
+            labels=["node"],
+        )
+        sent = CounterMetricFamily(
+            _PREFIX + "upstream_commands", "commands written to each node", labels=["node"]
+        )
+        breaker = GaugeMetricFamily(
+            _PREFIX + "breaker_state",
+            "each node's circuit breaker: 0 closed, 1 half-open, 2 open",
+            labels=["node"],
+        )
+        for pool in sorted(self._upstream.pools.values(), key=lambda p: p.name):
+            conns = [c for c in [*pool.conns, *pool.private] if c is not UNOPENED]
+            connections.add_metric([pool.name], sum(1 for c in conns if not c.closed))
+            pending.add_metric([pool.name], sum(c.pending for c in conns))
+            sent.add_metric([pool.name], pool.sent)
+            breaker.add_metric([pool.name], BREAKER_VALUES[pool.breaker.state])
+        yield from (connections, pending, sent, breaker)
+        redirects = CounterMetricFamily(
+            _PREFIX + "redirects", "MOVED/ASK replies followed", labels=["kind"]
+        )
+        for kind, n in stats.redirects.items():
+            redirects.add_metric([kind], n)
+        yield redirects
+        yield _counter("retries", "commands scheduled to be sent again", stats.retries)
+        yield _counter(
+            "retry_budget_exhausted", "retries refused by the retry budget", stats.budget_exhausted
+        )
+        refreshes = CounterMetricFamily(
+            _PREFIX + "topology_refreshes", "topology refreshes, by result", labels=["result"]
+        )
+        for result, n in stats.refreshes.items():
+            refreshes.add_metric([result], n)
+        yield refreshes
+        yield _gauge(
+            "slot_map_age_seconds",
+            "seconds since the slot map was last refreshed",
+            self._loop.time() - stats.refreshed_at,
+        )
+        yield _gauge("slots_covered", "slots with a master", self._router.slots_covered)
+        yield _gauge("ready", "1 when every slot has a reachable master", self._ready())
+
+    def _ready(self) -> int:
+        return int(self._router.unready() is None)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(_PREFIX + name, documentation, value=value)
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(_PREFIX + name, documentation, value=value)
+
+
+def registry_for(router: Router, upstream: Upstream, clients: ClientRegistry) -> CollectorRegistry:
+    """A registry of this ambassador's metrics plus the process's (``process_*``: memory, CPU,
+    open file descriptors)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AmbassadorCollector(router, upstream, clients))
+    ProcessCollector(registry=registry)
+    return registry

@@ -1,0 +1,163 @@
+"""The admin HTTP listener against a real ambassador and cluster: /healthz, /readyz through a
+master's death and its replica's promotion, and /metrics moving with known traffic."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from redis.crc import key_slot
+
+from redis_ambassador.localcluster import LocalCluster
+
+if TYPE_CHECKING:
+    from conftest import Ambassador
+
+
+@pytest.fixture(scope="module")
+def admin_cluster() -> Iterator[LocalCluster]:
+    with LocalCluster() as local:
+        yield local
+
+
+def _get(ambassador: Ambassador, path: str, method: str = "GET") -> tuple[int, str]:
+    url = f"http://127.0.0.1:{ambassador.admin_port}{path}"
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _samples(ambassador: Ambassador) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    status, text = _get(ambassador, "/metrics")
+    assert status == 200
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def _value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_health_ready_and_unknown_paths(
+    admin_cluster: LocalCluster, start_ambassador: Callable[..., Ambassador]
+) -> None:
+    ambassador = start_ambassador(admin_cluster, admin=True)
+    try:
+        assert _get(ambassador, "/healthz") == (200, "ok\n")
+        assert _get(ambassador, "/readyz") == (200, "ready\n")
+        assert _get(ambassador, "/healthz", method="HEAD") == (200, "")
+        status, body = _get(ambassador, "/nope")
+        assert status == 404 and "/metrics" in body
+        assert _get(ambassador, "/metrics", method="POST")[0] == 405
+    finally:
+        ambassador.stop()
+
+
+def test_metrics_move_with_known_traffic(
+    admin_cluster: LocalCluster, start_ambassador: Callable[..., Ambassador]
+) -> None:
+    ambassador = start_ambassador(admin_cluster, admin=True)
+    try:
+        before = _samples(ambassador)
+        with ambassador.client(protocol=2) as client:
+            for i in range(10):
+                client.set(f"metrics:{i}", "v")
+            for i in range(7):
+                client.get(f"metrics:{i}")
+            client.mget([f"metrics:{i}" for i in range(5)])  # split across slots
+            client.execute_command("HGETALL", "metrics:hash")
+            client.ping()
+            after = _samples(ambassador)
+            assert _value(after, "redis_ambassador_client_connections") >= 1
+        total = "redis_ambassador_commands_total"
+        assert _value(after, total, command="set") - _value(before, total, command="set") == 10
+        assert _value(after, total, command="get") - _value(before, total, command="get") == 7
+        assert _value(after, total, command="mget") - _value(before, total, command="mget") == 1
+        assert (
+            _value(after, total, command="hgetall") - _value(before, total, command="hgetall") == 1
+        )
+        assert _value(after, total, command="ping") - _value(before, total, command="ping") == 1
+        accepted = "redis_ambassador_client_connections_total"
+        assert _value(after, accepted) > _value(before, accepted)
+        for counter in ("client_bytes_received_total", "client_bytes_sent_total"):
+            name = f"redis_ambassador_{counter}"
+            assert _value(after, name) > _value(before, name)
+        masters = [node.address for node in admin_cluster.masters()]
+        sent = "redis_ambassador_upstream_commands_total"
+        assert (
+            sum(_value(after, sent, node=m) - _value(before, sent, node=m) for m in masters) >= 22
+        )
+        for master in masters:
+            assert _value(after, "redis_ambassador_upstream_connections", node=master) >= 1
+            assert _value(after, "redis_ambassador_breaker_state", node=master) == 0
+        assert _value(after, "redis_ambassador_slots_covered") == 16384
+        assert _value(after, "redis_ambassador_ready") == 1
+        assert _value(after, "redis_ambassador_topology_refreshes_total", result="failed") == 0
+        assert 0 <= _value(after, "redis_ambassador_slot_map_age_seconds") < 60
+        assert _value(after, "process_resident_memory_bytes") > 0
+        # No label carries a key or a client address.
+        labels = {v for (_, pairs) in after for (_, v) in pairs}
+        assert not any(v.startswith("metrics:") for v in labels)
+    finally:
+        ambassador.stop()
+
+
+def test_readyz_is_false_while_a_master_is_gone_and_true_after_the_failover(
+    start_ambassador: Callable[..., Ambassador],
+) -> None:
+    with LocalCluster() as local:
+        ambassador = start_ambassador(local, admin=True)
+        try:
+            assert _get(ambassador, "/readyz")[0] == 200
+            victim = local.master_for_slot(key_slot(b"ready"))
+            local.kill(victim)
+            deadline = time.monotonic() + 15
+            while (status := _get(ambassador, "/readyz"))[0] == 200:
+                assert time.monotonic() < deadline, "/readyz stayed ready with a master dead"
+                time.sleep(0.05)
+            assert status[0] == 503 and status[1].startswith("not ready: "), status
+            samples = _samples(ambassador)
+            assert _value(samples, "redis_ambassador_ready") == 0
+            deadline = time.monotonic() + 30
+            while _get(ambassador, "/readyz")[0] != 200:
+                assert time.monotonic() < deadline, "/readyz not ready again after the failover"
+                time.sleep(0.1)
+            assert local.master_for_slot(key_slot(b"ready")).port != victim.port
+            with ambassador.client(protocol=2) as client:
+                assert client.set("ready", "again") is True
+        finally:
+            ambassador.stop()
+
+
+def test_an_admin_port_in_use_is_one_clear_line(admin_cluster: LocalCluster) -> None:
+    with socket.socket() as taken, socket.socket() as free:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        free.bind(("127.0.0.1", 0))
+        listen = free.getsockname()[1]
+        free.close()  # free for the ambassador's client port: only the admin port is taken
+        result = subprocess.run(
+            [sys.executable, "-m", "redis_ambassador", "serve", "--listen", f"127.0.0.1:{listen}",
+             "--seed", admin_cluster.seeds[0], "--admin", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"redis-ambassador: admin listener: cannot listen on 127.0.0.1:{port}: the port is "
+        "already in use (choose another with --admin HOST:PORT, or --admin off)"
+    )
