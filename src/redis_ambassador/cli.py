@@ -1,4 +1,5 @@
-"""Command line: ``redis-ambassador serve`` in front of a cluster, ``dev`` with a local one."""
+"""Command line: ``redis-ambassador serve`` in front of a cluster, ``dev`` with a local one,
+``config check`` to print the effective config and where each value came from."""
 
 from __future__ import annotations
 
@@ -11,9 +12,17 @@ from collections.abc import Callable
 import anyio
 from anyio.abc import TaskStatus
 
-from redis_ambassador import __version__
+from redis_ambassador import __version__, logs
 from redis_ambassador.ambassador import ListenError, Running, serve
-from redis_ambassador.config import DEV_DEFAULTS, Address, Config, ConfigError, load_config
+from redis_ambassador.config import (
+    DEV_DEFAULTS,
+    Address,
+    Config,
+    ConfigError,
+    Setting,
+    explain_config,
+    load_config,
+)
 from redis_ambassador.routing.topology import ClusterUnreachable
 
 log = logging.getLogger("redis_ambassador")
@@ -25,16 +34,21 @@ def _parser() -> argparse.ArgumentParser:
         description="One plain Redis endpoint in front of a whole Redis Cluster.",
     )
     parser.add_argument("--version", action="version", version=f"redis-ambassador {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    _add_log_flags(parser, argparse.SUPPRESS)  # before the subcommand, or after it
+    parser.set_defaults(log_level=None, log_format=None)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve_cmd = sub.add_parser("serve", help="serve in front of an existing Redis Cluster")
-    serve_cmd.add_argument("--config", metavar="FILE", help="TOML config file")
-    serve_cmd.add_argument("--listen", metavar="HOST:PORT", help="default 127.0.0.1:6379")
-    serve_cmd.add_argument(
-        "--seed", metavar="HOST:PORT", action="append", help="a cluster node (repeatable)"
+    _add_serve_flags(serve_cmd)
+
+    config_cmd = sub.add_parser("config", help="inspect the configuration")
+    config_sub = config_cmd.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser(
+        "check",
+        help="print the effective config of `serve` with these flags, and where each value "
+        "came from (exit 2 on a config error)",
     )
-    _add_tuning_flags(serve_cmd)
+    _add_serve_flags(check)
 
     dev = sub.add_parser("dev", help="start a local 3+3 Redis Cluster and serve in front of it")
     dev.add_argument("--port", type=int, default=6379, help="port to serve on (default 6379)")
@@ -45,7 +59,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML config file")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="default 127.0.0.1:6379")
+    parser.add_argument(
+        "--seed", metavar="HOST:PORT", action="append", help="a cluster node (repeatable)"
+    )
+    _add_tuning_flags(parser)
+
+
+def _add_log_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    # SUPPRESS as a subcommand's default: a flag given before the subcommand is not reset.
+    parser.add_argument(
+        "--log-level", metavar="LEVEL", default=default, help="debug, info, warning or error"
+    )
+    parser.add_argument(
+        "--log-format", choices=logs.FORMATS, default=default, help="plain (default) or json"
+    )
+
+
 def _add_tuning_flags(parser: argparse.ArgumentParser) -> None:
+    _add_log_flags(parser, argparse.SUPPRESS)
     parser.add_argument("--pool-size", type=int, help="pipelined connections per node")
     parser.add_argument("--connect-timeout", type=float, metavar="SECONDS")
     parser.add_argument("--command-timeout", type=float, metavar="SECONDS")
@@ -68,7 +102,55 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "upstream.command_timeout": args.command_timeout,
         "upstream.read_policy": args.read_policy,
         "server.admin": args.admin,
+        "server.log_level": args.log_level,
+        "server.log_format": args.log_format,
     }
+
+
+def _flag_names() -> dict[str, str]:
+    """Each key ``_overrides`` sets, mapped to the `serve` flag that sets it (``--pool-size``):
+    read from ``_overrides`` itself, given every flag's name as its value."""
+    parser = argparse.ArgumentParser(add_help=False)
+    _add_serve_flags(parser)
+    names = argparse.Namespace()
+    for action in parser._actions:
+        if action.option_strings:
+            setattr(names, action.dest, max(action.option_strings, key=len))
+    return {key: flag for key, flag in _overrides(names).items() if isinstance(flag, str)}
+
+
+def _where(setting: Setting, flags: dict[str, str]) -> str:
+    if setting.origin == "flag":
+        return f"flag {flags.get(setting.key, setting.source)}"
+    if setting.origin in ("file", "env"):
+        return f"{setting.origin} {setting.source}"
+    return setting.origin
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    """Print one line per key, ``key = value  # where it came from``, as TOML (it reads back as
+    a config file); a secret key's value is masked."""
+    config, settings = explain_config(args.config, overrides=_overrides(args))
+    _require_seeds(config)
+    flags = _flag_names()
+    lines = [(f"{s.key} = {s.shown}", _where(s, flags)) for s in settings]
+    width = max((len(line) for line, _ in lines if len(line) <= 60), default=0)
+    for line, where in lines:
+        print(f"{line.ljust(width)}  # {where}")
+    return 0
+
+
+def _require_seeds(config: Config) -> None:
+    if not config.cluster.seeds:
+        raise ConfigError(
+            "cluster.seeds is empty: give --seed HOST:PORT, "
+            "REDIS_AMBASSADOR_SEEDS (or REDIS_MASTER_HOST, TARGET_HOST) or [cluster] seeds "
+            "in the config file"
+        )
+
+
+def _configure_logging(config: Config) -> None:
+    logs.configure(config.server.log_level, config.server.log_format)
 
 
 def _run(config: Config, on_ready: Callable[[Address], None], reload: Callable[[], Config]) -> None:
@@ -86,6 +168,7 @@ def _run(config: Config, on_ready: Callable[[Address], None], reload: Callable[[
                 log.error("config reload failed: %s; still using the running config", exc)
                 return
             running.reload(loaded)
+            _configure_logging(running.config)  # server.log_level and log_format are live
 
         async with anyio.create_task_group() as tg:
 
@@ -134,18 +217,15 @@ def _run(config: Config, on_ready: Callable[[Address], None], reload: Callable[[
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    json_logs = False
     try:
+        if args.command == "config":
+            return _config_check(args)
         if args.command == "serve":
             config = load_config(args.config, overrides=_overrides(args))
-            if not config.cluster.seeds:
-                raise ConfigError(
-                    "config error: cluster.seeds is empty: give --seed HOST:PORT, "
-                    "REDIS_AMBASSADOR_SEEDS or [cluster] seeds in the config file"
-                )
+            _require_seeds(config)
+            _configure_logging(config)
+            json_logs = config.server.log_format == "json"
             _run(
                 config,
                 lambda a: print(f"redis-ambassador serving on {a}", flush=True),
@@ -157,7 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     except (ListenError, ClusterUnreachable) as exc:
-        print(f"redis-ambassador: {exc}", file=sys.stderr)
+        if json_logs:  # stderr stays all JSON lines
+            log.error("%s", exc)
+        else:
+            print(f"redis-ambassador: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass
@@ -169,6 +252,8 @@ def _dev(args: argparse.Namespace) -> int:
 
     overrides = _overrides(args)
     overrides["server.listen"] = str(Address(args.host, args.port))
+    # Before starting any redis-server: a config error stops here, and logging is set up.
+    _configure_logging(load_config(None, overrides=overrides, defaults=DEV_DEFAULTS))
     try:
         with LocalCluster(masters=args.masters, replicas_per_master=args.replicas) as cluster:
             overrides["cluster.seeds"] = list(cluster.seeds)

@@ -27,6 +27,9 @@ LIVE_KEYS: frozenset[str] = frozenset(
         # Read when they are used.
         "server.drain_timeout",
         "server.idle_timeout",
+        # cli reconfigures logging after each reload.
+        "server.log_level",
+        "server.log_format",
         # Router.reconfigure, and the topology refresher reads them each time.
         "cluster.refresh_interval",
         "cluster.min_refresh_interval",
