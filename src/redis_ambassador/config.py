@@ -742,9 +742,7 @@ def _pattern_values(env: Mapping[str, str]) -> list[tuple[_Key, object, str]]:
             seeds.extend(_hosts(text, default_port))
         except _Bad as e:
             raise _pattern_error(seeds_key, text, name, e.problem) from None
-        sources.append(
-            "TARGET_HOST, TARGET_PORT" if name == "TARGET_HOST" and port_text else name
-        )
+        sources.append("TARGET_HOST, TARGET_PORT" if name == "TARGET_HOST" and port_text else name)
     if port_text and not env.get("TARGET_HOST", "").strip():
         raise _pattern_error(
             seeds_key,
