@@ -132,6 +132,12 @@ def test_readyz_is_false_while_a_master_is_gone_and_true_after_the_failover(
             assert status[0] == 503 and status[1].startswith("not ready: "), status
             samples = _samples(ambassador)
             assert _value(samples, "redis_ambassador_ready") == 0
+            # INFO through the ambassador says the same.
+            with ambassador.client(protocol=2) as client:
+                info = client.info("ambassador")
+            assert info["ambassador_ready"] == 0
+            reason = str(info["ambassador_unready_reason"])
+            assert "masters unreachable" in reason or "slots have no master" in reason, info
             deadline = time.monotonic() + 30
             while _get(ambassador, "/readyz")[0] != 200:
                 assert time.monotonic() < deadline, "/readyz not ready again after the failover"

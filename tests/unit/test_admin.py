@@ -424,7 +424,18 @@ def test_info_sections_come_in_redis_order_with_the_ambassadors_last() -> None:
         "ambassador_replicas": "2",
         "ambassador_slots_covered": "16384",
         "ambassador_masters_answered": "2",
+        "ambassador_breakers_open": "0",
+        "ambassador_ready": "1",
     }
+
+
+def test_info_says_why_the_ambassador_is_not_ready() -> None:
+    view = dataclasses.replace(VIEW, breakers_open=1, unready="masters unreachable: a:1")
+    decided = plan(b"INFO", b"ambassador", view=view)
+    merged = fields(decided.merge([]))  # type: ignore[misc]
+    assert merged["ambassador_breakers_open"] == "1"
+    assert merged["ambassador_ready"] == "0"
+    assert merged["ambassador_unready_reason"] == "masters unreachable: a:1"
 
 
 @pytest.mark.parametrize(

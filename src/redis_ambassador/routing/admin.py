@@ -70,6 +70,8 @@ class ClusterView:
     replicas: int
     slots_covered: int
     uptime: int
+    breakers_open: int = 0  # nodes whose circuit breaker is not closed
+    unready: str = ""  # why /readyz says no; empty when ready
 
 
 Planner = Callable[[list[bytes], ClusterView], Plan]

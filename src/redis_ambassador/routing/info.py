@@ -392,6 +392,9 @@ def _ambassador(view: ClusterView, answered: int) -> Lines:
         b"ambassador_replicas:%d" % view.replicas,
         b"ambassador_slots_covered:%d" % view.slots_covered,
         b"ambassador_masters_answered:%d" % answered,
+        b"ambassador_breakers_open:%d" % view.breakers_open,
+        b"ambassador_ready:%d" % (not view.unready),
+        *([b"ambassador_unready_reason:%s" % view.unready.encode()] if view.unready else []),
     ]
 
 

@@ -771,6 +771,10 @@ class Router:
             replicas=len(self._replicas),
             slots_covered=self._covered,
             uptime=uptime(),
+            breakers_open=sum(
+                1 for pool in self._upstream.pools.values() if not pool.breaker.allows
+            ),
+            unready=self.unready() or "",
         )
 
     @staticmethod
