@@ -167,3 +167,29 @@ def test_an_admin_port_in_use_is_one_clear_line(admin_cluster: LocalCluster) -> 
         f"redis-ambassador: admin listener: cannot listen on 127.0.0.1:{port}: the port is "
         "already in use (choose another with --admin HOST:PORT, or --admin off)"
     )
+
+
+def test_latency_histograms_are_sampled_from_real_traffic(
+    admin_cluster: LocalCluster, start_ambassador: Callable[..., Ambassador]
+) -> None:
+    ambassador = start_ambassador(admin_cluster, admin=True)
+    try:
+        with ambassador.client(protocol=2, single_connection_client=True) as client:
+            for i in range(64 * 10):  # one command per read: every 64th read is timed
+                client.get(f"latency:{i}")
+        samples = _samples(ambassador)
+        requests = _value(samples, "redis_ambassador_request_duration_seconds_count", command="get")
+        assert 9 <= requests <= 11, requests
+        total = _value(samples, "redis_ambassador_request_duration_seconds_sum", command="get")
+        assert 0 < total / requests < 1.0  # seconds per sampled GET: plausible, not zero
+        inf = _value(
+            samples, "redis_ambassador_request_duration_seconds_bucket", command="get", le="+Inf"
+        )
+        assert inf == requests
+        masters = [node.address for node in admin_cluster.masters()]
+        timed = sum(
+            _value(samples, "redis_ambassador_node_latency_seconds_count", node=m) for m in masters
+        )
+        assert timed >= 6, timed  # ~640 flushes over the masters' lanes, one in 64 timed
+    finally:
+        ambassador.stop()

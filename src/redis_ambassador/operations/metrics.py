@@ -12,7 +12,12 @@ import asyncio
 from collections.abc import Iterator
 
 from prometheus_client import ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from redis_ambassador.routing.router import Router
@@ -63,13 +68,28 @@ class AmbassadorCollector(Collector):
             "each node's circuit breaker: 0 closed, 1 half-open, 2 open",
             labels=["node"],
         )
+        node_latency = HistogramMetricFamily(
+            _PREFIX + "node_latency_seconds",
+            "sampled: from writing a command to a node to its reply",
+            labels=["node"],
+        )
         for pool in sorted(self._upstream.pools.values(), key=lambda p: p.name):
             conns = [c for c in [*pool.conns, *pool.private] if c is not UNOPENED]
             connections.add_metric([pool.name], sum(1 for c in conns if not c.closed))
             pending.add_metric([pool.name], sum(c.pending for c in conns))
             sent.add_metric([pool.name], pool.sent)
             breaker.add_metric([pool.name], BREAKER_VALUES[pool.breaker.state])
-        yield from (connections, pending, sent, breaker)
+            node_latency.add_metric([pool.name], pool.latency.cumulative(), pool.latency.sum)
+        yield from (connections, pending, sent, breaker, node_latency)
+        requests = HistogramMetricFamily(
+            _PREFIX + "request_duration_seconds",
+            "sampled: from reading a client's commands to writing their replies, by the "
+            "first command's name",
+            labels=["command"],
+        )
+        for name, histogram in sorted(stats.latency.items()):
+            requests.add_metric([name], histogram.cumulative(), histogram.sum)
+        yield requests
         redirects = CounterMetricFamily(
             _PREFIX + "redirects", "MOVED/ASK replies followed", labels=["kind"]
         )

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import logging
 import random
+import time
 from binascii import crc_hqx
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -33,6 +34,7 @@ from redis_ambassador.commands.transaction import (
     check,
 )
 from redis_ambassador.config import Address, Config
+from redis_ambassador.operations.histogram import LatencyHistogram
 from redis_ambassador.protocol.replies import OK
 from redis_ambassador.routing.admin import ADMIN, ClusterView, Plan, To, uptime
 from redis_ambassador.routing.fanout import (
@@ -96,6 +98,13 @@ class RouterStats:
         self.budget_exhausted = 0
         self.refreshes = {"ok": 0, "failed": 0}
         self.refreshed_at = now  # loop time of the last slot map applied
+        self.latency: dict[str, LatencyHistogram] = {}  # sampled, by first command
+
+    def observe(self, name: str, seconds: float) -> None:
+        histogram = self.latency.get(name)
+        if histogram is None:
+            histogram = self.latency[name] = LatencyHistogram()
+        histogram.observe(seconds)
 
     def track_fast(self, fast: dict[bytes, int]) -> None:
         """Count the fast path's names (keeping what was counted under the old ones)."""
@@ -742,6 +751,11 @@ class Router:
             self.request_refresh()
             batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
         return pool
+
+    def answered(self, read_at: float, args: list[bytes]) -> None:
+        """A sampled batch's replies were written: its latency, under its first command."""
+        spec = self._table.resolve(args)
+        self.stats.observe(spec.name if spec is not None else "unknown", time.monotonic() - read_at)
 
     def unready(self) -> str | None:
         """Why the ambassador cannot serve every slot now (None: it can): /readyz."""

@@ -15,6 +15,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from redis_ambassador import errors
+from redis_ambassador.operations.histogram import SAMPLE_EVERY
 from redis_ambassador.protocol.requests import RequestParser
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class ClientRegistry:
         self.connected: set[ClientConnection] = set()
         self.departed = 0
         self.accepted = 0
+        self.sample_in = SAMPLE_EVERY  # batches until the next one timed
         self.bytes_in = 0  # read from clients
         self.bytes_out = 0  # replies written to clients
         self._all_gone: asyncio.Event | None = None  # set once draining and none is left
@@ -78,7 +80,7 @@ class ClientRegistry:
 class Batch:
     """The replies owed for one read's commands, filled in place by index."""
 
-    __slots__ = ("client", "close_after", "remaining", "replies", "silent")
+    __slots__ = ("client", "close_after", "remaining", "replies", "sampled", "silent")
 
     def __init__(self, client: ClientConnection, size: int) -> None:
         self.client = client
@@ -86,6 +88,9 @@ class Batch:
         self.remaining = size
         self.close_after = False
         self.silent: set[int] | None = None  # replies not to write (CLIENT REPLY OFF/SKIP)
+        # For the latency histogram, one batch in SAMPLE_EVERY: when it was read, and its
+        # first command's arguments (the label).
+        self.sampled: tuple[float, list[bytes]] | None = None
 
     def silence(self, index: int) -> None:
         """The command at ``index`` runs, but its reply is not written."""
@@ -247,14 +252,20 @@ class ClientConnection(asyncio.Protocol):
             transport.write(data)  # type: ignore[arg-type]
             self._registry.bytes_out += len(data)  # type: ignore[arg-type]
             self._inflight -= len(head.replies)
+            if head.sampled is not None:
+                self._router.answered(*head.sampled)
             if head.close_after:
                 self._close_after_write()
         else:
             out = list(head.written())
             done = len(head.replies)
             close = head.close_after
+            if head.sampled is not None:
+                self._router.answered(*head.sampled)
             while batches and not batches[0].remaining and not close:
                 nxt = batches.popleft()
+                if nxt.sampled is not None:
+                    self._router.answered(*nxt.sampled)
                 out.extend(nxt.written())
                 done += len(nxt.replies)
                 close = nxt.close_after
@@ -331,6 +342,11 @@ class ClientConnection(asyncio.Protocol):
 
     def _dispatch(self, commands: list[list[bytes]], frames: list[bytes]) -> None:
         batch = Batch(self, len(commands))
+        registry = self._registry
+        registry.sample_in -= 1
+        if registry.sample_in <= 0:
+            registry.sample_in = SAMPLE_EVERY
+            batch.sampled = (self.last_read, commands[0])
         self._batches.append(batch)
         self._inflight += len(commands)
         self._router.dispatch(self, batch, commands, frames)

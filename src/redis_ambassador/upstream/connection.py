@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from time import monotonic
 from typing import TYPE_CHECKING, Protocol
 
+from redis_ambassador.operations.histogram import SAMPLE_EVERY
 from redis_ambassador.protocol.replies import ReplyScanner
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ class ConnectionOwner(Protocol):
     ) -> None: ...
     def schedule_flush(self, conn: NodeConnection) -> None: ...
     def answered(self, conn: NodeConnection) -> None: ...
+    def observed(self, conn: NodeConnection, seconds: float) -> None: ...
 
 
 class NodeConnection(asyncio.Protocol):
@@ -74,6 +77,10 @@ class NodeConnection(asyncio.Protocol):
         self.closing = False  # closed on purpose (client gone, shutdown), not failed
         self.reads = 0  # bumped on every read: the watchdog's sign of life
         self.sent = 0  # commands written (the circuit breaker's and retry budget's measure)
+        # Latency sampling: one flush in SAMPLE_EVERY is timed until its last command's reply.
+        self._sample_in = SAMPLE_EVERY
+        self._timed_at = 0.0  # when the timed flush was written (0: none in flight)
+        self._timed_left = 0  # replies still to come before its last command's
         self.failure = "connection lost"  # why it closed, for the clients' error replies
         self.timed_out = False  # aborted after the command timeout
         if protocol == 3:
@@ -115,6 +122,12 @@ class NodeConnection(asyncio.Protocol):
         self._transport.write(out[0] if len(out) == 1 else b"".join(out))
         self.sent += len(out)
         out.clear()
+        if not self._timed_at:
+            self._sample_in -= 1
+            if self._sample_in <= 0:
+                self._sample_in = SAMPLE_EVERY
+                self._timed_at = monotonic()
+                self._timed_left = len(self.queue)
 
     @property
     def pending(self) -> int:
@@ -156,6 +169,7 @@ class NodeConnection(asyncio.Protocol):
         else:
             buf = data
         inflight = self.queue
+        before = len(inflight)
         popleft = inflight.popleft
         end_of = self._scanner.end_of
         find = buf.find
@@ -200,6 +214,11 @@ class NodeConnection(asyncio.Protocol):
             del partial[:pos]
         else:
             self._partial = bytearray(buf[pos:])
+        if self._timed_at:
+            self._timed_left -= before - len(inflight)
+            if self._timed_left <= 0:
+                self._owner.observed(self, monotonic() - self._timed_at)
+                self._timed_at = 0.0
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

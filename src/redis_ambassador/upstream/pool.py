@@ -19,6 +19,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from redis_ambassador.config import Address, UpstreamConfig
+from redis_ambassador.operations.histogram import LatencyHistogram
 from redis_ambassador.upstream.breaker import BreakerSettings, CircuitBreaker, State
 from redis_ambassador.upstream.connection import UNOPENED, ConnectionOwner, Entry, NodeConnection
 
@@ -36,6 +37,7 @@ class NodePool:
         self._size = upstream.pool_size
         self.breaker = CircuitBreaker(upstream.breaker_settings, random.random, self._changed)
         self.checking = False  # a health check is in progress
+        self.latency = LatencyHistogram()  # sampled: a command's write to its reply
         self.next_check = 0.0  # loop time of the next health check
         self._retired_sent = 0  # commands written by connections since replaced
         self._reported_sent = 0  # of ``sent``, what the breaker has been told
@@ -201,6 +203,11 @@ class Upstream(ConnectionOwner):
         if pool is not None and not conn.closing:
             pool.breaker.failure(self._loop.time(), conn.failure, len(sent))
         self.on_failure(conn, unsent, sent)
+
+    def observed(self, conn: NodeConnection, seconds: float) -> None:
+        pool = self._pools.get(conn.address)
+        if pool is not None:
+            pool.latency.observe(seconds)
 
     def answered(self, conn: NodeConnection) -> None:
         pool = self._pools.get(conn.address)
