@@ -16,7 +16,8 @@ broken file is reported instead of silently masked. Numeric limits:
   percentages are at most 100;
 * durations are seconds (int or float), finite and > 0, except
   ``upstream.retry_backoff`` which may be 0 (retry immediately), and
-  ``server.drain_timeout`` and ``server.idle_timeout``, where 0 means "no wait" and "never";
+  ``server.drain_timeout``, ``server.idle_timeout`` and ``server.slow_log_threshold``, where 0
+  means "no wait", "never" and "never";
 * ``cluster.min_refresh_interval`` must not exceed ``cluster.refresh_interval``.
 
 Command lists (``commands.deny``, ``commands.allow``) hold command names as Redis's ACL writes
@@ -193,6 +194,12 @@ class ServerConfig:
         0.0,
         "seconds a client may stay idle (no command, none in flight) before it is closed; "
         "blocked and subscribed clients are exempt (0: never, like Redis's timeout)",
+        allow_zero=True,
+    )
+    slow_log_threshold: float = _seconds(
+        0.1,
+        "seconds from reading a client's commands to writing their replies above which the "
+        "request is logged as slow (0: never); blocking commands are not logged",
         allow_zero=True,
     )
     log_level: str = field(

@@ -27,6 +27,7 @@ LIVE_KEYS: frozenset[str] = frozenset(
         # Read when they are used.
         "server.drain_timeout",
         "server.idle_timeout",
+        "server.slow_log_threshold",
         # cli reconfigures logging after each reload.
         "server.log_level",
         "server.log_format",

@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -191,5 +192,30 @@ def test_latency_histograms_are_sampled_from_real_traffic(
             _value(samples, "redis_ambassador_node_latency_seconds_count", node=m) for m in masters
         )
         assert timed >= 6, timed  # ~640 flushes over the masters' lanes, one in 64 timed
+    finally:
+        ambassador.stop()
+
+
+def test_slow_requests_are_logged_and_counted_but_blocking_ones_are_not(
+    admin_cluster: LocalCluster, start_ambassador: Callable[..., Ambassador], tmp_path: Path
+) -> None:
+    config = tmp_path / "slow.toml"
+    config.write_text('[server]\nslow_log_threshold = 0.05\n[commands]\nallow = ["debug"]\n')
+    ambassador = start_ambassador(admin_cluster, admin=True, extra_args=("--config", str(config)))
+    try:
+        with ambassador.client(protocol=2, client_name="reporter") as client:
+            client.get("slow:fast")
+            client.blpop(["slow:empty"], timeout=0.2)  # blocks 0.2 s: not slow, just blocking
+            client.execute_command("DEBUG", "SLEEP", "0.1")  # answered after 100 ms: slow
+            client.get("slow:fast")
+        deadline = time.monotonic() + 5
+        while "slow request" not in ambassador.stderr_text():
+            assert time.monotonic() < deadline, "no slow-request line"
+            time.sleep(0.05)
+        lines = [line for line in ambassador.stderr_text().splitlines() if "slow request" in line]
+        assert len(lines) == 1, lines
+        assert "ms for 'debug' from client 127.0.0.1:" in lines[0]
+        assert lines[0].endswith(", name reporter)")
+        assert _value(_samples(ambassador), "redis_ambassador_slow_requests_total") == 1
     finally:
         ambassador.stop()

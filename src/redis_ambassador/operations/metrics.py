@@ -96,6 +96,11 @@ class AmbassadorCollector(Collector):
         for kind, n in stats.redirects.items():
             redirects.add_metric([kind], n)
         yield redirects
+        yield _counter(
+            "slow_requests",
+            "requests answered slower than server.slow_log_threshold",
+            stats.slow_requests,
+        )
         yield _counter("retries", "commands scheduled to be sent again", stats.retries)
         yield _counter(
             "retry_budget_exhausted", "retries refused by the retry budget", stats.budget_exhausted

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import random
-import time
 from binascii import crc_hqx
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 _MOVED = b"-MOVED "
 _NOSCRIPT = b"-NOSCRIPT "
 _ASK = b"-ASK "
+# The slow log writes at most this many lines a second (and then how many it left out).
+_SLOW_LINES_PER_SECOND = 10
 # Seconds between refreshes while some slots have no master or no node answers.
 _INCOMPLETE_REFRESH = 1.0
 # Seconds between log lines while topology refreshes keep failing.
@@ -99,6 +101,10 @@ class RouterStats:
         self.refreshes = {"ok": 0, "failed": 0}
         self.refreshed_at = now  # loop time of the last slot map applied
         self.latency: dict[str, LatencyHistogram] = {}  # sampled, by first command
+        self.slow_requests = 0
+        self.slow_window = 0.0  # the slow log's current second, and its lines in it
+        self.slow_logged = 0
+        self.slow_suppressed = 0
 
     def observe(self, name: str, seconds: float) -> None:
         histogram = self.latency.get(name)
@@ -182,6 +188,8 @@ class Router:
         """Apply the settings that take effect without a restart (at start, and on SIGHUP)."""
         self._config = config
         self.settings = config.server
+        # Seconds after which a request is logged as slow (clients compare against it).
+        self.slow_after = config.server.slow_log_threshold or math.inf
         self._retry = RetryPolicy.from_config(config.upstream)
         self._budget.ratio = config.upstream.retry_budget_percent / 100
         self._budget.floor = config.upstream.retry_budget_floor
@@ -493,6 +501,7 @@ class Router:
         if pool is None:
             return False
         self._private(client, pool.address).send(batch, i, frames[i])
+        batch.read_at = 0.0  # it may block as long as it says: not a slow request
         if i + 1 < len(batch.replies):
             client.hold(batch, i + 1, commands, frames)
             return True
@@ -752,10 +761,36 @@ class Router:
             batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
         return pool
 
-    def answered(self, read_at: float, args: list[bytes]) -> None:
-        """A sampled batch's replies were written: its latency, under its first command."""
-        spec = self._table.resolve(args)
-        self.stats.observe(spec.name if spec is not None else "unknown", time.monotonic() - read_at)
+    def answered(self, client: ClientConnection, batch: Batch, elapsed: float) -> None:
+        """A sampled or slow batch's replies were written ``elapsed`` seconds after it was
+        read: the latency histogram, the slow log."""
+        spec = self._table.resolve(batch.first)
+        name = spec.name if spec is not None else "unknown"
+        if batch.sampled:
+            self.stats.observe(name, elapsed)
+        if elapsed >= self.slow_after:
+            self._slow(client, batch, name, elapsed)
+
+    def _slow(self, client: ClientConnection, batch: Batch, name: str, elapsed: float) -> None:
+        """Log a slow request: at most _SLOW_LINES_PER_SECOND lines a second, then a count."""
+        stats = self.stats
+        stats.slow_requests += 1
+        now = self._loop.time()
+        if now - stats.slow_window >= 1.0:
+            if stats.slow_suppressed:
+                log.warning("slow requests: %d more not logged", stats.slow_suppressed)
+            stats.slow_window, stats.slow_logged, stats.slow_suppressed = now, 0, 0
+        if stats.slow_logged >= _SLOW_LINES_PER_SECOND:
+            stats.slow_suppressed += 1
+            return
+        stats.slow_logged += 1
+        commands = len(batch.replies)
+        what = f"'{name}'" if commands == 1 else f"{commands} commands, the first '{name}'"
+        named = f", name {client.name.decode(errors='replace')}" if client.name else ""
+        log.warning(
+            "slow request: %.1f ms for %s from client %s (id %d%s)",
+            elapsed * 1000, what, client.peer, client.id, named,
+        )  # fmt: skip
 
     def unready(self) -> str | None:
         """Why the ambassador cannot serve every slot now (None: it can): /readyz."""

@@ -80,17 +80,28 @@ class ClientRegistry:
 class Batch:
     """The replies owed for one read's commands, filled in place by index."""
 
-    __slots__ = ("client", "close_after", "remaining", "replies", "sampled", "silent")
+    __slots__ = (
+        "client", "close_after", "first", "read_at", "remaining", "replies", "sampled", "silent",
+    )  # fmt: skip
 
-    def __init__(self, client: ClientConnection, size: int) -> None:
+    def __init__(
+        self,
+        client: ClientConnection,
+        size: int,
+        read_at: float = 0.0,
+        first: list[bytes] | tuple[()] = (),
+    ) -> None:
         self.client = client
         self.replies: list[bytes | bytearray | None] = [None] * size
         self.remaining = size
         self.close_after = False
         self.silent: set[int] | None = None  # replies not to write (CLIENT REPLY OFF/SKIP)
-        # For the latency histogram, one batch in SAMPLE_EVERY: when it was read, and its
-        # first command's arguments (the label).
-        self.sampled: tuple[float, list[bytes]] | None = None
+        # Timing (the slow log, and one batch in SAMPLE_EVERY for the latency histogram): when
+        # its commands were read (0.0: not timed, e.g. it holds a blocking command), and the
+        # first command's arguments (the name it is known by).
+        self.read_at = read_at
+        self.first = first
+        self.sampled = False
 
     def silence(self, index: int) -> None:
         """The command at ``index`` runs, but its reply is not written."""
@@ -201,7 +212,7 @@ class ClientConnection(asyncio.Protocol):
         self._registry.bytes_in += len(data)
         commands, frames, error = self._parser.feed(data)
         if commands:
-            self._dispatch(commands, frames)
+            self._dispatch(commands, frames, self.last_read)
         if error is not None:
             if self._held is not None:
                 self._held_error = errors.protocol(str(error))
@@ -252,20 +263,21 @@ class ClientConnection(asyncio.Protocol):
             transport.write(data)  # type: ignore[arg-type]
             self._registry.bytes_out += len(data)  # type: ignore[arg-type]
             self._inflight -= len(head.replies)
-            if head.sampled is not None:
-                self._router.answered(*head.sampled)
+            read_at = head.read_at
+            if read_at and (head.sampled or _monotonic() - read_at >= self._router.slow_after):
+                self._timed(head)
             if head.close_after:
                 self._close_after_write()
         else:
             out = list(head.written())
             done = len(head.replies)
             close = head.close_after
-            if head.sampled is not None:
-                self._router.answered(*head.sampled)
+            if head.read_at:
+                self._timed(head)
             while batches and not batches[0].remaining and not close:
                 nxt = batches.popleft()
-                if nxt.sampled is not None:
-                    self._router.answered(*nxt.sampled)
+                if nxt.read_at:
+                    self._timed(nxt)
                 out.extend(nxt.written())
                 done += len(nxt.replies)
                 close = nxt.close_after
@@ -326,7 +338,7 @@ class ClientConnection(asyncio.Protocol):
         assert self._held is not None
         commands, frames = self._held
         self._held = None
-        self._dispatch(commands, frames)
+        self._dispatch(commands, frames, 0.0)  # its wait behind the blocking one is no news
         if self._held is None and self._held_error is not None:
             self._refuse(self._held_error)
         elif self._held is None and self._closing and self._transport is not None:
@@ -340,16 +352,22 @@ class ClientConnection(asyncio.Protocol):
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _dispatch(self, commands: list[list[bytes]], frames: list[bytes]) -> None:
-        batch = Batch(self, len(commands))
+    def _dispatch(self, commands: list[list[bytes]], frames: list[bytes], read_at: float) -> None:
+        batch = Batch(self, len(commands), read_at, commands[0])
         registry = self._registry
         registry.sample_in -= 1
         if registry.sample_in <= 0:
             registry.sample_in = SAMPLE_EVERY
-            batch.sampled = (self.last_read, commands[0])
+            batch.sampled = True
         self._batches.append(batch)
         self._inflight += len(commands)
         self._router.dispatch(self, batch, commands, frames)
+
+    def _timed(self, batch: Batch) -> None:
+        """A timed batch's replies were written: the latency sample, the slow log."""
+        elapsed = _monotonic() - batch.read_at
+        if batch.sampled or elapsed >= self._router.slow_after:
+            self._router.answered(self, batch, elapsed)
 
     def _refuse(self, reply: bytes) -> None:
         """Queue an error after everything owed, then close (Redis's protocol-error behaviour)."""
