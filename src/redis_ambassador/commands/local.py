@@ -165,6 +165,6 @@ REFUSED: dict[str, str] = {
     ),
     **dict.fromkeys(["wait", "waitaof"], _WAIT),
     **dict.fromkeys(
-        ["monitor", "sync", "psync", "replconf", "auth"], _NOT_HERE
+        ["sync", "psync", "replconf", "auth"], _NOT_HERE
     ),
 }  # fmt: skip

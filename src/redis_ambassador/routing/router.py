@@ -13,6 +13,7 @@ import itertools
 import logging
 import math
 import random
+import time
 from binascii import crc_hqx
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -35,6 +36,7 @@ from redis_ambassador.commands.transaction import (
 )
 from redis_ambassador.config import Address, Config
 from redis_ambassador.operations.histogram import LatencyHistogram
+from redis_ambassador.operations.monitor import monitor_line
 from redis_ambassador.protocol.replies import OK
 from redis_ambassador.routing.admin import ADMIN, ClusterView, Plan, To, uptime
 from redis_ambassador.routing.fanout import (
@@ -170,6 +172,7 @@ class Router:
         self._loop = asyncio.get_running_loop()
         self._budget = RetryBudget(0.0, 0.0, self._loop.time())
         self.stats = RouterStats(self._loop.time())
+        self.monitors: list[ClientConnection] = []  # clients in MONITOR
         self._reads = ReadPolicy(config.upstream.read_policy)
         self._readers: dict[Address, list[NodePool]] = {}  # each master's online replicas
         self.reconfigure(config)
@@ -236,6 +239,7 @@ class Router:
             or client.watching is not None
             or client.subscriptions is not None
             or client.reply_mode != "on"
+            or self.monitors
         ):
             self._dispatch_each(client, batch, commands, frames, 0)
             return
@@ -302,6 +306,10 @@ class Router:
         name = spec.name if spec is not None else ""
         base = name.split("|", 1)[0]
         self.stats.count(name)
+        if self.monitors and spec is not None and "admin" not in spec.flags:
+            if base == "reset":
+                self._stop_monitoring(client)  # as in Redis, it no longer sees its own RESET
+            self._feed_monitors(client, spec, args)
         if client.transaction is not None and base not in _NOT_QUEUED:
             batch.fill(i, self._queue(client.transaction, spec, args, frame))
             return False
@@ -327,6 +335,12 @@ class Router:
         if base == "reset":
             self._end_transaction(client)
             client.unsubscribed()
+            self._stop_monitoring(client)
+        if name == "monitor":
+            batch.fill(i, OK)
+            if client not in self.monitors:
+                self.monitors.append(client)
+            return True
         if base == "quit":
             # Redis closes after +OK and never runs what the client sent after QUIT.
             client.close_after_reply(batch)
@@ -425,6 +439,49 @@ class Router:
                 conn.close()
             conn = client.private[address] = self._upstream.private(address, client.protocol)
         return conn
+
+    # -- MONITOR (operations/monitor.py) -------------------------------------------------------
+
+    def _feed_monitors(
+        self, client: ClientConnection, spec: CommandSpec, args: list[bytes]
+    ) -> None:
+        """Show a command to every client in MONITOR (while any is, every client takes the
+        slow path, as Redis's MONITOR costs every command too)."""
+        line = monitor_line(time.time(), client.peer, args, self._destination(client, spec, args))
+        monitors = self.monitors
+        if any(monitor.gone for monitor in monitors):
+            monitors = self.monitors = [monitor for monitor in monitors if not monitor.gone]
+        for monitor in monitors:
+            monitor.push(line)
+
+    def _stop_monitoring(self, client: ClientConnection) -> None:
+        if client in self.monitors:
+            self.monitors = [monitor for monitor in self.monitors if monitor is not client]
+
+    def _destination(self, client: ClientConnection, spec: CommandSpec, args: list[bytes]) -> str:
+        """Where a command goes, as MONITOR shows it (before any redirection)."""
+        name = spec.name
+        base = name.split("|", 1)[0]
+        if (
+            base == "exec"
+            and client.transaction is not None
+            and client.transaction.slot is not None
+        ):
+            return _node_named(self._owners[client.transaction.slot])
+        if (
+            (base in LOCAL and name not in self._to_node)
+            or base in _TRANSACTION_COMMANDS
+            or name in REFUSED
+            or base in REFUSED
+            or base in ("quit", "reset")
+        ):
+            return "ambassador"
+        if name in FANOUT or name in ADMIN or name == "scan":
+            return "masters"
+        keys = spec.keys(args)
+        if keys:
+            return _node_named(self._owners[key_slot(keys[0])])
+        return "any master"
 
     @staticmethod
     def _client_reply(client: ClientConnection, batch: Batch, i: int, args: list[bytes]) -> bool:
@@ -1099,6 +1156,10 @@ class Router:
                     log.warning("topology refresh works again after %.1fs", now - failing_since)
                     failing_since = None
             await anyio.sleep(cluster.min_refresh_interval)
+
+
+def _node_named(pool: NodePool | None) -> str:
+    return f"node {pool.name}" if pool is not None else "no master"
 
 
 def _usable(pool: NodePool) -> bool:

@@ -182,6 +182,11 @@ class ClientConnection(asyncio.Protocol):
         self.local_address = ("", 0)  # what the client dialed: CLUSTER SLOTS/SHARDS/NODES
         self.fd = -1
 
+    @property
+    def gone(self) -> bool:
+        """The connection is closed (or closing)."""
+        return self._transport is None or self._closing
+
     def set_protocol(self, protocol: int) -> None:
         """HELLO 2/3: later commands use node connections that speak the same protocol."""
         self.protocol = protocol
