@@ -6,6 +6,7 @@ not a string copied from Redis's source.
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 import threading
@@ -391,3 +392,26 @@ def test_an_absurd_multibulk_count_neither_reserves_memory_nor_freezes_other_cli
         f"a 13-byte request reserved {reserved / 2**30:.1f} GiB of address space; "
         f"slowest round of other traffic {worst:.1f}s {stalled}"
     )
+
+
+def test_a_protocol_error_is_one_log_line_and_a_flood_of_them_is_cut(
+    own_ambassador: Ambassador, raw: Raw
+) -> None:
+    for _ in range(30):
+        conn = raw(own_ambassador.host, own_ambassador.port)
+        conn.send(b"*1\r\n$x\r\n")
+        conn.read_until_closed()
+    deadline = time.monotonic() + 5
+    while "client errors:" not in own_ambassador.stderr_text():
+        # The summary of the lines left out comes with the next error after the second ends.
+        time.sleep(1.1)
+        conn = raw(own_ambassador.host, own_ambassador.port)
+        conn.send(b"*1\r\n$x\r\n")
+        conn.read_until_closed()
+        assert time.monotonic() < deadline, "no summary of the client errors left out"
+    lines = [line for line in own_ambassador.stderr_text().splitlines() if "Protocol error" in line]
+    assert 10 <= len(lines) <= 12, lines  # ten a second at most
+    assert re.search(
+        r"client 127\.0\.0\.1:\d+ \(id \d+\): Protocol error: invalid bulk length; closing$",
+        lines[0],
+    ), lines[0]

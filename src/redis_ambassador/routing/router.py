@@ -37,6 +37,7 @@ from redis_ambassador.commands.transaction import (
 from redis_ambassador.config import Address, Config
 from redis_ambassador.operations.histogram import LatencyHistogram
 from redis_ambassador.operations.monitor import monitor_line
+from redis_ambassador.operations.ratelimit import LimitedLog
 from redis_ambassador.protocol.replies import OK
 from redis_ambassador.routing.admin import ADMIN, ClusterView, Plan, To, uptime
 from redis_ambassador.routing.fanout import (
@@ -64,8 +65,6 @@ log = logging.getLogger(__name__)
 _MOVED = b"-MOVED "
 _NOSCRIPT = b"-NOSCRIPT "
 _ASK = b"-ASK "
-# The slow log writes at most this many lines a second (and then how many it left out).
-_SLOW_LINES_PER_SECOND = 10
 # Seconds between refreshes while some slots have no master or no node answers.
 _INCOMPLETE_REFRESH = 1.0
 # Seconds between log lines while topology refreshes keep failing.
@@ -104,9 +103,6 @@ class RouterStats:
         self.refreshed_at = now  # loop time of the last slot map applied
         self.latency: dict[str, LatencyHistogram] = {}  # sampled, by first command
         self.slow_requests = 0
-        self.slow_window = 0.0  # the slow log's current second, and its lines in it
-        self.slow_logged = 0
-        self.slow_suppressed = 0
 
     def observe(self, name: str, seconds: float) -> None:
         histogram = self.latency.get(name)
@@ -173,6 +169,7 @@ class Router:
         self._budget = RetryBudget(0.0, 0.0, self._loop.time())
         self.stats = RouterStats(self._loop.time())
         self.monitors: list[ClientConnection] = []  # clients in MONITOR
+        self._slow_log = LimitedLog(log, logging.WARNING, 10, "slow requests")
         self._reads = ReadPolicy(config.upstream.read_policy)
         self._readers: dict[Address, list[NodePool]] = {}  # each master's online replicas
         self.reconfigure(config)
@@ -829,24 +826,12 @@ class Router:
             self._slow(client, batch, name, elapsed)
 
     def _slow(self, client: ClientConnection, batch: Batch, name: str, elapsed: float) -> None:
-        """Log a slow request: at most _SLOW_LINES_PER_SECOND lines a second, then a count."""
-        stats = self.stats
-        stats.slow_requests += 1
-        now = self._loop.time()
-        if now - stats.slow_window >= 1.0:
-            if stats.slow_suppressed:
-                log.warning("slow requests: %d more not logged", stats.slow_suppressed)
-            stats.slow_window, stats.slow_logged, stats.slow_suppressed = now, 0, 0
-        if stats.slow_logged >= _SLOW_LINES_PER_SECOND:
-            stats.slow_suppressed += 1
-            return
-        stats.slow_logged += 1
+        self.stats.slow_requests += 1
         commands = len(batch.replies)
         what = f"'{name}'" if commands == 1 else f"{commands} commands, the first '{name}'"
-        named = f", name {client.name.decode(errors='replace')}" if client.name else ""
-        log.warning(
-            "slow request: %.1f ms for %s from client %s (id %d%s)",
-            elapsed * 1000, what, client.peer, client.id, named,
+        self._slow_log.log(
+            self._loop.time(), "slow request: %.1f ms for %s from client %s",
+            elapsed * 1000, what, client.describe(),
         )  # fmt: skip
 
     def unready(self) -> str | None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from redis_ambassador import errors
 from redis_ambassador.operations.histogram import SAMPLE_EVERY
+from redis_ambassador.operations.ratelimit import LimitedLog
 from redis_ambassador.protocol.requests import RequestParser
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 _client_ids = itertools.count(1)
 _monotonic = time.monotonic
+# One line per client error (malformed input), but a flood of bad clients cannot flood the log.
+_client_errors = LimitedLog(log, logging.INFO, 10, "client errors")
 
 
 class ClientRegistry:
@@ -182,6 +185,11 @@ class ClientConnection(asyncio.Protocol):
         self.local_address = ("", 0)  # what the client dialed: CLUSTER SLOTS/SHARDS/NODES
         self.fd = -1
 
+    def describe(self) -> str:
+        """The client as log lines name it: address, id, and name if it set one."""
+        named = f", name {self.name.decode(errors='replace')}" if self.name else ""
+        return f"{self.peer} (id {self.id}{named})"
+
     @property
     def gone(self) -> bool:
         """The connection is closed (or closing)."""
@@ -223,6 +231,7 @@ class ClientConnection(asyncio.Protocol):
                 self._held_error = errors.protocol(str(error))
             else:
                 self._refuse(errors.protocol(str(error)))
+            _client_errors.log(_monotonic(), "client %s: %s; closing", self.describe(), error)
         elif self._inflight >= self._max_inflight:
             self._pause_reading()
 
