@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 from redis.crc import key_slot
 
@@ -217,5 +218,33 @@ def test_slow_requests_are_logged_and_counted_but_blocking_ones_are_not(
         assert "ms for 'debug' from client 127.0.0.1:" in lines[0]
         assert lines[0].endswith(", name reporter)")
         assert _value(_samples(ambassador), "redis_ambassador_slow_requests_total") == 1
+    finally:
+        ambassador.stop()
+
+
+def test_errors_are_counted_by_command_whoever_answers(
+    admin_cluster: LocalCluster, start_ambassador: Callable[..., Ambassador]
+) -> None:
+    ambassador = start_ambassador(admin_cluster, admin=True)
+    try:
+        with ambassador.client(protocol=2) as client:
+            client.set("errors:str", "text")
+            for _ in range(3):  # a node's error: WRONGTYPE
+                with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+                    client.lpush("errors:str", "x")
+            with pytest.raises(
+                redis.ResponseError, match="same slot"
+            ):  # the ambassador's CROSSSLOT
+                client.msetnx({"errors:a": "1", "errors:b": "2"})
+            with pytest.raises(redis.ResponseError, match="unknown command"):
+                client.execute_command("NOSUCHCOMMAND", "x")
+            client.get("errors:str")
+        samples = _samples(ambassador)
+        errors = "redis_ambassador_command_errors_total"
+        assert _value(samples, errors, command="lpush") == 3
+        assert _value(samples, errors, command="msetnx") == 1
+        assert _value(samples, errors, command="unknown") == 1
+        assert _value(samples, errors, command="get") == 0
+        assert _value(samples, "redis_ambassador_commands_total", command="lpush") == 3
     finally:
         ambassador.stop()

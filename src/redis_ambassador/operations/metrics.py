@@ -52,6 +52,14 @@ class AmbassadorCollector(Collector):
         for name, n in sorted(stats.commands().items()):
             commands.add_metric([name], n)
         yield commands
+        errors = CounterMetricFamily(
+            _PREFIX + "command_errors",
+            "commands answered with an error (by a node or by the ambassador), by name",
+            labels=["command"],
+        )
+        for name, n in sorted(stats.errors.items()):
+            errors.add_metric([name], n)
+        yield errors
         connections = GaugeMetricFamily(
             _PREFIX + "upstream_connections", "open connections to each node", labels=["node"]
         )

@@ -96,6 +96,7 @@ class RouterStats:
         # case), and every other command by its table name ("" for unknown ones).
         self.fast_commands: dict[bytes, int] = {}
         self.other_commands: dict[str, int] = {}
+        self.errors: dict[str, int] = {}  # commands answered with an error, by name
         self.redirects = {"moved": 0, "ask": 0}
         self.retries = 0
         self.budget_exhausted = 0
@@ -121,6 +122,11 @@ class RouterStats:
     def count(self, name: str, n: int = 1) -> None:
         other = self.other_commands
         other[name] = other.get(name, 0) + n
+
+    def error(self, name: str) -> None:
+        """A command answered with an error ("" for one not in COMMAND)."""
+        errors = self.errors
+        errors[name or "unknown"] = errors.get(name or "unknown", 0) + 1
 
     def refreshed(self, now: float) -> None:
         self.refreshes["ok"] += 1
@@ -183,6 +189,7 @@ class Router:
         upstream.on_redirect = self._redirected
         upstream.on_failure = self._connection_failed
         upstream.on_breaker = self._breaker_changed
+        upstream.on_error = self._node_error
 
     def reconfigure(self, config: Config) -> None:
         """Apply the settings that take effect without a restart (at start, and on SIGHUP)."""
@@ -296,13 +303,32 @@ class Router:
         frames: list[bytes],
     ) -> bool:
         """Route anything but a plain single-key command; True when the rest of the read must
-        take the slow path (the client's state changed, or the batch was cut)."""
+        take the slow path (the client's state changed, or the batch was cut). Counts it, and
+        its error if the ambassador answered with one at once."""
+        spec = self._table.resolve(commands[i])
+        name = spec.name if spec is not None else ""
+        self.stats.count(name)
+        changed = self._route_other(client, batch, i, commands, frames, spec, name)
+        replies = batch.replies
+        if i < len(replies):
+            reply = replies[i]
+            if reply is not None and reply[:1] == b"-":
+                self.stats.error(name)
+        return changed
+
+    def _route_other(
+        self,
+        client: ClientConnection,
+        batch: Batch,
+        i: int,
+        commands: list[list[bytes]],
+        frames: list[bytes],
+        spec: CommandSpec | None,
+        name: str,
+    ) -> bool:
         args = commands[i]
         frame = frames[i]
-        spec = self._table.resolve(args)
-        name = spec.name if spec is not None else ""
         base = name.split("|", 1)[0]
-        self.stats.count(name)
         if self.monitors and spec is not None and "admin" not in spec.flags:
             if base == "reset":
                 self._stop_monitoring(client)  # as in Redis, it no longer sees its own RESET
@@ -1000,6 +1026,12 @@ class Router:
         args = _parse(frame)
         spec = self._table.resolve(args) if args else None
         return spec is not None and self._retry.replays_after_loss(spec.name, spec.flags)
+
+    def _node_error(self, frame: bytes) -> None:
+        """A node answered a command with an error (not a redirection): count it by name."""
+        args = _parse(frame)
+        spec = self._table.resolve(args) if args else None
+        self.stats.error(spec.name if spec is not None else "")
 
     def _breaker_changed(self, pool: NodePool, state: State) -> None:
         # Open: its slots may get a new master (failover). Closed: it is back, maybe as a

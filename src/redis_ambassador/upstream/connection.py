@@ -46,6 +46,7 @@ class ConnectionOwner(Protocol):
     def schedule_flush(self, conn: NodeConnection) -> None: ...
     def answered(self, conn: NodeConnection) -> None: ...
     def observed(self, conn: NodeConnection, seconds: float) -> None: ...
+    def errored(self, frame: bytes) -> None: ...
 
 
 class NodeConnection(asyncio.Protocol):
@@ -197,10 +198,12 @@ class NodeConnection(asyncio.Protocol):
                 end = end_of(buf, pos)
                 if end < 0:
                     break
-                if kind == 45 and buf.startswith(_REDIRECT_PREFIXES, pos):
-                    self._owner.redirected(popleft(), bytes(buf[pos:end]), self)
-                    pos = end
-                    continue
+                if kind == 45 or kind == 33:  # an error (RESP3: a blob error)
+                    if kind == 45 and buf.startswith(_REDIRECT_PREFIXES, pos):
+                        self._owner.redirected(popleft(), bytes(buf[pos:end]), self)
+                        pos = end
+                        continue
+                    self._owner.errored(inflight[0][2])
             batch, index, _, _ = popleft()
             if batch is not None:
                 batch.replies[index] = buf[pos:end]

@@ -120,6 +120,7 @@ class Upstream(ConnectionOwner):
         self.on_redirect: Callable[[Entry, bytes, NodeConnection], None] = _unset
         self.on_failure: Callable[[NodeConnection, list[Entry], list[Entry]], None] = _unset
         self.on_breaker: Callable[[NodePool, State], None] = _unset
+        self.on_error: Callable[[bytes], None] = _unset  # a node answered a command with an error
 
     def pool(self, address: Address) -> NodePool:
         """The pool for a node, created (and connecting) on first use."""
@@ -203,6 +204,9 @@ class Upstream(ConnectionOwner):
         if pool is not None and not conn.closing:
             pool.breaker.failure(self._loop.time(), conn.failure, len(sent))
         self.on_failure(conn, unsent, sent)
+
+    def errored(self, frame: bytes) -> None:
+        self.on_error(frame)
 
     def observed(self, conn: NodeConnection, seconds: float) -> None:
         pool = self._pools.get(conn.address)
