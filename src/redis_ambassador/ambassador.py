@@ -199,16 +199,21 @@ async def serve(
     loop = asyncio.get_running_loop()
     timeout = config.upstream.connect_timeout
     sock = _listen_socket(config.server.listen)
-    admin_sock = None
+    routes = AdminRoutes()
+    admin = None
     try:
         if config.server.admin is not None:
+            # Up before the cluster is found, so a readiness probe hears "starting", not silence.
             admin_sock = _admin_socket(config.server.admin)
+            admin = await start_admin(routes, admin_sock)
+            admin_address = Address(config.server.admin.host, admin_sock.getsockname()[1])
+            log.info("admin HTTP on http://%s (/metrics, /healthz, /readyz)", admin_address)
         slot_map, via = await discover(config.cluster.seeds, timeout)
         table, version = await _learn_cluster(slot_map, via, timeout)
     except BaseException:
         sock.close()
-        if admin_sock is not None:
-            admin_sock.close()
+        if admin is not None:
+            admin.close()
         raise
     log.info(
         "cluster found via %s: %d masters, %d commands known, Redis %s",
@@ -233,12 +238,7 @@ async def serve(
         tg.start_soon(_return_memory_after_departures, clients, name="memory")
         running = Running(config, router, clients, server)
         tg.start_soon(_close_idle_clients, running, clients, name="idle clients")
-        admin = None
-        if admin_sock is not None:
-            routes = AdminRoutes(registry_for(router, upstream, clients), running.unready)
-            admin = await start_admin(routes, admin_sock)
-            admin_address = Address(config.server.admin.host, admin_sock.getsockname()[1])  # type: ignore[union-attr]
-            log.info("admin HTTP on http://%s (/metrics, /healthz, /readyz)", admin_address)
+        routes.attach(registry_for(router, upstream, clients), running.unready)
         address = Address(config.server.listen.host, sock.getsockname()[1])
         log.info("serving Redis on %s", address)
         # Start-up objects (command table, slot table) live forever: keep them out of the

@@ -248,3 +248,45 @@ def test_errors_are_counted_by_command_whoever_answers(
         assert _value(samples, "redis_ambassador_commands_total", command="lpush") == 3
     finally:
         ambassador.stop()
+
+
+def test_readyz_says_starting_while_the_cluster_is_being_discovered() -> None:
+    """A seed that accepts connections but never answers holds discovery for the connect
+    timeout; meanwhile the admin listener already answers: alive, not ready."""
+    with socket.socket() as silent, socket.socket() as free, socket.socket() as free2:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        free.bind(("127.0.0.1", 0))
+        free2.bind(("127.0.0.1", 0))
+        admin_port, listen_port = free.getsockname()[1], free2.getsockname()[1]
+        free.close()
+        free2.close()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "redis_ambassador", "serve", "--listen",
+             f"127.0.0.1:{listen_port}",
+             "--seed", f"127.0.0.1:{silent.getsockname()[1]}", "--admin",
+             f"127.0.0.1:{admin_port}", "--connect-timeout", "3"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=1):
+                        raise AssertionError("ready before the cluster was found")
+                except urllib.error.HTTPError as exc:
+                    assert exc.code == 503
+                    assert exc.read() == b"not ready: starting: discovering the cluster\n"
+                    break
+                except (urllib.error.URLError, ConnectionError):
+                    assert time.monotonic() < deadline, "the admin listener never answered"
+                    time.sleep(0.05)
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/healthz", timeout=1) as r:
+                assert r.status == 200
+            assert process.wait(timeout=20) == 1  # no node answered: one line, exit 1
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            assert process.stderr is not None
+            process.stderr.close()

@@ -32,6 +32,10 @@ METRICS: dict[str, frozenset[str]] = {
     "redis_ambassador_slots_covered": frozenset(),
     "redis_ambassador_client_bytes_received_total": frozenset(),
     "redis_ambassador_client_bytes_sent_total": frozenset(),
+    "redis_ambassador_command_errors_total": frozenset({"command"}),
+    "redis_ambassador_slow_requests_total": frozenset(),
+    "redis_ambassador_request_duration_seconds_bucket": frozenset({"command", "le"}),
+    "redis_ambassador_node_latency_seconds_bucket": frozenset({"node", "le"}),
 }
 # Labels Prometheus adds to every scraped series.
 TARGET_LABELS = frozenset({"instance", "job"})

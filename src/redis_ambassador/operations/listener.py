@@ -27,9 +27,16 @@ _TEXT = "text/plain; charset=utf-8"
 
 
 class AdminRoutes:
-    """What each path answers (sans-IO: a path in, a response out)."""
+    """What each path answers (sans-IO: a path in, a response out). Served from the start of
+    the process: until ``attach`` (the cluster is being discovered), ``/readyz`` says so and
+    ``/metrics`` is empty."""
 
-    def __init__(self, registry: CollectorRegistry, unready: Callable[[], str | None]) -> None:
+    def __init__(self) -> None:
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._unready: Callable[[], str | None] = lambda: "starting: discovering the cluster"
+
+    def attach(self, registry: CollectorRegistry, unready: Callable[[], str | None]) -> None:
+        """The running ambassador's metrics and readiness."""
         self._registry = registry
         self._unready = unready
 
