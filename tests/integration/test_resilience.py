@@ -7,6 +7,7 @@ Breaker transitions are read from the ambassador's log (one line per change).
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -140,7 +141,7 @@ def test_commands_in_flight_when_their_master_dies_are_replayed_only_if_reads_or
     its client is told."""
     with LocalCluster() as local:
         config = _config(tmp_path, '[upstream]\nretry_deadline = 20\nidempotent = ["set"]\n')
-        ambassador = start_ambassador(local, extra_args=config)
+        ambassador = start_ambassador(local, extra_args=config, admin=True)
         tag = "{inflight}"
         victim = local.master_for_slot(key_slot(tag.encode()))
         with local.client(victim) as direct:
@@ -169,6 +170,12 @@ def test_commands_in_flight_when_their_master_dies_are_replayed_only_if_reads_or
             promoted = local.master_for_slot(key_slot(tag.encode()))
             with local.client(promoted) as direct:
                 assert direct.get(f"{tag}:written") == b"v"
+            # The INCR's error came after routing (the connection died): counted all the same.
+            url = f"http://127.0.0.1:{ambassador.admin_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                metrics = response.read().decode()
+            assert 'redis_ambassador_command_errors_total{command="incr"} 1.0' in metrics
+            assert 'redis_ambassador_command_errors_total{command="get"}' not in metrics
         finally:
             for raw in raws.values():
                 raw.close()

@@ -175,6 +175,7 @@ class Router:
         self._budget = RetryBudget(0.0, 0.0, self._loop.time())
         self.stats = RouterStats(self._loop.time())
         self.monitors: list[ClientConnection] = []  # clients in MONITOR
+        self._routing = False  # inside _route_other: its errors are counted by the caller
         self._slow_log = LimitedLog(log, logging.WARNING, 10, "slow requests")
         self._reads = ReadPolicy(config.upstream.read_policy)
         self._readers: dict[Address, list[NodePool]] = {}  # each master's online replicas
@@ -308,7 +309,11 @@ class Router:
         spec = self._table.resolve(commands[i])
         name = spec.name if spec is not None else ""
         self.stats.count(name)
-        changed = self._route_other(client, batch, i, commands, frames, spec, name)
+        self._routing = True
+        try:
+            changed = self._route_other(client, batch, i, commands, frames, spec, name)
+        finally:
+            self._routing = False
         replies = batch.replies
         if i < len(replies):
             reply = replies[i]
@@ -450,9 +455,16 @@ class Router:
             return
         self.request_refresh()
         if not self._wait(pool.address, entry):
-            batch, index, _, _ = entry
-            assert batch is not None
-            batch.fill(index, errors.node_unavailable(pool.name, "circuit breaker open"))
+            self._fail(entry, errors.node_unavailable(pool.name, "circuit breaker open"))
+
+    def _fail(self, entry: Entry, reply: bytes) -> None:
+        """Answer a command with the ambassador's error; counted here when that happens after
+        the command was routed (at routing, ``_dispatch_other`` counts it)."""
+        batch, index, frame, _ = entry
+        assert batch is not None
+        batch.fill(index, reply)
+        if not self._routing:
+            self._node_error(frame)
 
     def _private(self, client: ClientConnection, address: Address) -> NodeConnection:
         """The client's own connection to a node, opened on first use, in its protocol."""
@@ -934,7 +946,7 @@ class Router:
         if reply.startswith(_MOVED) or reply.startswith(_ASK):
             attempt = self._retry.attempt(hops, self._loop.time())
             if not self._retry.follows_redirect(attempt):
-                batch.fill(index, errors.too_many_redirects(reply))
+                self._fail(entry, errors.too_many_redirects(reply))
                 return
             attempt.redirects += 1
             self.stats.redirects["moved" if reply.startswith(_MOVED) else "ask"] += 1
@@ -949,7 +961,7 @@ class Router:
                 # wait for a usable master instead of hopping to it again and again.
                 self.request_refresh()
                 if not self._wait(via.address, (batch, index, frame, attempt)):
-                    batch.fill(index, errors.node_unavailable(str(address), "circuit breaker open"))
+                    self._fail(entry, errors.node_unavailable(str(address), "circuit breaker open"))
                 return
             if reply.startswith(_MOVED):
                 self._owners[int(slot)] = pool
@@ -964,7 +976,7 @@ class Router:
         if reply.startswith(_TOPOLOGY_HINTS):
             self.request_refresh()
         if via.private or not self._later(via.address, entry):
-            batch.fill(index, reply)
+            self._fail(entry, reply)  # the node's refusal, once the retries are spent
 
     def _load_script(self, entry: Entry, reply: bytes, via: NodeConnection) -> None:
         """EVALSHA of a script this node lacks: load it there and run the EVALSHA again, back
@@ -974,7 +986,7 @@ class Router:
         attempt = self._retry.attempt(hops, self._loop.time())
         load = self._scripts.load_for(_parse(frame))
         if load is None or not self._retry.follows_redirect(attempt):
-            batch.fill(index, reply)
+            self._fail(entry, reply)
             return
         attempt.redirects += 1
         via.send(None, 0, load)
@@ -1006,17 +1018,16 @@ class Router:
         # timeout; otherwise the client is told.
         replay = not conn.private and not conn.timed_out
         for entry in sent:
-            batch, index, frame, hops = entry
+            batch, _, frame, hops = entry
             if batch is None:
                 continue
             if not replay or not self._replays(frame, hops) or not self._later(None, entry):
-                batch.fill(index, errors.node_unavailable(str(conn.address), conn.failure))
+                self._fail(entry, errors.node_unavailable(str(conn.address), conn.failure))
         # Commands never written are safe to send again (after a pause, to let the topology
         # refresh; if the slot moved, the node's MOVED leads on).
         for entry in unsent:
-            batch, index, _, _ = entry
-            if batch is not None and not self._later(conn.address, entry):
-                batch.fill(index, errors.node_unavailable(str(conn.address), "cannot connect"))
+            if entry[0] is not None and not self._later(conn.address, entry):
+                self._fail(entry, errors.node_unavailable(str(conn.address), "cannot connect"))
 
     def _replays(self, frame: bytes, hops: Attempt | int) -> bool:
         """Whether a command whose reply was lost may be sent again (read-only, or declared
@@ -1028,7 +1039,8 @@ class Router:
         return spec is not None and self._retry.replays_after_loss(spec.name, spec.flags)
 
     def _node_error(self, frame: bytes) -> None:
-        """A node answered a command with an error (not a redirection): count it by name."""
+        """A command (its frame) was answered with an error: a node's (not a redirection), or
+        the ambassador's after routing it. Count it by name."""
         args = _parse(frame)
         spec = self._table.resolve(args) if args else None
         self.stats.error(spec.name if spec is not None else "")
@@ -1072,7 +1084,7 @@ class Router:
     def _resend(self, address: Address | None, entry: Entry, retry: bool) -> None:
         """Send to whoever owns the command's slot by now (a failover may have moved it away
         from ``address``), or wait again while no usable master does."""
-        batch, index, frame, _ = entry
+        batch, _, frame, _ = entry
         if batch is None:
             return
         pool = self._route_again(frame, address)
@@ -1080,13 +1092,13 @@ class Router:
             self.request_refresh()  # to learn of the promotion as soon as it happens
             if not self._wait(address, entry):
                 if pool is None:
-                    batch.fill(index, errors.CLUSTERDOWN_UNCOVERED)
+                    self._fail(entry, errors.CLUSTERDOWN_UNCOVERED)
                 else:
-                    batch.fill(index, errors.node_unavailable(pool.name, "circuit breaker open"))
+                    self._fail(entry, errors.node_unavailable(pool.name, "circuit breaker open"))
             return
         if retry and not self._budget.spend(self._loop.time(), self._upstream.sent):
             self.stats.budget_exhausted += 1
-            batch.fill(index, errors.node_unavailable(pool.name, "retry budget exhausted"))
+            self._fail(entry, errors.node_unavailable(pool.name, "retry budget exhausted"))
             return
         self._deliver(pool, batch.client.lane, entry)
 
