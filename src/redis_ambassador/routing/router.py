@@ -176,6 +176,9 @@ class Router:
         self.stats = RouterStats(self._loop.time())
         self.monitors: list[ClientConnection] = []  # clients in MONITOR
         self._routing = False  # inside _route_other: its errors are counted by the caller
+        # Commands waiting for a usable master (see _wait), woken early by _wake_parked.
+        self._parked: dict[int, tuple[Address | None, Entry, asyncio.TimerHandle]] = {}
+        self._park_keys = itertools.count()
         self._slow_log = LimitedLog(log, logging.WARNING, 10, "slow requests")
         self._reads = ReadPolicy(config.upstream.read_policy)
         self._readers: dict[Address, list[NodePool]] = {}  # each master's online replicas
@@ -1050,6 +1053,8 @@ class Router:
         # replica now. Either way, ask the cluster.
         if state is not State.HALF_OPEN:
             self.request_refresh()
+        if state is State.CLOSED:
+            self._wake_parked()
 
     def _later(self, address: Address | None, entry: Entry) -> bool:
         """Send ``entry`` again after a backoff with jitter; False if the policy gives up (the
@@ -1078,8 +1083,25 @@ class Router:
         if delay is None:
             return False
         attempt.waits += 1
-        self._loop.call_later(delay, self._resend, address, (batch, index, frame, attempt), False)
+        key = next(self._park_keys)
+        handle = self._loop.call_later(delay, self._unpark, key)
+        self._parked[key] = (address, (batch, index, frame, attempt), handle)
         return True
+
+    def _unpark(self, key: int) -> None:
+        parked = self._parked.pop(key, None)
+        if parked is not None:
+            address, entry, _ = parked
+            self._resend(address, entry, False)
+
+    def _wake_parked(self) -> None:
+        """Something changed (a new slot map, a node back): look again now for every command
+        waiting for a usable master, instead of at its next timer."""
+        for key in list(self._parked):
+            parked = self._parked.get(key)
+            if parked is not None:
+                parked[2].cancel()
+                self._unpark(key)
 
     def _resend(self, address: Address | None, entry: Entry, retry: bool) -> None:
         """Send to whoever owns the command's slot by now (a failover may have moved it away
@@ -1140,6 +1162,7 @@ class Router:
         for address, pool in list(self._upstream.pools.items()):
             if address not in pools and address not in self._replicas and not pool.pending:
                 self._upstream.discard(address)
+        self._wake_parked()
 
     async def refresh(self) -> SlotMap:
         """Fetch and apply the slot map from the first known node that answers."""

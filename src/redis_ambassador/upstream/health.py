@@ -21,9 +21,10 @@ from redis_ambassador.upstream.pool import NodePool, Upstream
 log = logging.getLogger(__name__)
 
 _PING = b"*1\r\n$4\r\nPING\r\n"
-# How often the checker looks for a due check while some breaker is open (its probes are not
-# kept waiting for the next interval); with every breaker closed, once per interval. (Waking ten
-# times a second for nothing also left a burst of clients' memory harder to give back.)
+# How often the checker looks for a due check while some node is failing or its breaker open
+# (checks then follow each other without waiting for the next scan); with every node healthy,
+# once per interval. (Waking ten times a second for nothing also left a burst of clients'
+# memory harder to give back.)
 _TICK = 0.1
 
 
@@ -89,8 +90,11 @@ async def run_health_checks(upstream: Upstream, interval: float, timeout: float)
                         lambda p=pool, q=prober: _check(p, q, timeout, loop),
                         name=f"health check {pool.name}",
                     )
-            closed = all(pool.breaker.state is State.CLOSED for pool in pools.values())
-            await anyio.sleep(interval if closed else min(_TICK, interval))
+            calm = all(
+                pool.breaker.state is State.CLOSED and not pool.breaker.consecutive
+                for pool in pools.values()
+            )
+            await anyio.sleep(interval if calm else min(_TICK, interval))
     finally:
         for prober in probers.values():
             prober.close()
