@@ -170,3 +170,32 @@ def test_every_slot_of_a_complete_map_is_owned_by_a_listed_master(name: str) -> 
     masters = slot_map.masters
     assert set(slot_map.owners) == masters
     assert not masters & slot_map.replicas
+
+
+def test_discovery_moves_on_from_a_node_that_fails_in_any_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node dying while redis-py connects surfaces as uvloop's RuntimeError, not only as a
+    RedisError or OSError: discovery must treat it as that node's failure and ask the next
+    (an exception escaping here once stopped the whole ambassador)."""
+    import asyncio
+
+    from redis_ambassador.config import Address
+    from redis_ambassador.routing import topology
+
+    good = topology.SlotMap((Address("b", 2),) * topology.SLOTS)
+    failures = {
+        Address("a", 1): RuntimeError("unable to perform operation on <TCPTransport closed=True>"),
+        Address("c", 3): ConnectionRefusedError("refused"),
+    }
+
+    async def fetch(address: Address, timeout: float) -> topology.SlotMap:
+        if address in failures:
+            raise failures[address]
+        return good
+
+    monkeypatch.setattr(topology, "fetch_slot_map", fetch)
+    found = asyncio.run(topology.discover([Address("a", 1), Address("b", 2)], 1.0))
+    assert found == (good, Address("b", 2))
+    with pytest.raises(topology.ClusterUnreachable, match=r"a:1: unable to perform.*c:3: refused"):
+        asyncio.run(topology.discover([Address("a", 1), Address("c", 3)], 1.0))

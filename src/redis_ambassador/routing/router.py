@@ -1202,6 +1202,9 @@ class Router:
                 elif now - reported >= _REPORT_EVERY:
                     reported = now
                     log.warning("topology refresh failing for %.0fs: %s", now - failing_since, exc)
+            except Exception:  # the refresher must outlive any bug: the next try may work
+                self.stats.refreshes["failed"] += 1
+                log.exception("topology refresh failed unexpectedly")
             else:
                 self._unreachable = False
                 if failing_since is not None:

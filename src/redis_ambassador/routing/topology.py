@@ -150,7 +150,9 @@ async def discover(candidates: Iterable[Address], timeout: float) -> tuple[SlotM
     for address in dict.fromkeys(candidates):
         try:
             return await fetch_slot_map(address, timeout), address
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, OSError, TimeoutError, RuntimeError) as exc:
+            # RuntimeError: uvloop's, when a node dies while redis-py is still connecting
+            # ("unable to perform operation on <TCPTransport closed=True>").
             problems.append(f"{address}: {exc or type(exc).__name__}")
     raise ClusterUnreachable("no cluster node answered: " + "; ".join(problems or ["no seeds"]))
 

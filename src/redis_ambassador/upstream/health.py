@@ -48,7 +48,8 @@ class Prober:
         except TimeoutError:
             self.close()  # a late PONG would answer the next PING
             return f"no PONG within {timeout:g}s"
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
+            # RuntimeError: uvloop's, for a transport the node closed under us.
             self.close()
             return str(exc) or type(exc).__name__
         if line.startswith(b"+PONG"):

@@ -176,7 +176,7 @@ class Upstream(ConnectionOwner):
         try:
             with anyio.fail_after(self._connect_timeout):
                 await self._loop.create_connection(lambda: conn, address.host, address.port)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, RuntimeError) as exc:
             log.warning("cannot connect to node %s: %s", address, exc or "timed out")
             if isinstance(conn, NodeConnection) and not conn.closing:
                 conn.failure = "cannot connect"
