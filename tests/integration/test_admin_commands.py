@@ -537,5 +537,15 @@ def test_config_set_with_a_replica_down_answers_its_error_and_reaches_the_others
     finally:
         own_cluster.restart(replica)
         own_cluster.wait_healthy()
-        client.config_set("slowlog-max-len", 128)
+        # The replica's circuit breaker closes once its probes are answered again (up to 8
+        # reset timeouts, 1 to 1.5 s each, after a long outage): until then it is refused.
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.config_set("slowlog-max-len", 128)
+                break
+            except redis.ResponseError as exc:
+                assert "circuit breaker open" in str(exc), exc
+                assert time.monotonic() < deadline, "the restarted replica never came back"
+                time.sleep(0.2)
         client.close()
