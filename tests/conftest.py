@@ -105,15 +105,7 @@ class Ambassador:
             if admin_port is not None:
                 args += ["--admin", f"{host}:{admin_port}"]
             args += extra_args
-            with log.open("wb") as stderr:
-                process = subprocess.Popen(
-                    args,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=stderr,
-                    preexec_fn=_die_with_parent,
-                )
-            ambassador = cls(host, port, process, log)
+            ambassador = cls.launch(args, host, port, log)
             ambassador.admin_port = admin_port
             try:
                 ambassador._wait_ready()
@@ -124,6 +116,20 @@ class Ambassador:
                 raise
             return ambassador
         raise AssertionError("unreachable")
+
+    @classmethod
+    def launch(cls, args: list[str], host: str, port: int, log: Path) -> Ambassador:
+        """Start the ``serve`` command line ``args`` (which makes it listen on host:port),
+        stderr to ``log``; call ``_wait_ready`` next."""
+        with log.open("wb") as stderr:
+            process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                preexec_fn=_die_with_parent,
+            )
+        return cls(host, port, process, log)
 
     def _wait_ready(self) -> None:
         assert self.process.stdout is not None

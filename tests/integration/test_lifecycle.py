@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -15,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Ambassador, RawConnection, _die_with_parent, _free_port, resp
+from conftest import Ambassador, RawConnection, _free_port, resp
 from redis.crc import key_slot
 
 from redis_ambassador.localcluster import LocalCluster
@@ -155,16 +154,7 @@ def reloadable(tmp_path: Path) -> Iterator[tuple[Ambassador, Path, LocalCluster]
         args = [sys.executable, "-m", "redis_ambassador", "serve", "--config", str(config)]
         for seed in local.seeds:
             args += ["--seed", seed]
-        log = tmp_path / "ambassador.log"
-        with log.open("wb") as stderr:
-            process = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                preexec_fn=_die_with_parent,
-            )
-        ambassador = Ambassador(host, port, process, log)
+        ambassador = Ambassador.launch(args, host, port, tmp_path / "ambassador.log")
         try:
             ambassador._wait_ready()
             yield ambassador, config, local
