@@ -1,0 +1,1 @@
+"""Fault injection: rules that make commands misbehave on purpose (the chaos harness)."""
