@@ -236,6 +236,28 @@ class LocalCluster:
             raise LocalClusterError(f"slot {slot} is not served according to {node.address}")
         raise LocalClusterError("no reachable node to ask CLUSTER SLOTS")
 
+    def node(self, address: str) -> LocalNode:
+        """The node at "host:port" (``localhost`` names this cluster's host too)."""
+        host, _, port = address.rpartition(":")
+        if not port.isdigit():
+            raise LocalClusterError(f"{address!r} is not host:port")
+        return self._node_by_address(host, int(port))
+
+    def is_paused(self, node: LocalNode) -> bool:
+        """True while the node is SIGSTOPped (``pause`` without ``resume``)."""
+        return node.port in self._paused
+
+    def replicas_of(self, master: LocalNode) -> list[LocalNode]:
+        """The running replicas of ``master``, as the cluster sees them now."""
+        for asked in self._queryable():
+            try:
+                lines = self._command(asked, "CLUSTER", "REPLICAS", master.node_id)
+            except redis.RedisError:
+                continue
+            ids = {_NodeEntry.parse(line).node_id for line in lines}
+            return [n for n in self._nodes if n.node_id in ids and n.is_running()]
+        raise LocalClusterError("no reachable node to ask CLUSTER REPLICAS")
+
     def client(self, node: LocalNode, **options: Any) -> redis.Redis:
         """A plain redis-py client to one node (bytes responses, no silent retries)."""
         return plain_client(node.host, node.port, **options)
@@ -294,6 +316,50 @@ class LocalCluster:
 
         self._wait(f"failover to {replica.address}", swapped, deadline, [replica, old_master])
         self.wait_healthy(max(0.0, deadline - time.monotonic()))
+
+    def migrate(self, slots: Iterable[int], to: LocalNode, timeout: float = 60.0) -> int:
+        """Move ``slots`` and their keys to master ``to`` while clients keep using them, as
+        ``redis-cli --cluster reshard`` does (IMPORTING/MIGRATING, MIGRATE the keys in
+        batches, then SETSLOT NODE on the target, the source and every other master); waits
+        for a healthy cluster and returns how many slots moved (those ``to`` owned are left)."""
+        deadline = time.monotonic() + timeout
+        wanted = sorted(set(slots))
+        if any(not 0 <= slot < SLOT_COUNT for slot in wanted):
+            raise ValueError(f"slots must be within 0..{SLOT_COUNT - 1}")
+        live = self._queryable()
+        masters = [m for m in self.masters() if m in live]
+        if to not in masters:
+            raise LocalClusterError(f"{to.address} is not a running master")
+        owners = self._slot_owners(masters[0])
+        moved = 0
+        admins = {node.port: self._admin(node, timeout=10.0) for node in masters}
+        try:
+            target = admins[to.port]
+            for slot in wanted:
+                source_node = owners[slot]
+                if source_node is to:
+                    continue
+                if source_node not in masters:
+                    raise LocalClusterError(f"slot {slot}'s master {source_node.address} is down")
+                source = admins[source_node.port]
+                target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_node.node_id)
+                source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", to.node_id)
+                while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                    source.execute_command(
+                        "MIGRATE", to.host, to.port, "", 0, 10_000, "KEYS", *keys
+                    )
+                # The target first: from then on it answers for the slot, and the source
+                # sends its clients there (MOVED) once it knows too.
+                for node in [to, source_node, *(m for m in masters if m not in (to, source_node))]:
+                    admins[node.port].execute_command(
+                        "CLUSTER", "SETSLOT", slot, "NODE", to.node_id
+                    )
+                moved += 1
+        finally:
+            for admin in admins.values():
+                admin.close()
+        self.wait_healthy(max(0.0, deadline - time.monotonic()))
+        return moved
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Wait until every live node agrees on a complete, ok cluster with synced replicas."""
@@ -604,6 +670,15 @@ class LocalCluster:
             (int(r[0]), int(r[1]), str(r[2][2]), frozenset(str(x[2]) for x in r[3:])) for r in raw
         ]
         return sorted(view)
+
+    def _slot_owners(self, node: LocalNode) -> list[LocalNode]:
+        """The master of each slot (index) according to ``node``."""
+        owners: list[LocalNode | None] = [None] * SLOT_COUNT
+        for start, end, master, _replicas in self._cluster_slots(node):
+            owners[start : end + 1] = [self._node_by_id(master)] * (end - start + 1)
+        if None in owners:
+            raise LocalClusterError(f"some slots have no master according to {node.address}")
+        return owners  # type: ignore[return-value]
 
     def _refresh_roles(self) -> None:
         for node in self._queryable():

@@ -14,6 +14,7 @@ from redis.exceptions import MovedError
 from redis_ambassador.localcluster import (
     SLOT_COUNT,
     LocalCluster,
+    LocalClusterError,
     LocalNode,
     RedisServerNotFound,
 )
@@ -118,6 +119,28 @@ def test_failover_swaps_replica_and_master(scratch: LocalCluster) -> None:
     assert old_info["master_port"] == replica.port
     assert old_info["master_link_status"] == "up"
     assert scratch.master_for_slot(slot) is replica
+
+
+def test_migrate_moves_slots_with_their_keys_across_masters(scratch: LocalCluster) -> None:
+    # 5400-5500 straddles the first two masters' ranges (0-5460, 5461-10922): two sources.
+    target = scratch.master_for_slot(16000)
+    keys = {}
+    for i in range(3000):
+        key = f"migrate:{i}".encode()
+        if 5400 <= key_slot(key) <= 5500:
+            keys[key] = b"v%d" % i
+    for key, value in keys.items():
+        scratch.client(scratch.master_for_slot(key_slot(key))).set(key, value)
+
+    assert scratch.migrate(range(5400, 5501), target) == 101
+    assert scratch.migrate(range(5400, 5501), target) == 0  # already there: nothing to do
+
+    assert {scratch.master_for_slot(s) for s in (5400, 5460, 5461, 5500)} == {target}
+    assert scratch.master_for_slot(5399) is not target
+    with scratch.client(target) as direct:
+        assert [direct.get(key) for key in keys] == list(keys.values())
+    with pytest.raises(LocalClusterError, match="not a running master"):
+        scratch.migrate([1], scratch.replicas()[0])
 
 
 def test_kill_and_restart_brings_the_node_back() -> None:
