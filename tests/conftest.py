@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import re
-import selectors
 import shutil
 import signal
 import socket
@@ -20,6 +18,11 @@ import pytest
 import redis
 
 from redis_ambassador.localcluster import LocalCluster, RedisServerNotFound, plain_client
+from redis_ambassador.testing import Ambassador as _PluginAmbassador
+from redis_ambassador.testing import AmbassadorStartError, free_port
+
+_free_port = free_port  # the name the tests import
+__all__ = ["Ambassador", "AmbassadorStartError", "_free_port"]
 
 
 @pytest.fixture(scope="session")
@@ -46,10 +49,8 @@ def cluster() -> Iterator[LocalCluster]:
 # (127.0.0.1:9090) and collide with the next one: off unless a test asks for it (--admin).
 os.environ.setdefault("REDIS_AMBASSADOR_ADMIN", "off")
 
-_AMBASSADOR_READY_TIMEOUT = 20.0
 _AMBASSADOR_STOP_TIMEOUT = 10.0
 _AMBASSADOR_START_ATTEMPTS = 3
-_READY_LINE = re.compile(rb"redis-ambassador serving on (\S+):(\d+)")
 
 
 def _die_with_parent() -> None:
@@ -58,146 +59,13 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-class AmbassadorStartError(RuntimeError):
-    """The ambassador exited or stayed silent instead of printing its ready line."""
-
-
-class Ambassador:
-    """A `redis_ambassador serve` subprocess in front of a cluster."""
-
-    def __init__(self, host: str, port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-        self.host = host
-        self.port = port
-        self.process = process
-        self.log = log
-        self.admin_port: int | None = None  # the admin HTTP listener's, when started with one
-
-    @classmethod
-    def start(
-        cls,
-        seeds: list[str],
-        log_dir: Path,
-        *,
-        pool_size: int | None = None,
-        extra_args: tuple[str, ...] = (),
-        admin: bool = False,
-    ) -> Ambassador:
-        """Launch on a free port and return once it printed its ready line.
-
-        The port is picked by binding port 0 and releasing it, so another process may grab it in
-        between: a start that fails for "already in use" is retried on a new port.
-        """
-        for attempt in range(_AMBASSADOR_START_ATTEMPTS):
-            host, port = "127.0.0.1", _free_port("127.0.0.1")
-            log = log_dir / f"ambassador-{port}.log"
-            args = [sys.executable, "-m", "redis_ambassador", "serve", "--listen", f"{host}:{port}"]
-            for seed in seeds:
-                args += ["--seed", seed]
-            if pool_size is not None:
-                args += ["--pool-size", str(pool_size)]
-            admin_port = _free_port(host) if admin else None
-            if admin_port is not None:
-                args += ["--admin", f"{host}:{admin_port}"]
-            args += extra_args
-            ambassador = cls.launch(args, host, port, log)
-            ambassador.admin_port = admin_port
-            try:
-                ambassador._wait_ready()
-            except AmbassadorStartError as exc:
-                ambassador.stop()
-                if "already in use" in str(exc) and attempt < _AMBASSADOR_START_ATTEMPTS - 1:
-                    continue
-                raise
-            return ambassador
-        raise AssertionError("unreachable")
-
-    @classmethod
-    def launch(cls, args: list[str], host: str, port: int, log: Path) -> Ambassador:
-        """Start the ``serve`` command line ``args`` (which makes it listen on host:port),
-        stderr to ``log``; call ``_wait_ready`` next."""
-        with log.open("wb") as stderr:
-            process = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                preexec_fn=_die_with_parent,
-            )
-        return cls(host, port, process, log)
-
-    def _wait_ready(self) -> None:
-        assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
-        seen = b""
-        deadline = time.monotonic() + _AMBASSADOR_READY_TIMEOUT
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            while True:
-                match = _READY_LINE.search(seen)
-                if match is not None:
-                    if int(match.group(2)) != self.port:
-                        raise AssertionError(f"ambassador says it serves on {match.group(0)!r}")
-                    return
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AmbassadorStartError(
-                        f"redis-ambassador printed no ready line within "
-                        f"{_AMBASSADOR_READY_TIMEOUT:.0f}s; stdout: {seen!r}; "
-                        f"stderr:\n{self.stderr_text()}"
-                    )
-                if not selector.select(left):
-                    continue
-                chunk = os.read(fd, 4096)
-                if not chunk:  # stdout closed: the process is exiting
-                    code = self.process.wait(timeout=_AMBASSADOR_STOP_TIMEOUT)
-                    raise AmbassadorStartError(
-                        f"redis-ambassador exited with code {code} before it was ready; "
-                        f"stdout: {seen!r}; stderr:\n{self.stderr_text()}"
-                    )
-                seen += chunk
-
-    def stderr_text(self) -> str:
-        """Everything the process logged so far."""
-        try:
-            return self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def client(self, **options: Any) -> redis.Redis:
-        """redis-py at its defaults (RESP3 in redis-py 8), pointed at the ambassador, bytes."""
-        kwargs: dict[str, Any] = {"host": self.host, "port": self.port, "decode_responses": False}
-        kwargs.update(options)
-        return redis.Redis(**kwargs)
+class Ambassador(_PluginAmbassador):
+    """A `redis_ambassador serve` subprocess in front of a cluster (the plugin's), with raw
+    sockets for byte-level tests."""
 
     def raw(self, timeout: float = 5.0) -> RawConnection:
         """A raw socket to the ambassador."""
         return RawConnection(self.host, self.port, timeout)
-
-    def rss_bytes(self) -> int:
-        """Resident memory of the ambassador process (Linux /proc)."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS line in /proc status")
-
-    def stop(self, timeout: float = _AMBASSADOR_STOP_TIMEOUT) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
 
 
 @pytest.fixture(scope="session")

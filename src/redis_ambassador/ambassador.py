@@ -17,6 +17,7 @@ import re
 import socket
 import time
 from collections.abc import Callable, Collection, Iterable
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskStatus
@@ -32,6 +33,9 @@ from redis_ambassador.routing.topology import SlotMap, control_client, discover
 from redis_ambassador.server.client import ClientConnection, ClientRegistry
 from redis_ambassador.upstream.health import run_health_checks
 from redis_ambassador.upstream.pool import Upstream
+
+if TYPE_CHECKING:
+    from redis_ambassador.faults.nodes import NodeActions
 
 log = logging.getLogger(__name__)
 
@@ -185,11 +189,13 @@ async def serve(
     config: Config,
     ready: Callable[[Address], None] | None = None,
     *,
+    nodes: NodeActions | None = None,
     task_status: TaskStatus[Running] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the ambassador until ``Running.stop`` has drained it, or until cancelled; ``ready``
     is called with the bound address, and ``task_status`` (``TaskGroup.start``) given the
-    ``Running`` handle.
+    ``Running`` handle. ``nodes``: the cluster's processes, when this process started them
+    (``dev``), for the chaos API's node actions.
 
     Start-up failures (port in use, no reachable seed) raise ListenError or ClusterUnreachable
     themselves, before any task starts.
@@ -199,7 +205,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     timeout = config.upstream.connect_timeout
     sock = _listen_socket(config.server.listen)
-    routes = AdminRoutes()
+    routes = AdminRoutes(config.server.admin_token)
     admin = None
     try:
         if config.server.admin is not None:

@@ -23,6 +23,7 @@ from redis_ambassador.config import (
     explain_config,
     load_config,
 )
+from redis_ambassador.faults import cli as chaos_cli
 from redis_ambassador.routing.topology import ClusterUnreachable
 
 log = logging.getLogger("redis_ambassador")
@@ -56,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--masters", type=int, default=3)
     dev.add_argument("--replicas", type=int, default=1, help="replicas per master")
     _add_tuning_flags(dev)
+    chaos_cli.add_parser(sub)
     return parser
 
 
@@ -221,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "config":
             return _config_check(args)
+        if args.command == "chaos":
+            return chaos_cli.run(args)
         if args.command == "serve":
             config = load_config(args.config, overrides=_overrides(args))
             _require_seeds(config)

@@ -171,6 +171,14 @@ class ServerConfig:
             "host:port, or 'off'"
         },
     )
+    admin_token: str = field(
+        default="",
+        metadata={
+            "help": "when set, the admin listener asks for 'Authorization: Bearer <token>' on "
+            "every path but /healthz and /readyz ('': no token)",
+            "secret": True,
+        },
+    )
     max_bulk_len: int = _int(
         512 * 1024 * 1024,
         "largest bulk string a client may send, in bytes (Redis proto-max-bulk-len)",
@@ -559,7 +567,9 @@ def _to_bool(key: _Key, value: object, text_ok: bool) -> bool:
 def _to_choice(key: _Key, value: object, text_ok: bool) -> str:
     words = " or ".join(repr(choice) for choice in key.choices)
     if not isinstance(value, str):
-        raise _Bad(f"must be {words}, not {_type_name(value)}")
+        raise _Bad(f"must be {words or 'a string'}, not {_type_name(value)}")
+    if not key.choices:  # free text (a token): kept exactly as given
+        return value
     if value.strip().lower() not in key.choices:
         raise _Bad(f"must be {words}")
     return value.strip().lower()
@@ -792,8 +802,8 @@ class Setting:
     @property
     def shown(self) -> str:
         """The value as TOML writes it (so `config check`'s output reads back as a config
-        file), or a mask for a secret key."""
-        if self.secret:
+        file), or a mask for a secret key that is set (an unset one shows as unset)."""
+        if self.secret and self.value:
             return '"<secret>"'
         return _toml_value(self.value)
 

@@ -30,9 +30,11 @@ def admin_cluster() -> Iterator[LocalCluster]:
         yield local
 
 
-def _get(ambassador: Ambassador, path: str, method: str = "GET") -> tuple[int, str]:
+def _get(
+    ambassador: Ambassador, path: str, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, str]:
     url = f"http://127.0.0.1:{ambassador.admin_port}{path}"
-    request = urllib.request.Request(url, method=method)
+    request = urllib.request.Request(url, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, response.read().decode()
@@ -149,6 +151,30 @@ def test_readyz_is_false_while_a_master_is_gone_and_true_after_the_failover(
                 assert client.set("ready", "again") is True
         finally:
             ambassador.stop()
+
+
+def test_an_admin_token_guards_everything_but_the_probes(
+    admin_cluster: LocalCluster,
+    start_ambassador: Callable[..., Ambassador],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_AMBASSADOR_ADMIN_TOKEN", "t0ken")
+    ambassador = start_ambassador(admin_cluster, admin=True)
+    try:
+        assert _get(ambassador, "/healthz") == (200, "ok\n")
+        assert _get(ambassador, "/readyz") == (200, "ready\n")
+        for path in ("/metrics", "/chaos"):
+            status, body = _get(ambassador, path)
+            assert status == 401 and "Authorization: Bearer" in body, (path, status, body)
+            assert _get(ambassador, path, headers={"Authorization": "Bearer nope"})[0] == 401
+        status, text = _get(ambassador, "/metrics", headers={"Authorization": "Bearer t0ken"})
+        assert status == 200 and "redis_ambassador_ready 1.0" in text
+        # Without --chaos the API says so (once past the token).
+        status, text = _get(ambassador, "/chaos/rules", "POST", {"Authorization": "Bearer t0ken"})
+        assert (status, text) == (404, '{"error": "chaos is not enabled (serve --chaos)"}\n')
+        assert "t0ken" not in ambassador.stderr_text()
+    finally:
+        ambassador.stop()
 
 
 def test_an_admin_port_in_use_is_one_clear_line(admin_cluster: LocalCluster) -> None:

@@ -236,7 +236,18 @@ def test_explain_config_says_where_each_value_came_from(tmp_path: Path) -> None:
     assert by_key["server.listen"] == Setting(
         "server.listen", Address("127.0.0.1", 6379), "default", "default"
     )
-    assert not any(s.secret for s in settings)  # none yet
+    assert [s.key for s in settings if s.secret] == ["server.admin_token"]
+
+
+def test_a_secret_is_masked_when_set_and_shown_empty_when_not() -> None:
+    def token(env: dict[str, str]) -> Setting:
+        _config, settings = explain_config(env=env)
+        return next(s for s in settings if s.key == "server.admin_token")
+
+    assert token({}).shown == '""'
+    masked = token({"REDIS_AMBASSADOR_ADMIN_TOKEN": "Tok en"})
+    assert masked.value == "Tok en"  # kept as given: no case folding, no trimming
+    assert masked.shown == '"<secret>"'
 
 
 def test_explained_values_read_back_as_toml_giving_the_same_config(tmp_path: Path) -> None:

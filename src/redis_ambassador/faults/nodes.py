@@ -1,0 +1,147 @@
+"""Node-level chaos on a cluster this process started (``dev``, the pytest plugin): kill, pause,
+resume, restart or fail over a node, migrate slots live. These act on real redis-server
+processes through LocalCluster, so every call blocks: the admin listener runs them in a thread,
+one at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from redis_ambassador.localcluster import (
+    SLOT_COUNT,
+    LocalCluster,
+    LocalClusterError,
+    LocalNode,
+)
+
+ACTIONS = ("kill", "pause", "resume", "restart", "failover")
+
+_SLOT_RANGE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
+
+
+class NodeActionError(Exception):
+    """A node action that cannot be done; ``status`` is the HTTP status that says why (400 a
+    bad request, 404 no such node, 409 not possible in the cluster's current state)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def parse_slots(text: object) -> range:
+    """``"0-99"`` or ``"42"`` (inclusive) as a range of slots; NodeActionError(400) otherwise."""
+    match = _SLOT_RANGE.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise NodeActionError(400, 'slots: must be "FIRST-LAST" or "SLOT", e.g. "0-99"')
+    first = int(match.group(1))
+    last = int(match.group(2) or first)
+    if not first <= last < SLOT_COUNT:
+        raise NodeActionError(400, f"slots: must be within 0-{SLOT_COUNT - 1}, first <= last")
+    return range(first, last + 1)
+
+
+class NodeActions:
+    """Kill/pause/resume/restart/failover and live slot migration on a LocalCluster, by node
+    address ("host:port"); thread-safe (one action at a time)."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self._lock = threading.Lock()
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Each node: address, role, state ("running", "paused" or "killed"), pid."""
+        with self._lock:
+            # Refreshes every node's role; failing that, roles as last known (a half-dead
+            # cluster is still worth describing).
+            with contextlib.suppress(RedisError, LocalClusterError):
+                self.cluster.masters()
+            return [self._describe(node) for node in self.cluster.nodes]
+
+    def act(self, address: str, action: str) -> dict[str, Any]:
+        """Do ``action`` to the node at ``address``; returns the node's description after it."""
+        if action not in ACTIONS:
+            raise NodeActionError(400, f"action: must be one of {', '.join(ACTIONS)}")
+        with self._lock:
+            node = self._node(address)
+            try:
+                getattr(self, f"_{action}")(node)
+            except (RedisError, LocalClusterError) as exc:
+                raise NodeActionError(409, f"{action} {address}: {exc}") from None
+            return self._describe(node)
+
+    def migrate(self, slots: object, to: object) -> dict[str, Any]:
+        """Move the slot range ``slots`` ("0-99") and its keys to master ``to``, live."""
+        wanted = parse_slots(slots)
+        if not isinstance(to, str):
+            raise NodeActionError(400, 'to: must be the target master\'s "HOST:PORT"')
+        with self._lock:
+            target = self._node(to)
+            try:
+                moved = self.cluster.migrate(wanted, target)
+            except (RedisError, LocalClusterError) as exc:
+                raise NodeActionError(409, f"migrate to {to}: {exc}") from None
+        return {"moved": moved, "slots": f"{wanted.start}-{wanted.stop - 1}", "to": to}
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Until every live node agrees on a complete, ok cluster (LocalClusterError if not)."""
+        with self._lock:
+            self.cluster.wait_healthy(timeout)
+
+    # -- the actions ---------------------------------------------------------------------
+
+    def _kill(self, node: LocalNode) -> None:
+        self._require_running(node, "kill")
+        self.cluster.kill(node)
+
+    def _pause(self, node: LocalNode) -> None:
+        self._require_running(node, "pause")
+        self.cluster.pause(node)
+
+    def _resume(self, node: LocalNode) -> None:
+        if not self.cluster.is_paused(node):
+            raise NodeActionError(409, f"resume {node.address}: it is not paused")
+        self.cluster.resume(node)
+
+    def _restart(self, node: LocalNode) -> None:
+        self.cluster.restart(node)
+
+    def _failover(self, node: LocalNode) -> None:
+        """A replica takes over from its master; given a master, one of its replicas does."""
+        self._require_running(node, "failover")
+        self.cluster.masters()  # roles change with failovers: ask the cluster, not our memory
+        if node.role == "replica":
+            self.cluster.failover(node)
+            return
+        replicas = [r for r in self.cluster.replicas_of(node) if not self.cluster.is_paused(r)]
+        if not replicas:
+            raise NodeActionError(409, f"failover {node.address}: it has no running replica")
+        self.cluster.failover(replicas[0])
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _node(self, address: str) -> LocalNode:
+        try:
+            return self.cluster.node(address)
+        except LocalClusterError:
+            known = ", ".join(n.address for n in self.cluster.nodes)
+            raise NodeActionError(404, f"no node {address} in this cluster ({known})") from None
+
+    def _require_running(self, node: LocalNode, action: str) -> None:
+        if not node.is_running():
+            raise NodeActionError(409, f"{action} {node.address}: it is not running (restart it)")
+        if self.cluster.is_paused(node) and action != "kill":
+            raise NodeActionError(409, f"{action} {node.address}: it is paused (resume it)")
+
+    def _describe(self, node: LocalNode) -> dict[str, Any]:
+        if not node.is_running():
+            state = "killed"
+        elif self.cluster.is_paused(node):
+            state = "paused"
+        else:
+            state = "running"
+        return {"address": node.address, "role": node.role, "state": state, "pid": node.pid}
