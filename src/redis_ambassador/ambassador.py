@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from redis_ambassador.commands.table import CommandTable
 from redis_ambassador.config import Address, Config
+from redis_ambassador.faults.rules import Faults
 from redis_ambassador.operations.listener import AdminRoutes, start_admin
 from redis_ambassador.operations.metrics import registry_for
 from redis_ambassador.reload import plan_reload
@@ -229,7 +230,8 @@ async def serve(
     facts = _Facts(version, clients)
     async with anyio.create_task_group() as tg:
         upstream = Upstream(tg, config.upstream)
-        router = Router(config, upstream, table, facts)
+        faults = _chaos(config, table)
+        router = Router(config, upstream, table, facts, faults)
         router.apply(slot_map)
         server = await loop.create_server(lambda: ClientConnection(router, clients), sock=sock)
         tg.start_soon(router.run_refresher, name="topology refresher")
@@ -242,6 +244,8 @@ async def serve(
             name="health checks",
         )
         tg.start_soon(_return_memory_after_departures, clients, name="memory")
+        if faults is not None:
+            tg.start_soon(_follow_partition_windows, faults, upstream, name="chaos partitions")
         running = Running(config, router, clients, server)
         tg.start_soon(_close_idle_clients, running, clients, name="idle clients")
         routes.attach(registry_for(router, upstream, clients), running.unready)
@@ -263,6 +267,30 @@ async def serve(
                 client.abort()
             upstream.close()
             tg.cancel_scope.cancel()
+
+
+def _chaos(config: Config, table: CommandTable) -> Faults | None:
+    """The fault rules, when chaos is enabled (``[chaos]``, ``--chaos``), the config's in place."""
+    if not config.chaos.enabled:
+        return None
+
+    def categories(name: str) -> frozenset[str]:
+        spec = table.get(name.encode())
+        return spec.categories if spec is not None else frozenset()
+
+    faults = Faults.from_config(config.chaos, time.monotonic, categories)
+    log.warning(
+        "chaos enabled: fault rules accepted (seed %d; %d rules from the config%s)",
+        faults.seed, len(faults.rules), "; CHAOS command on" if config.chaos.in_band else "",
+    )  # fmt: skip
+    return faults
+
+
+async def _follow_partition_windows(faults: Faults, upstream: Upstream) -> None:
+    """Partitions begin and end with their rules' time windows, not only when rules change."""
+    while True:
+        await anyio.sleep(0.25)
+        upstream.partition(faults.partitioned())
 
 
 async def _close_idle_clients(running: Running, clients: ClientRegistry) -> None:

@@ -93,6 +93,21 @@ def _add_tuning_flags(parser: argparse.ArgumentParser) -> None:
         choices=("master", "prefer-replica", "replica", "any"),
         help="where read-only commands go (default master)",
     )
+    parser.add_argument(
+        "--chaos",
+        action="store_true",
+        default=None,
+        help="accept fault rules (admin API, CLI, config); always on in dev",
+    )
+    parser.add_argument(
+        "--chaos-seed", type=int, metavar="N", help="seed for the fault rules' random draws"
+    )
+    parser.add_argument(
+        "--chaos-in-band",
+        action="store_true",
+        default=None,
+        help="also accept the CHAOS command on the Redis port",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -106,6 +121,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "server.admin": args.admin,
         "server.log_level": args.log_level,
         "server.log_format": args.log_format,
+        "chaos.enabled": args.chaos,
+        "chaos.seed": args.chaos_seed,
+        "chaos.in_band": args.chaos_in_band,
     }
 
 

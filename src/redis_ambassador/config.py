@@ -26,7 +26,12 @@ From the environment they are separated by commas or spaces. ``commands.cluster_
 of the words it lists (``single``, ``real``), in any letter case.
 
 ``redis-ambassador dev`` starts from different defaults (``DEV_DEFAULTS``: every command
-allowed); files, the environment and flags still override them.
+allowed, chaos enabled with in-band control); files, the environment and flags still override
+them.
+
+``[chaos]`` keys take ``REDIS_AMBASSADOR_CHAOS_*`` environment names (``REDIS_AMBASSADOR_CHAOS``
+for ``chaos.enabled``); ``chaos.rules`` from the environment is a JSON array of rule objects,
+each validated as the admin API validates it.
 
 The Ambassador pattern's generic environment variable names set keys too (``PATTERN_ENV``),
 ranking below the ``REDIS_AMBASSADOR_*`` names (defaults < file < pattern names <
@@ -68,6 +73,7 @@ __all__ = [
     "ENV_PREFIX",
     "PATTERN_ENV",
     "Address",
+    "ChaosConfig",
     "ClusterConfig",
     "CommandsConfig",
     "Config",
@@ -353,6 +359,53 @@ class CommandsConfig:
 
 
 @dataclass(frozen=True)
+class ChaosConfig:
+    """TOML section ``[chaos]``: fault injection for tests; never active unless enabled. Its
+    environment variables are named ``REDIS_AMBASSADOR_CHAOS_*`` (``_CHAOS`` for ``enabled``)."""
+
+    enabled: bool = field(
+        default=False,
+        metadata={
+            "help": "accept fault rules (admin API, CLI, [[chaos.rules]]); `serve --chaos`, "
+            "always on in `dev`",
+            "env": "CHAOS",
+        },
+    )
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "seed of the rules' random draws, so probabilistic faults replay "
+            "(0: a random seed, logged at start)",
+            "min": 0,
+            "env": "CHAOS_SEED",
+        },
+    )
+    in_band: bool = field(
+        default=False,
+        metadata={
+            "help": "accept the CHAOS command on the Redis port (for when only that port is "
+            "reachable); needs enabled",
+            "env": "CHAOS_IN_BAND",
+        },
+    )
+    log: bool = field(
+        default=False,
+        metadata={
+            "help": "log every injected fault (at most 100 lines a second)",
+            "env": "CHAOS_LOG",
+        },
+    )
+    rules: tuple[dict[str, Any], ...] = field(
+        default=(),
+        metadata={
+            "help": "fault rules active from the start ([[chaos.rules]] tables; from the "
+            "environment a JSON array)",
+            "env": "CHAOS_RULES",
+        },
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything configurable, one frozen section per TOML table."""
 
@@ -360,6 +413,7 @@ class Config:
     cluster: ClusterConfig = ClusterConfig()
     upstream: UpstreamConfig = UpstreamConfig()
     commands: CommandsConfig = CommandsConfig()
+    chaos: ChaosConfig = ChaosConfig()
 
 
 class ConfigError(ValueError):
@@ -384,6 +438,7 @@ class _Key:
     choices: tuple[str, ...] = ()  # the words a str key accepts
     maximum: int | None = None  # the largest an int key accepts
     secret: bool = False  # metadata "secret": its value is never printed (`config check`)
+    env_name: str = ""  # metadata "env": the variable's name after the prefix, if not NAME
 
     @property
     def dotted(self) -> str:
@@ -391,7 +446,7 @@ class _Key:
 
     @property
     def env(self) -> str:
-        return ENV_PREFIX + self.name.upper()
+        return ENV_PREFIX + (self.env_name or self.name.upper())
 
 
 def _collect_keys() -> dict[str, _Key]:
@@ -411,6 +466,7 @@ def _collect_keys() -> dict[str, _Key]:
                 allow_zero=f.metadata.get("allow_zero", False),
                 choices=f.metadata.get("choices", ()),
                 secret=f.metadata.get("secret", False),
+                env_name=f.metadata.get("env", ""),
             )
             if key.type not in _CONVERTERS:
                 raise TypeError(f"config key {key.dotted}: no converter for type {key.type!r}")
@@ -575,6 +631,24 @@ def _to_choice(key: _Key, value: object, text_ok: bool) -> str:
     return value.strip().lower()
 
 
+def _to_rules(key: _Key, value: object, text_ok: bool) -> tuple[dict[str, Any], ...]:
+    if isinstance(value, str) and text_ok:
+        try:
+            value = json.loads(value)
+        except ValueError as e:
+            raise _Bad(f"must be a JSON array of rule objects ({e})") from None
+    if not isinstance(value, list | tuple):
+        raise _Bad(f"must be an array of rule tables, not {_type_name(value)}")
+    from redis_ambassador.faults.rules import RuleError, parse_rule
+
+    for number, rule in enumerate(value, 1):
+        try:
+            parse_rule(rule, str(number), 0.0)
+        except RuleError as e:
+            raise _Bad(f"rule {number}: {e}", rule) from None
+    return tuple(dict(rule) for rule in value)
+
+
 _CONVERTERS: dict[Any, Any] = {
     bool: _to_bool,
     str: _to_choice,
@@ -584,6 +658,7 @@ _CONVERTERS: dict[Any, Any] = {
     Address | None: _to_optional_address,
     tuple[Address, ...]: _to_address_list,
     tuple[str, ...]: _to_command_names,
+    tuple[dict[str, Any], ...]: _to_rules,
 }
 
 _KEYS = _collect_keys()
@@ -817,6 +892,8 @@ def _toml_value(value: object) -> str:
         return repr(value)
     if isinstance(value, tuple | list):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):  # a chaos rule, as an inline table
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     # Address and str; JSON's escapes are TOML basic-string escapes.
     return json.dumps(str(value), ensure_ascii=False)
 
@@ -933,8 +1010,13 @@ def _check_consistency(values: Mapping[str, tuple[object, str]]) -> None:
 
 
 # What `redis-ambassador dev` starts from instead of the built-in defaults: a local cluster made
-# for development and tests, where FLUSHALL, CONFIG SET and DEBUG are everyday tools.
-DEV_DEFAULTS: Mapping[str, object] = {"commands.deny": ()}
+# for development and tests, where FLUSHALL, CONFIG SET and DEBUG are everyday tools, and faults
+# may be injected (its cluster is nobody else's).
+DEV_DEFAULTS: Mapping[str, object] = {
+    "commands.deny": (),
+    "chaos.enabled": True,
+    "chaos.in_band": True,
+}
 
 
 def describe_keys() -> list[tuple[str, object, str]]:

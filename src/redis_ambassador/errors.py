@@ -141,3 +141,8 @@ def debug_unknown_subcommand(sub: bytes) -> bytes:
     return error(
         f"ERR unknown subcommand or wrong number of arguments for '{_shown(sub)}'. Try DEBUG HELP."
     )
+
+
+def invalid_rule(problem: str) -> bytes:
+    """CHAOS ADD with a rule that does not validate; the problem names the field."""
+    return error(f"ERR invalid chaos rule: {problem}")

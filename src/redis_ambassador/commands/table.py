@@ -112,6 +112,7 @@ class CommandSpec:
     key_specs: tuple[KeySpec, ...] = ()
     legacy_keys: tuple[int, int, int] = (0, 0, 0)  # first, last, step
     subcommands: dict[bytes, CommandSpec] = field(default_factory=dict)
+    categories: frozenset[str] = frozenset()  # ACL categories, "@read", "@write", ...
     # The one key's index when the command always has exactly one key at a fixed place
     # (GET, SET, HSET, ...): the hot path reads ``args[single_key]`` and skips the specs.
     single_key: int = 0
@@ -133,6 +134,9 @@ class CommandSpec:
             key_specs=specs,
             legacy_keys=(int(entry[3]), int(entry[4]), int(entry[5])),
             subcommands=subs,
+            categories=frozenset(_text(c).lower() for c in entry[6])
+            if len(entry) > 6
+            else frozenset(),
         )
         spec.single_key = spec._fixed_single_key()
         return spec

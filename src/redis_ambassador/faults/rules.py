@@ -15,7 +15,10 @@ import random
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from redis_ambassador.config import ChaosConfig
 
 # Actions, in the order a rule's fields are checked; a rule has at most one (a delay may come
 # before any of them, or stand alone).
@@ -110,6 +113,19 @@ class Faults:
         # Faults injected by rule id and action (kept after a rule is removed: a counter).
         self.injected: dict[tuple[str, str], int] = {}
         self.on_change: Callable[[], None] = lambda: None  # rules added, removed or spent
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ChaosConfig,
+        clock: Callable[[], float],
+        categories: Callable[[str], frozenset[str]],
+    ) -> Faults:
+        """The rules of ``[chaos]`` in place, seeded by its seed or, for 0, a random one."""
+        faults = cls(config.seed or random.SystemRandom().randrange(1, 1 << 31), clock, categories)
+        for spec in config.rules:
+            faults.add(spec)
+        return faults
 
     # -- the control surface (HTTP API, CLI, in-band, config) --------------------------------
 

@@ -126,6 +126,22 @@ class AmbassadorCollector(Collector):
         )
         yield _gauge("slots_covered", "slots with a master", self._router.slots_covered)
         yield _gauge("ready", "1 when every slot has a reachable master", self._ready())
+        yield from self._chaos()
+
+    def _chaos(self) -> Iterator[Metric]:
+        """Fault rules and the faults they injected (only with chaos enabled)."""
+        faults = self._router.faults
+        if faults is None:
+            return
+        injected = CounterMetricFamily(
+            _PREFIX + "chaos_faults",
+            "faults injected by chaos rules, by rule id and action",
+            labels=["rule", "action"],
+        )
+        for (rule, action), n in sorted(faults.injected.items()):
+            injected.add_metric([rule, action], n)
+        yield injected
+        yield _gauge("chaos_rules", "chaos rules in place (spent ones included)", len(faults.rules))
 
     def _ready(self) -> int:
         return int(self._router.unready() is None)

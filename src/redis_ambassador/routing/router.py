@@ -35,6 +35,9 @@ from redis_ambassador.commands.transaction import (
     check,
 )
 from redis_ambassador.config import Address, Config
+from redis_ambassador.faults.inband import chaos_command
+from redis_ambassador.faults.inject import Catch, Injector
+from redis_ambassador.faults.rules import Faults, Rule
 from redis_ambassador.operations.histogram import LatencyHistogram
 from redis_ambassador.operations.monitor import monitor_line
 from redis_ambassador.operations.ratelimit import LimitedLog
@@ -156,7 +159,12 @@ class Router:
     """Maps commands onto node pools; follows redirections; keeps the slot table current."""
 
     def __init__(
-        self, config: Config, upstream: Upstream, table: CommandTable, facts: ServerFacts
+        self,
+        config: Config,
+        upstream: Upstream,
+        table: CommandTable,
+        facts: ServerFacts,
+        faults: Faults | None = None,
     ) -> None:
         self.pool_size = config.upstream.pool_size
         self._upstream = upstream
@@ -182,6 +190,11 @@ class Router:
         self._slow_log = LimitedLog(log, logging.WARNING, 10, "slow requests")
         self._reads = ReadPolicy(config.upstream.read_policy)
         self._readers: dict[Address, list[NodePool]] = {}  # each master's online replicas
+        # Chaos: the fault rules, asked before a command that one of them may concern is sent.
+        self.faults = faults
+        self._injector = Injector(faults, config.chaos.log) if faults is not None else None
+        if faults is not None:
+            faults.on_change = self._rules_changed
         self.reconfigure(config)
         self._scripts = ScriptCache()
         self._placement = Placement(
@@ -219,8 +232,25 @@ class Router:
             if spec.single_key and self._plain(spec) and not self._policy.denies_always(spec.name):
                 raw = spec.name.encode()
                 fast[raw] = fast[raw.upper()] = spec.single_key
+        self._all_fast = fast
+        self._track_fast()
+
+    def _track_fast(self) -> None:
+        """The fast path's names: the plain single-key commands, but for those a fault rule may
+        concern (they take the slow path, where the rules are asked)."""
+        fast = self._all_fast
+        if self.faults is not None and self.faults.rules:
+            stake = self.faults.names_at_stake(spec.name for spec in self._table.specs())
+            fast = {} if stake is None else {
+                raw: k for raw, k in fast.items() if raw.decode().lower() not in stake
+            }  # fmt: skip
         self._fast = fast
         self.stats.track_fast(fast)
+
+    def _rules_changed(self) -> None:
+        assert self.faults is not None
+        self._track_fast()
+        self._upstream.partition(self.faults.partitioned())
 
     @staticmethod
     def _plain(spec: CommandSpec) -> bool:
@@ -345,6 +375,13 @@ class Router:
             batch.fill(i, self._queue(client.transaction, spec, args, frame))
             return False
         if spec is None:
+            if (
+                self.faults is not None
+                and self._config.chaos.in_band
+                and args[0].lower() == b"chaos"
+            ):
+                batch.fill(i, chaos_command(self.faults, args))
+                return False
             # Unknown here means unknown to the cluster too: its node words the error.
             self._send_anywhere(client, batch, i, frame)
             return False
@@ -414,7 +451,7 @@ class Router:
         keys = spec.keys(args)
         if not keys:
             # No keys, or keys that cannot be found (bad arity): any master answers as Redis would.
-            self._send_anywhere(client, batch, i, frame)
+            self._send_anywhere(client, batch, i, frame, spec)
             return False
         slot = key_slot(keys[0])
         for key in keys[1:]:
@@ -435,6 +472,10 @@ class Router:
                 batch.fill(i, errors.no_replica(pool.name))
                 return False
             pool = reader
+        if self._injector is not None and self._inject(
+            client, spec, keys, slot, pool, batch, i, frame
+        ):
+            return False
         self._send_to(client, pool, batch, i, frame)
         return False
 
@@ -916,13 +957,75 @@ class Router:
             return any(a.lower() == option for a in args[1:])
         return "blocking" in spec.flags
 
-    def _send_anywhere(self, client: ClientConnection, batch: Batch, i: int, frame: bytes) -> None:
+    def _send_anywhere(
+        self,
+        client: ClientConnection,
+        batch: Batch,
+        i: int,
+        frame: bytes,
+        spec: CommandSpec | None = None,
+    ) -> None:
         pool = self._any_master()
         if pool is None:
             self.request_refresh()
             batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
             return
+        if (
+            spec is not None
+            and self._injector is not None
+            and self._inject(client, spec, [], None, pool, batch, i, frame)
+        ):
+            return
         self._send_to(client, pool, batch, i, frame)
+
+    # -- chaos (faults/) --------------------------------------------------------------------
+
+    def _inject(
+        self,
+        client: ClientConnection,
+        spec: CommandSpec,
+        keys: list[bytes],
+        slot: int | None,
+        pool: NodePool,
+        batch: Batch,
+        i: int,
+        frame: bytes,
+    ) -> bool:
+        """A fault rule's turn before a command goes to ``pool``; True if one took it over.
+        (Not for a client in WATCH: its commands ride a connection of its own to the node.)"""
+        assert self._injector is not None
+        if client.watching is not None:
+            return False
+
+        def send(target: Batch | Catch) -> None:
+            self._send_to(client, pool, target, i if target is batch else 0, frame)  # type: ignore[arg-type]
+
+        def redirect(rule: Rule) -> None:
+            self._forge_redirect(rule, client, pool, (batch, i, frame, 0), slot)
+
+        return self._injector.inject(
+            client, spec.name, spec.categories, keys, slot, pool.name,
+            pool.address in self._replicas, batch, i, send, redirect,
+        )  # fmt: skip
+
+    def _forge_redirect(
+        self, rule: Rule, client: ClientConnection, pool: NodePool, entry: Entry, slot: int | None
+    ) -> None:
+        """Answer for the node with the rule's MOVED or ASK, and follow it as a real one."""
+        to = rule.spec["to"]
+        if to == "right":
+            target = pool.address
+        elif to == "wrong":
+            others = [master.address for master in self._masters if master is not pool]
+            target = others[0] if others else pool.address
+        else:
+            target = Address.parse(to)
+        kind = b"MOVED" if rule.spec["redirect"] == "moved" else b"ASK"
+        via = pool.lane(client.lane)
+        if via is None:  # the node's breaker is open: no redirection to pretend
+            self._deliver(pool, client.lane, entry)
+            return
+        self._redirected(entry, b"-%s %d %s\r\n" % (kind, slot or 0, str(target).encode()), via)
 
     def _any_master(self) -> NodePool | None:
         """Masters in turn, for keyless commands any of them answers alike (skipping those

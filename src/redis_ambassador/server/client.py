@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
+import struct
 import time
 from collections import deque
 from typing import TYPE_CHECKING
 
 from redis_ambassador import errors
+from redis_ambassador.faults.inject import PacedWriter
 from redis_ambassador.operations.histogram import SAMPLE_EVERY
 from redis_ambassador.operations.ratelimit import LimitedLog
 from redis_ambassador.protocol.requests import RequestParser
@@ -411,6 +414,36 @@ class ClientConnection(asyncio.Protocol):
         ):
             self._reading = True
             self._transport.resume_reading()
+
+    # -- chaos (faults/inject.py) ---------------------------------------------------------
+
+    def cut(self, reset: bool) -> None:
+        """Close the connection now, replies still owed never written (a drop or reset fault);
+        ``reset``: with a TCP RST instead of a FIN."""
+        transport = self._transport
+        if transport is None:
+            return
+        self._closing = True
+        self._batches.clear()
+        if reset:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+        else:
+            transport.close()
+
+    def pace(self, piece: int, pause: float) -> None:
+        """Write to the client in pieces of ``piece`` bytes, ``pause`` seconds apart, until
+        what is written meanwhile has gone out (a bandwidth or split fault)."""
+        transport = self._transport
+        if transport is not None and not isinstance(transport, PacedWriter):
+            self._transport = PacedWriter(self, transport, piece, pause)  # type: ignore[assignment]
+
+    def restore_transport(self, paced: PacedWriter, transport: asyncio.Transport) -> None:
+        """The paced writes are out: write straight to the transport again."""
+        if self._transport is paced:  # type: ignore[comparison-overlap]
+            self._transport = transport
 
     def close(self) -> None:
         """Close the connection once what is already written has been sent."""

@@ -82,6 +82,10 @@ async def run_health_checks(upstream: Upstream, interval: float, timeout: float)
                 due = breaker.state is State.CLOSED and now >= pool.next_check
                 if due or breaker.probe_due(now):
                     pool.report_sent(now)
+                    if pool.address in upstream.partitioned:
+                        pool.next_check = now + interval
+                        breaker.failure(now, "health check: partitioned by a chaos rule")
+                        continue
                     pool.checking = True
                     pool.next_check = now + interval
                     prober = probers.get(pool.address)

@@ -10,10 +10,11 @@ encodes them in its protocol.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import anyio
 from anyio.abc import TaskGroup
@@ -115,6 +116,7 @@ class Upstream(ConnectionOwner):
         self._discarded_sent = 0
         self._dirty: list[NodeConnection] = []
         self._loop = asyncio.get_running_loop()
+        self.partitioned: frozenset[Address] = frozenset()  # cut off by chaos rules
         # Set by the router: what to do when a reply is a redirection, a connection fails, or
         # a node's circuit breaker changes state.
         self.on_redirect: Callable[[Entry, bytes, NodeConnection], None] = _unset
@@ -166,6 +168,24 @@ class Upstream(ConnectionOwner):
         for pool in self._pools.values():
             pool.breaker.settings = settings
 
+    def partition(self, nodes: Collection[str]) -> None:
+        """Cut the ambassador off from these nodes ("host:port"; a chaos partition): their
+        connections are aborted and new ones refused, as if the nodes refused them, until they
+        are left out of a later call."""
+        cut = frozenset(Address.parse(node) for node in nodes)
+        if cut == self.partitioned:
+            return
+        for address in cut - self.partitioned:
+            log.warning("chaos: node %s partitioned from the ambassador", address)
+            pool = self._pools.get(address)
+            if pool is not None:
+                for conn in [*pool.conns, *pool.private]:
+                    if conn is not UNOPENED and not conn.closed:
+                        conn.abort(_PARTITIONED)
+        for address in self.partitioned - cut:
+            log.warning("chaos: node %s reachable again", address)
+        self.partitioned = cut
+
     def start_soon(self, task: Callable[[], object], name: str) -> None:
         self._tg.start_soon(task, name=name)  # type: ignore[arg-type]
 
@@ -175,6 +195,8 @@ class Upstream(ConnectionOwner):
     async def _connect(self, conn: asyncio.Protocol, address: Address) -> None:
         try:
             with anyio.fail_after(self._connect_timeout):
+                if address in self.partitioned:
+                    raise ConnectionRefusedError(errno.ECONNREFUSED, _PARTITIONED)
                 await self._loop.create_connection(lambda: conn, address.host, address.port)
         except (OSError, TimeoutError, RuntimeError) as exc:
             log.warning("cannot connect to node %s: %s", address, exc or "timed out")
@@ -244,6 +266,9 @@ class Upstream(ConnectionOwner):
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
+
+
+_PARTITIONED = "partitioned by a chaos rule"
 
 
 def _unset(*_: object) -> None:
