@@ -10,12 +10,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from redis_ambassador.localcluster import LocalCluster, RedisServerNotFound, plain_client
 from redis_ambassador.testing import Ambassador as _PluginAmbassador
@@ -66,6 +68,18 @@ class Ambassador(_PluginAmbassador):
     def raw(self, timeout: float = 5.0) -> RawConnection:
         """A raw socket to the ambassador."""
         return RawConnection(self.host, self.port, timeout)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample from ``/metrics`` (started with ``admin=True``): ``name`` without the
+        ``redis_ambassador_`` prefix, e.g. ``client_disconnects_total``; 0 when absent."""
+        url = f"http://{self.host}:{self.admin_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "redis_ambassador_" + name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
 
 
 @pytest.fixture(scope="session")

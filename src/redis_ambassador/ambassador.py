@@ -14,6 +14,7 @@ import errno
 import gc
 import logging
 import re
+import resource
 import socket
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -205,6 +206,7 @@ async def serve(
         raise ValueError("no seed nodes configured (cluster.seeds / --seed HOST:PORT)")
     loop = asyncio.get_running_loop()
     timeout = config.upstream.connect_timeout
+    _fit_open_files_limit(config.server.max_clients)
     sock = _listen_socket(config.server.listen)
     routes = AdminRoutes(config.server.admin_token)
     admin = None
@@ -247,7 +249,7 @@ async def serve(
         if faults is not None:
             tg.start_soon(_follow_partition_windows, faults, upstream, name="chaos partitions")
         running = Running(config, router, clients, server)
-        tg.start_soon(_close_idle_clients, running, clients, name="idle clients")
+        tg.start_soon(_sweep_clients, running, clients, name="client sweep")
         routes.attach(registry_for(router, upstream, clients), running.unready)
         address = Address(config.server.listen.host, sock.getsockname()[1])
         log.info("serving Redis on %s", address)
@@ -293,16 +295,20 @@ async def _follow_partition_windows(faults: Faults, upstream: Upstream) -> None:
         upstream.partition(faults.partitioned())
 
 
-async def _close_idle_clients(running: Running, clients: ClientRegistry) -> None:
-    """Once a second, close the clients idle longer than ``server.idle_timeout`` (read on each
-    pass: a reload changes it): a sweep, so reading a command costs only a timestamp."""
+async def _sweep_clients(running: Running, clients: ClientRegistry) -> None:
+    """Once a second, close the clients idle longer than ``server.idle_timeout``, and those
+    whose unread replies stayed over the soft output buffer limit too long (both read on each
+    pass: a reload changes them): a sweep, so reading a command costs only a timestamp."""
     while True:
         await anyio.sleep(1)
-        timeout = running.config.server.idle_timeout
-        if timeout:
-            closed = clients.close_idle(timeout, time.monotonic())
+        settings = running.config.server
+        now = time.monotonic()
+        if settings.idle_timeout:
+            closed = clients.close_idle(settings.idle_timeout, now)
             if closed:
-                log.debug("closed %d clients idle for more than %gs", closed, timeout)
+                log.debug("closed %d clients idle for more than %gs", closed, settings.idle_timeout)
+        if settings.output_buffer_soft_seconds:
+            clients.close_over_soft_limit(settings.output_buffer_soft_seconds, now)
 
 
 async def _return_memory_after_departures(clients: ClientRegistry) -> None:
@@ -323,6 +329,32 @@ async def _return_memory_after_departures(clients: ClientRegistry) -> None:
 
 
 _DEPARTURES_BEFORE_TRIM = 256
+
+# Descriptors beyond one per client: node connections, listeners, logs (Redis reserves 32; the
+# ambassador also holds pools per node and clients' own node connections).
+_RESERVED_FILES = 1024
+
+
+def _fit_open_files_limit(max_clients: int) -> None:
+    """Raise the soft open-files limit so ``max_clients`` clients fit, as Redis does for its
+    maxclients; if the hard limit forbids it, say so once (clients past it are refused by
+    the OS, not with Redis's error)."""
+    wanted = max_clients + _RESERVED_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            target = soft
+    if target < wanted:
+        log.warning(
+            "open files limit is %d, below server.max_clients (%d) + %d for node connections: "
+            "raise it (ulimit -n) or lower server.max_clients", target, max_clients,
+            _RESERVED_FILES,
+        )  # fmt: skip
 
 
 def _malloc_trim() -> Callable[[int], int] | None:

@@ -16,8 +16,9 @@ broken file is reported instead of silently masked. Numeric limits:
   percentages are at most 100;
 * durations are seconds (int or float), finite and > 0, except
   ``upstream.retry_backoff`` which may be 0 (retry immediately), and
-  ``server.drain_timeout``, ``server.idle_timeout`` and ``server.slow_log_threshold``, where 0
-  means "no wait", "never" and "never";
+  ``server.drain_timeout``, ``server.idle_timeout``, ``server.output_buffer_soft_seconds`` and
+  ``server.slow_log_threshold``, where 0 means "no wait", "never", "never" and "never";
+* ``server.output_buffer_hard_limit`` must not be below ``server.max_output_buffer``;
 * ``cluster.min_refresh_interval`` must not exceed ``cluster.refresh_interval``.
 
 Command lists (``commands.deny``, ``commands.allow``) hold command names as Redis's ACL writes
@@ -42,7 +43,7 @@ REDIS_AMBASSADOR_* < flags):
   ``TARGET_PORT`` (TARGET_HOST; 6379 when unset). Both set: all their nodes are seeds.
   ``TARGET_PORT`` without ``TARGET_HOST`` is an error.
 * ``MAX_CONNECTIONS``: ``upstream.pool_size``, the ambassador's connections to the backend,
-  counted per node (not a limit on client connections: there is none).
+  counted per node (client connections are limited by ``server.max_clients``).
 * ``RETRY_COUNT``: ``upstream.retry_attempts``; ``CIRCUIT_BREAK_THRESHOLD``:
   ``upstream.breaker_failures``.
 * ``RETRY_INTERVAL``: ``upstream.retry_backoff``, in milliseconds unless a unit is given
@@ -185,18 +186,39 @@ class ServerConfig:
             "secret": True,
         },
     )
+    max_clients: int = _int(
+        10000,
+        "client connections served at once; one more gets Redis's '-ERR max number of clients "
+        "reached' and is closed (Redis maxclients)",
+    )
     max_bulk_len: int = _int(
         512 * 1024 * 1024,
         "largest bulk string a client may send, in bytes (Redis proto-max-bulk-len)",
     )
     max_multibulk_len: int = _int(1024 * 1024, "most array items in one client request")
+    max_query_buffer: int = _int(
+        1024 * 1024 * 1024,
+        "bytes of one client's unfinished request held while the rest arrives; over it the "
+        "client is closed (Redis client-query-buffer-limit)",
+    )
     max_inflight_per_client: int = _int(
         1024, "commands awaiting replies before we stop reading that client (backpressure)"
     )
     max_output_buffer: int = _int(
         64 * 1024 * 1024,
         "bytes of replies buffered for a client that is not reading them before we stop "
-        "reading its commands",
+        "reading its commands; the soft output buffer limit (Redis client-output-buffer-limit)",
+    )
+    output_buffer_soft_seconds: float = _seconds(
+        60.0,
+        "seconds a client's replies may stay over max_output_buffer (not read) before it is "
+        "closed (0: never)",
+        allow_zero=True,
+    )
+    output_buffer_hard_limit: int = _int(
+        256 * 1024 * 1024,
+        "bytes of replies buffered for a client over which it is closed at once (the hard "
+        "output buffer limit); at least max_output_buffer",
     )
     drain_timeout: float = _seconds(
         10.0,
@@ -997,6 +1019,16 @@ def _build(values: Mapping[str, tuple[object, str]]) -> Config:
 
 def _check_consistency(values: Mapping[str, tuple[object, str]]) -> None:
     """Checks that involve more than one key."""
+    soft, soft_source = values["server.max_output_buffer"]
+    hard, hard_source = values["server.output_buffer_hard_limit"]
+    assert isinstance(soft, int) and isinstance(hard, int)
+    if hard < soft:
+        raise ConfigError(
+            f"server.output_buffer_hard_limit = {hard!r} (from {hard_source}): must be >= "
+            f"server.max_output_buffer ({soft!r}, from {soft_source})",
+            key="server.output_buffer_hard_limit",
+            source=hard_source,
+        )
     low, low_source = values["cluster.min_refresh_interval"]
     high, high_source = values["cluster.refresh_interval"]
     assert isinstance(low, float) and isinstance(high, float)

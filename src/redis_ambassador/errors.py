@@ -20,6 +20,7 @@ NOT_AN_INTEGER = error("ERR value is not an integer or out of range")
 INT_OUT_OF_RANGE = error("ERR value is out of range, value must between -2147483648 and 2147483647")
 NOPROTO = error("NOPROTO unsupported protocol version")
 HELLO_PROTO_NOT_INTEGER = error("ERR Protocol version is not an integer or out of range")
+MAX_CLIENTS = error("ERR max number of clients reached")
 CLIENT_NAME_CHARS = error("ERR Client names cannot contain spaces, newlines or special characters.")
 
 

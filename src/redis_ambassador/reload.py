@@ -20,13 +20,17 @@ from redis_ambassador.config import Address, Config
 LIVE_KEYS: frozenset[str] = frozenset(
     {
         # Read by each new client connection: clients already connected keep theirs.
+        "server.max_clients",
         "server.max_bulk_len",
         "server.max_multibulk_len",
+        "server.max_query_buffer",
         "server.max_inflight_per_client",
         "server.max_output_buffer",
+        "server.output_buffer_hard_limit",
         # Read when they are used.
         "server.drain_timeout",
         "server.idle_timeout",
+        "server.output_buffer_soft_seconds",
         "server.slow_log_threshold",
         # cli reconfigures logging after each reload.
         "server.log_level",

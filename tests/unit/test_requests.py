@@ -21,6 +21,7 @@ from redis_ambassador.protocol.requests import (
     INLINE_MAX_SIZE,
     ExactReader,
     ProtocolError,
+    QueryBufferLimit,
     RequestParser,
     encode_command,
     split_inline,
@@ -61,7 +62,8 @@ def wire(error: ProtocolError | None) -> bytes | None:
 def reference(chunks: list[bytes], **limits: int) -> tuple[list[list[bytes]], bytes | None]:
     """The exact reader alone (the Python mirror of Redis's state machine), no fast path."""
     reader = ExactReader(limits.get("max_bulk_len", 512 * 1024 * 1024),
-                         limits.get("max_multibulk_len", 1024 * 1024))  # fmt: skip
+                         limits.get("max_multibulk_len", 1024 * 1024),
+                         limits.get("max_query_buffer", 1024 * 1024 * 1024))  # fmt: skip
     commands: list[list[bytes]] = []
     for chunk in chunks:
         reader.feed(chunk)
@@ -412,6 +414,36 @@ def test_whole_command_with_too_many_args_in_one_read_is_refused() -> None:
     assert commands == [[b"PING"]]
     assert wire(error) == MULTIBULK
     assert parse(resp(b"DEL", b"a", b"b"), max_multibulk_len=3)[0] == [[b"DEL", b"a", b"b"]]
+
+
+def test_an_unfinished_bulk_growing_past_the_query_buffer_limit_is_cut_off() -> None:
+    parser = RequestParser(max_query_buffer=1000)
+    assert parser.feed(resp(b"PING") + b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5000\r\n")[0] == [[b"PING"]]
+    assert parser.feed(b"v" * 900) == ([], [], None)
+    commands, _, error = parser.feed(b"v" * 200)
+    assert commands == []
+    assert isinstance(error, QueryBufferLimit)
+
+
+def test_many_finished_arguments_of_an_unfinished_command_count_against_the_query_buffer() -> None:
+    parser = RequestParser(max_query_buffer=1000)
+    assert parser.feed(b"*100\r\n")[2] is None
+    error = None
+    fed = 0
+    while error is None:
+        _, _, error = parser.feed(b"$50\r\n" + b"a" * 50 + b"\r\n")
+        fed += 50
+    assert isinstance(error, QueryBufferLimit)
+    assert 1000 < fed <= 1050  # each argument's payload counts, not just the unparsed bytes
+
+
+def test_whole_commands_larger_than_the_query_buffer_limit_are_not_held_so_pass() -> None:
+    data = resp(b"SET", b"k", b"v" * 3000) + resp(b"GET", b"k")
+    assert parse(data, max_query_buffer=1000) == (
+        [[b"SET", b"k", b"v" * 3000], [b"GET", b"k"]],
+        [resp(b"SET", b"k", b"v" * 3000), resp(b"GET", b"k")],
+        None,
+    )
 
 
 def test_default_limits_refuse_a_huge_declared_bulk_before_its_payload() -> None:

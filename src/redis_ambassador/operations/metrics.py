@@ -46,6 +46,24 @@ class AmbassadorCollector(Collector):
         yield _counter("client_connections", "client connections accepted", clients.accepted)
         yield _counter("client_bytes_received", "bytes read from clients", clients.bytes_in)
         yield _counter("client_bytes_sent", "reply bytes written to clients", clients.bytes_out)
+        yield _counter(
+            "client_connections_rejected",
+            "client connections refused with '-ERR max number of clients reached' "
+            "(server.max_clients)",
+            clients.rejected,
+        )
+        yield _by_label(
+            "client_disconnects",
+            "clients the ambassador closed for a limit or bad input, by reason",
+            "reason",
+            clients.closed_by,
+        )
+        yield _by_label(
+            "client_reads_paused",
+            "times reading a client's commands was paused for backpressure, by reason",
+            "reason",
+            clients.paused_by,
+        )
         commands = CounterMetricFamily(
             _PREFIX + "commands", "commands received, by name", labels=["command"]
         )
@@ -153,6 +171,15 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(_PREFIX + name, documentation, value=value)
+
+
+def _by_label(
+    name: str, documentation: str, label: str, values: dict[str, int]
+) -> CounterMetricFamily:
+    counter = CounterMetricFamily(_PREFIX + name, documentation, labels=[label])
+    for value, n in values.items():
+        counter.add_metric([value], n)
+    return counter
 
 
 def registry_for(router: Router, upstream: Upstream, clients: ClientRegistry) -> CollectorRegistry:

@@ -43,6 +43,11 @@ class ProtocolError(Exception):
     """Malformed input; ``str(self)`` is Redis's reply text, e.g. ``Protocol error: ...``."""
 
 
+class QueryBufferLimit(ProtocolError):
+    """An unfinished request grew past the query buffer limit: Redis closes such a client
+    without a reply (``client-query-buffer-limit``)."""
+
+
 def encode_command(args: list[bytes]) -> bytes:
     """The canonical RESP frame of a command (raises TypeError if an item is not bytes)."""
     n = len(args)
@@ -140,15 +145,20 @@ class ExactReader:
     reads is scanned once.
     """
 
-    __slots__ = ("_args", "_buf", "_bulklen", "_max_bulk", "_max_multibulk", "_multibulklen")
+    __slots__ = (
+        "_args", "_args_size", "_buf", "_bulklen", "_max_bulk", "_max_held", "_max_multibulk",
+        "_multibulklen",
+    )  # fmt: skip
 
-    def __init__(self, max_bulk_len: int, max_multibulk_len: int) -> None:
+    def __init__(self, max_bulk_len: int, max_multibulk_len: int, max_held: int) -> None:
         self._buf = bytearray()
         self._max_bulk = max_bulk_len
         self._max_multibulk = max_multibulk_len
+        self._max_held = max_held  # bytes of an unfinished command: the query buffer limit
         self._multibulklen = 0
         self._bulklen = -1
         self._args: list[bytes] = []
+        self._args_size = 0  # payload bytes in _args
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -169,7 +179,14 @@ class ExactReader:
         return rest
 
     def next_command(self) -> list[bytes] | None:
-        """The next complete command, an empty list for a no-op line, or None for 'need more'."""
+        """The next complete command, an empty list for a no-op line, or None for 'need more'
+        (raises QueryBufferLimit when what the unfinished command holds is over the limit)."""
+        args = self._next_command()
+        if args is None and len(self._buf) + self._args_size > self._max_held:
+            raise QueryBufferLimit("query buffer limit reached")
+        return args
+
+    def _next_command(self) -> list[bytes] | None:
         buf = self._buf
         if not self._multibulklen:
             if not buf:
@@ -187,6 +204,7 @@ class ExactReader:
                 return []
             self._multibulklen = count
             self._args = []
+            self._args_size = 0
         while self._multibulklen:
             if self._bulklen == -1:
                 newline = self._header_end("Protocol error: too big bulk count string")
@@ -202,11 +220,13 @@ class ExactReader:
             if len(buf) < self._bulklen + 2:
                 return None
             self._args.append(bytes(buf[: self._bulklen]))
+            self._args_size += self._bulklen
             # Like Redis, the two bytes after a payload are skipped unchecked.
             del buf[: self._bulklen + 2]
             self._bulklen = -1
             self._multibulklen -= 1
         args, self._args = self._args, []
+        self._args_size = 0
         return args
 
     def _header_end(self, too_big: str) -> int:
@@ -248,17 +268,24 @@ class RequestParser:
         "_large_count",
         "_max_bulk",
         "_max_multibulk",
+        "_max_query",
         "_reader",
         "_slow_below",
     )
 
-    def __init__(self, max_bulk_len: int = 512 * 1024 * 1024, max_multibulk_len: int = 1024 * 1024):
+    def __init__(
+        self,
+        max_bulk_len: int = 512 * 1024 * 1024,
+        max_multibulk_len: int = 1024 * 1024,
+        max_query_buffer: int = 1024 * 1024 * 1024,
+    ):
         self._reader = hiredis.Reader()
         self._exact: ExactReader | None = None
         self._max_bulk = max_bulk_len
         self._max_multibulk = max_multibulk_len
+        self._max_query = max_query_buffer
         # A read no longer than every limit cannot break one, so hiredis may take it whole.
-        self._slow_below = min(max_bulk_len, max_multibulk_len)
+        self._slow_below = min(max_bulk_len, max_multibulk_len, max_query_buffer)
         # hiredis allocates an array as soon as it reads the header, so an absurd count must never
         # reach it: a read holding '*' and as many digits as the limit has goes the exact way.
         self._large_count = re.compile(rb"\*-?\d{%d}" % len(str(max_multibulk_len))).search
@@ -279,7 +306,7 @@ class RequestParser:
     def _feed_fast(self, buf: bytes, commands: list, frames: list) -> bytes:
         """Take whole commands with hiredis; return what the exact reader did not finish."""
         if buf[0] != 42 or len(buf) > self._slow_below or self._large_count(buf):
-            self._exact = ExactReader(self._max_bulk, self._max_multibulk)
+            self._exact = ExactReader(self._max_bulk, self._max_multibulk, self._max_query)
             return self._feed_exact(buf, commands, frames)
         reader = self._reader
         reader.feed(buf)
@@ -331,7 +358,7 @@ class RequestParser:
             pass
         # An unfinished, unusual or malformed command: start again from its first byte, exactly.
         self._reader = hiredis.Reader()
-        self._exact = ExactReader(self._max_bulk, self._max_multibulk)
+        self._exact = ExactReader(self._max_bulk, self._max_multibulk, self._max_query)
         return self._feed_exact(buf[pos:], commands, frames)
 
     def _feed_exact(self, data: bytes, commands: list, frames: list) -> bytes:

@@ -20,7 +20,7 @@ from redis_ambassador import errors
 from redis_ambassador.faults.inject import PacedWriter
 from redis_ambassador.operations.histogram import SAMPLE_EVERY
 from redis_ambassador.operations.ratelimit import LimitedLog
-from redis_ambassador.protocol.requests import RequestParser
+from redis_ambassador.protocol.requests import QueryBufferLimit, RequestParser
 
 if TYPE_CHECKING:
     from redis_ambassador.commands.transaction import Transaction
@@ -35,6 +35,18 @@ _client_ids = itertools.count(1)
 _monotonic = time.monotonic
 # One line per client error (malformed input), but a flood of bad clients cannot flood the log.
 _client_errors = LimitedLog(log, logging.INFO, 10, "client errors")
+# Clients refused or closed for a limit: one line each, as many as a flood allows.
+_limit_hits = LimitedLog(log, logging.WARNING, 10, "client limit hits")
+# Reading a client paused for backpressure: routine for a deep pipeline, so only at debug.
+_pauses = LimitedLog(log, logging.DEBUG, 10, "client reads paused")
+
+# Why the ambassador closed a client (client_disconnects_total's "reason"), and why it paused
+# reading one (client_reads_paused_total's): fixed words, so metric labels stay bounded.
+CLOSE_REASONS = (
+    "idle_timeout", "protocol_error", "query_buffer_limit", "output_buffer_hard_limit",
+    "output_buffer_soft_limit", "pubsub_output_buffer",
+)  # fmt: skip
+PAUSE_REASONS = ("pending_requests", "output_buffer")
 
 
 class ClientRegistry:
@@ -47,6 +59,12 @@ class ClientRegistry:
         self.sample_in = SAMPLE_EVERY  # batches until the next one timed
         self.bytes_in = 0  # read from clients
         self.bytes_out = 0  # replies written to clients
+        self.rejected = 0  # connections refused: max_clients reached
+        self.closed_by = dict.fromkeys(CLOSE_REASONS, 0)
+        self.paused_by = dict.fromkeys(PAUSE_REASONS, 0)
+        # Clients whose unread replies are over max_output_buffer, and since when (the soft
+        # output buffer limit's clock); few, so the sweep does not walk every client.
+        self.over_soft_limit: dict[ClientConnection, float] = {}
         self._all_gone: asyncio.Event | None = None  # set once draining and none is left
 
     def add(self, client: ClientConnection) -> None:
@@ -80,14 +98,37 @@ class ClientRegistry:
         idle = [client for client in self.connected if client.idle_for(now) > timeout]
         for client in idle:
             client.close()
+        self.closed_by["idle_timeout"] += len(idle)
         return len(idle)
+
+    def close_over_soft_limit(self, seconds: float, now: float) -> int:
+        """Close the clients whose unread replies stayed over the soft output buffer limit
+        (``max_output_buffer``) for more than ``seconds``; return how many."""
+        over = [c for c, since in self.over_soft_limit.items() if now - since > seconds]
+        for client in over:
+            client.disconnect(
+                "output_buffer_soft_limit",
+                f"replies unread over server.max_output_buffer for more than {seconds:g}s",
+            )
+        return len(over)
+
+
+class _Dropped(list):  # type: ignore[type-arg]
+    """The replies of a batch whose client is gone: what nodes still send is dropped as it
+    arrives, instead of piling up in a batch nobody will write."""
+
+    __slots__ = ()
+
+    def __setitem__(self, index: object, reply: object) -> None:
+        pass
 
 
 class Batch:
     """The replies owed for one read's commands, filled in place by index."""
 
     __slots__ = (
-        "client", "close_after", "first", "read_at", "remaining", "replies", "sampled", "silent",
+        "client", "close_after", "first", "held", "read_at", "remaining", "replies", "sampled",
+        "silent",
     )  # fmt: skip
 
     def __init__(
@@ -108,6 +149,7 @@ class Batch:
         self.read_at = read_at
         self.first = first
         self.sampled = False
+        self.held = 0  # bytes of its large replies, counted in the client's output buffer
 
     def silence(self, index: int) -> None:
         """The command at ``index`` runs, but its reply is not written."""
@@ -120,6 +162,10 @@ class Batch:
         if self.silent is None:
             return self.replies
         return [r for k, r in enumerate(self.replies) if k not in self.silent]
+
+    def drop(self) -> None:
+        """Its client is gone: keep no reply received for it from now on."""
+        self.replies = _Dropped(itertools.repeat(None, len(self.replies)))
 
     def cut_after(self, index: int) -> None:
         """Drop the commands after ``index`` unanswered (QUIT: Redis never runs them)."""
@@ -140,11 +186,11 @@ class ClientConnection(asyncio.Protocol):
     # Slots, not a per-instance dict: ten thousand idle clients each keep only these.
     __slots__ = (
         "_batches", "_closing", "_held", "_held_error", "_inflight", "_lane_base",
-        "_max_inflight", "_max_output", "_parser", "_pool_size", "_reading", "_registry",
-        "_router", "_transport", "_write_paused", "connected_at", "fd", "id", "lane", "last_read",
-        "lib_name", "lib_ver", "local_address", "name", "no_evict", "no_touch", "peer",
-        "private", "protocol", "reply_mode", "subscriptions", "transaction", "watched_slot",
-        "watching",
+        "_max_inflight", "_max_output", "_max_output_hard", "_parser", "_pool_size", "_reading",
+        "_registry", "_replies_held", "_router", "_transport", "_write_paused", "connected_at",
+        "fd", "id", "lane", "last_read", "lib_name", "lib_ver", "local_address", "name",
+        "no_evict", "no_touch", "peer", "private", "protocol", "reply_mode", "subscriptions",
+        "transaction", "watched_slot", "watching",
     )  # fmt: skip
 
     def __init__(self, router: Router, registry: ClientRegistry) -> None:
@@ -163,9 +209,15 @@ class ClientConnection(asyncio.Protocol):
         self.connected_at = self.last_read = time.monotonic()
         self._router = router
         self._registry = registry
-        self._parser = RequestParser(settings.max_bulk_len, settings.max_multibulk_len)
+        self._parser = RequestParser(
+            settings.max_bulk_len, settings.max_multibulk_len, settings.max_query_buffer
+        )
         self._max_inflight = settings.max_inflight_per_client
         self._max_output = settings.max_output_buffer
+        self._max_output_hard = settings.output_buffer_hard_limit
+        # Bytes of large replies received for batches not yet written (Batch.held): with the
+        # transport's buffer, what the hard output buffer limit measures.
+        self._replies_held = 0
         self._batches: deque[Batch] = deque()
         self._inflight = 0  # commands read but not yet answered
         self._transport: asyncio.Transport | None = None
@@ -206,20 +258,33 @@ class ClientConnection(asyncio.Protocol):
     # -- asyncio's side -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = f"{peer[0]}:{peer[1]}"
+        registry = self._registry
+        max_clients = self._router.settings.max_clients
+        if len(registry.connected) >= max_clients:
+            # As Redis does past maxclients: its error, then close; never registered.
+            self._closing = True
+            transport.write(errors.MAX_CLIENTS)  # type: ignore[attr-defined]
+            transport.close()
+            registry.rejected += 1
+            _limit_hits.log(
+                _monotonic(), "client %s refused: max number of clients reached (%d, "
+                "server.max_clients)", self.peer, max_clients,
+            )  # fmt: skip
+            return
         self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         # A client may write its whole pipeline before reading a reply: keep reading it while
         # its replies pile up, to a bound (a small one would deadlock such a client).
         self._transport.set_write_buffer_limits(high=self._max_output)
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.peer = f"{peer[0]}:{peer[1]}"
         local = transport.get_extra_info("sockname")
         if local:
             self.local_address = (local[0], local[1])
         sock = transport.get_extra_info("socket")
         if sock is not None:
             self.fd = sock.fileno()
-        self._registry.add(self)
+        registry.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -230,20 +295,17 @@ class ClientConnection(asyncio.Protocol):
         if commands:
             self._dispatch(commands, frames, self.last_read)
         if error is not None:
-            if self._held is not None:
-                self._held_error = errors.protocol(str(error))
-            else:
-                self._refuse(errors.protocol(str(error)))
-            _client_errors.log(_monotonic(), "client %s: %s; closing", self.describe(), error)
+            self._bad_input(error)
         elif self._inflight >= self._max_inflight:
-            self._pause_reading()
+            self._limit_pause("pending_requests")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._transport = None
         self._registry.discard(self)
+        self._registry.over_soft_limit.pop(self, None)
         # Replies still owed go nowhere; the batches are dropped when their nodes answer.
-        self._batches.clear()
+        self._drop_batches()
         self._held = None
         # A blocked command or a WATCH ends with its connection.
         for conn in self.private.values():
@@ -255,10 +317,12 @@ class ClientConnection(asyncio.Protocol):
         # The client is not reading: stop reading its commands, so what we buffer for it stays
         # bounded by what is already in flight.
         self._write_paused = True
-        self._pause_reading()
+        self._registry.over_soft_limit[self] = _monotonic()
+        self._limit_pause("output_buffer")
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._registry.over_soft_limit.pop(self, None)
         self._maybe_resume_reading()
 
     # -- the router's and nodes' side -----------------------------------------------------------
@@ -280,6 +344,10 @@ class ClientConnection(asyncio.Protocol):
             transport.write(data)  # type: ignore[arg-type]
             self._registry.bytes_out += len(data)  # type: ignore[arg-type]
             self._inflight -= len(head.replies)
+            if head.held:
+                self._replies_held -= head.held
+            if self._write_paused and self._hard_limit_reached(transport):
+                return
             read_at = head.read_at
             if read_at and (head.sampled or _monotonic() - read_at >= self._router.slow_after):
                 self._timed(head)
@@ -288,6 +356,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             out = list(head.written())
             done = len(head.replies)
+            held = head.held
             close = head.close_after
             if head.read_at:
                 self._timed(head)
@@ -297,11 +366,15 @@ class ClientConnection(asyncio.Protocol):
                     self._timed(nxt)
                 out.extend(nxt.written())
                 done += len(nxt.replies)
+                held += nxt.held
                 close = nxt.close_after
             data = b"".join(out)  # type: ignore[arg-type]
             transport.write(data)
             self._registry.bytes_out += len(data)
             self._inflight -= done
+            self._replies_held -= held
+            if self._write_paused and self._hard_limit_reached(transport):
+                return
             if close:
                 self._close_after_write()
         if self._held is not None and not batches:
@@ -310,15 +383,14 @@ class ClientConnection(asyncio.Protocol):
             self._maybe_resume_reading()
 
     def push(self, message: bytes) -> None:
-        """A pub/sub message: written after every reply already owed, else at once. A client
-        that lets messages pile up past ``max_output_buffer`` is disconnected, as Redis does
-        with its pubsub output buffer limit."""
+        """A pub/sub message (or MONITOR line): written after every reply already owed, else at
+        once. A client that lets them pile up past ``max_output_buffer`` is disconnected, as
+        Redis does with its pubsub output buffer limit: publishers cannot be paused."""
         transport = self._transport
         if transport is None:
             return
-        if transport.get_write_buffer_size() > self._max_output:
-            log.warning("client %s: pub/sub output buffer over the limit, closing", self.peer)
-            transport.abort()
+        if self._write_paused and transport.get_write_buffer_size() > self._max_output:
+            self.disconnect("pubsub_output_buffer", "messages unread over server.max_output_buffer")
             return
         if not self._batches:
             transport.write(message)
@@ -327,6 +399,17 @@ class ClientConnection(asyncio.Protocol):
         self._batches.append(batch)
         self._inflight += 1
         batch.fill(0, message)
+
+    def holding(self, batch: Batch, size: int) -> None:
+        """A large reply arrived for ``batch`` and waits until the batch can be written: it
+        counts in this client's output buffer (a pipeline of large GETs that the client never
+        reads must hit the hard limit before the replies are written, not after)."""
+        transport = self._transport
+        if transport is None:
+            return
+        batch.held += size
+        self._replies_held += size
+        self._hard_limit_reached(transport)
 
     def unsubscribed(self) -> None:
         """Subscribed to nothing any more: close the subscriber connections."""
@@ -393,6 +476,62 @@ class ClientConnection(asyncio.Protocol):
         self._inflight += 1
         self.close_after_reply(batch)
         batch.fill(0, reply)
+
+    def _bad_input(self, error: Exception) -> None:
+        """A protocol error: Redis's reply after everything owed, then close. An unfinished
+        request over the query buffer limit: close at once, without a reply, as Redis does."""
+        if isinstance(error, QueryBufferLimit):
+            self.disconnect(
+                "query_buffer_limit",
+                "unfinished request over the query buffer limit (server.max_query_buffer)",
+            )
+            return
+        self._registry.closed_by["protocol_error"] += 1
+        if self._held is not None:
+            self._held_error = errors.protocol(str(error))
+        else:
+            self._refuse(errors.protocol(str(error)))
+        _client_errors.log(_monotonic(), "client %s: %s; closing", self.describe(), error)
+
+    def _hard_limit_reached(self, transport: asyncio.Transport) -> bool:
+        """Past the hard output buffer limit (replies written but unread, plus large ones
+        waiting for their batch): disconnect now, as Redis's client-output-buffer-limit does."""
+        if self._replies_held + transport.get_write_buffer_size() <= self._max_output_hard:
+            return False
+        self.disconnect(
+            "output_buffer_hard_limit",
+            f"replies unread over server.output_buffer_hard_limit ({self._max_output_hard} bytes)",
+        )
+        return True
+
+    def disconnect(self, reason: str, why: str) -> None:
+        """Close at once for a limit (``reason``, one of CLOSE_REASONS), dropping whatever is
+        owed; counted and logged."""
+        registry = self._registry
+        registry.closed_by[reason] += 1
+        registry.over_soft_limit.pop(self, None)
+        _limit_hits.log(_monotonic(), "client %s: %s; closing", self.describe(), why)
+        transport = self._transport
+        self._closing = True
+        # Nothing more is written: an aborted transport refuses writes (uvloop raises).
+        self._transport = None
+        self._drop_batches()
+        self._held = None
+        if transport is not None:
+            transport.abort()
+
+    def _drop_batches(self) -> None:
+        for batch in self._batches:
+            batch.drop()
+        self._batches.clear()
+        self._replies_held = 0
+
+    def _limit_pause(self, reason: str) -> None:
+        """Stop reading this client's commands for backpressure (``reason``: PAUSE_REASONS)."""
+        if self._reading:
+            self._registry.paused_by[reason] += 1
+            _pauses.log(_monotonic(), "client %s: reading paused (%s)", self.describe(), reason)
+        self._pause_reading()
 
     def _close_after_write(self) -> None:
         if self._transport is not None:

@@ -34,6 +34,9 @@ _REDIRECT_PREFIXES = (
     b"-MOVED ", b"-ASK ", b"-TRYAGAIN ", b"-CLUSTERDOWN ", b"-LOADING ", b"-MASTERDOWN ",
     b"-NOSCRIPT ",
 )  # fmt: skip
+# Replies longer than this take the scanner's path, where they are counted against their
+# client's output buffer limit while they wait to be written (LARGE_REPLY in the literal below).
+LARGE_REPLY = 16384
 
 
 class ConnectionOwner(Protocol):
@@ -188,7 +191,7 @@ class NodeConnection(asyncio.Protocol):
                     if eol > 0:
                         length = int(buf[pos + 1 : eol])
                         end = eol + length + 4 if length >= 0 else eol + 2
-                        if end > size:
+                        if end > size or length > 16384:  # LARGE_REPLY
                             end = -1
                 elif kind == 43 or kind == 58:
                     end = find(b"\r\n", pos) + 2
@@ -204,6 +207,10 @@ class NodeConnection(asyncio.Protocol):
                         pos = end
                         continue
                     self._owner.errored(inflight[0][2])
+                if end - pos > LARGE_REPLY:
+                    asker = inflight[0][0]
+                    if asker is not None:
+                        asker.client.holding(asker, end - pos)
             batch, index, _, _ = popleft()
             if batch is not None:
                 batch.replies[index] = buf[pos:end]
