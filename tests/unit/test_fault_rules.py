@@ -206,3 +206,14 @@ def test_delays_follow_their_distribution() -> None:
 )
 def test_key_globs_follow_redis(pattern: bytes, key: bytes, matches: bool) -> None:
     assert (glob_pattern(pattern).fullmatch(key) is not None) is matches
+
+
+def test_commands_the_ambassador_answers_are_faulted_only_by_rules_naming_them() -> None:
+    table = faults()
+    table.add({"error": "X"})
+    table.add({"command": "@connection", "error": "Y"})
+    table.add({"node": "master", "command": "ping", "error": "Z"})
+    assert decide(table, "ping", node="", categories=frozenset({"@connection"})) is None
+    table.add({"command": "PING", "error": "W"})
+    rule = decide(table, "ping", node="", categories=frozenset({"@connection"}))
+    assert rule is not None and rule.spec["error"] == "W"

@@ -196,7 +196,8 @@ class Faults:
         replica: bool,
         client: bytes,
     ) -> Rule | None:
-        """The rule that fires for a command about to be sent to ``node``, if any: the first
+        """The rule that fires for a command about to be sent to ``node`` ("": answered by
+        the ambassador itself, which only rules naming the command act on), if any: the first
         active rule that matches it and wins its probability draw. Counts the hit."""
         now = self._clock()
         for rule in self.rules:
@@ -226,12 +227,11 @@ def _matches(
     replica: bool,
     client: bytes,
 ) -> bool:
-    if rule.commands is not None or rule.categories:
-        by_name = rule.commands is not None and (
-            name in rule.commands or name.split("|", 1)[0] in rule.commands
-        )
-        if not by_name and not (rule.categories & categories):
-            return False
+    if not node and (rule.node is not None or not _names_command(rule, name)):
+        return False
+    restricted = rule.commands is not None or rule.categories
+    if restricted and not _names_command(rule, name) and not (rule.categories & categories):
+        return False
     if rule.key is not None and not any(rule.key.fullmatch(key) for key in keys):
         return False
     if rule.slots is not None and (slot is None or not rule.slots[0] <= slot <= rule.slots[1]):
@@ -246,6 +246,11 @@ def _matches(
         elif rule.node != node:
             return False
     return rule.client is None or rule.client.fullmatch(client) is not None
+
+
+def _names_command(rule: Rule, name: str) -> bool:
+    commands = rule.commands
+    return commands is not None and (name in commands or name.split("|", 1)[0] in commands)
 
 
 # -- parsing and validation ----------------------------------------------------------------------

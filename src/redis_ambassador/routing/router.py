@@ -419,7 +419,8 @@ class Router:
             return self._client_reply(client, batch, i, args)
         local = LOCAL.get(base)
         if local is not None and name not in self._to_node:
-            batch.fill(i, local(client, args, self.facts))
+            if self._injector is None or not self._inject_local(client, spec, args, batch, i):
+                batch.fill(i, local(client, args, self.facts))
             return False
         reason = REFUSED.get(name) or REFUSED.get(base)
         if reason is not None:
@@ -1006,6 +1007,22 @@ class Router:
         return self._injector.inject(
             client, spec.name, spec.categories, keys, slot, pool.name,
             pool.address in self._replicas, batch, i, send, redirect,
+        )  # fmt: skip
+
+    def _inject_local(
+        self, client: ClientConnection, spec: CommandSpec, args: list[bytes], batch: Batch, i: int
+    ) -> bool:
+        """A fault rule's turn before the ambassador answers a command itself (PING, ECHO,
+        CLIENT ..., HELLO): only rules that name the command act on these."""
+        assert self._injector is not None
+        local = LOCAL[spec.name.split("|", 1)[0]]
+
+        def answer(target: Batch | Catch) -> None:
+            target.fill(i if target is batch else 0, local(client, args, self.facts))
+
+        return self._injector.inject(
+            client, spec.name, spec.categories, [], None, "", False, batch, i, answer,
+            lambda rule: answer(batch),  # no node to be redirected from: answered as usual
         )  # fmt: skip
 
     def _forge_redirect(
