@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from redis_ambassador.commands.table import CommandTable
 from redis_ambassador.config import Address, Config
+from redis_ambassador.faults.api import ChaosApi
 from redis_ambassador.faults.rules import Faults
 from redis_ambassador.operations.listener import AdminRoutes, start_admin
 from redis_ambassador.operations.metrics import registry_for
@@ -250,7 +251,8 @@ async def serve(
             tg.start_soon(_follow_partition_windows, faults, upstream, name="chaos partitions")
         running = Running(config, router, clients, server)
         tg.start_soon(_sweep_clients, running, clients, name="client sweep")
-        routes.attach(registry_for(router, upstream, clients), running.unready)
+        chaos = None if faults is None else ChaosApi(faults, nodes)
+        routes.attach(registry_for(router, upstream, clients), running.unready, chaos)
         address = Address(config.server.listen.host, sock.getsockname()[1])
         log.info("serving Redis on %s", address)
         # Start-up objects (command table, slot table) live forever: keep them out of the

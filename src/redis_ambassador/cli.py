@@ -24,6 +24,7 @@ from redis_ambassador.config import (
     load_config,
 )
 from redis_ambassador.faults import cli as chaos_cli
+from redis_ambassador.faults.nodes import NodeActions
 from redis_ambassador.routing.topology import ClusterUnreachable
 
 log = logging.getLogger("redis_ambassador")
@@ -173,9 +174,14 @@ def _configure_logging(config: Config) -> None:
     logs.configure(config.server.log_level, config.server.log_format)
 
 
-def _run(config: Config, on_ready: Callable[[Address], None], reload: Callable[[], Config]) -> None:
+def _run(
+    config: Config,
+    on_ready: Callable[[Address], None],
+    reload: Callable[[], Config],
+    nodes: NodeActions | None = None,
+) -> None:
     """Serve until SIGTERM/SIGINT has drained the ambassador (a second one cuts the drain
-    short); SIGHUP applies ``reload()``'s config."""
+    short); SIGHUP applies ``reload()``'s config. ``nodes``: the cluster this process started."""
 
     async def main() -> None:
         running: Running | None = None
@@ -212,7 +218,7 @@ def _run(config: Config, on_ready: Callable[[Address], None], reload: Callable[[
                             running.stop(name)
 
             async def serve_then_stop(*, task_status: TaskStatus[Running]) -> None:
-                await serve(config, on_ready, task_status=task_status)
+                await serve(config, on_ready, nodes=nodes, task_status=task_status)
                 tg.cancel_scope.cancel()  # drained: stop listening for signals
 
             tg.start_soon(on_signals)
@@ -298,7 +304,7 @@ def _dev(args: argparse.Namespace) -> int:
                     flush=True,
                 )
 
-            _run(config, ready, load)
+            _run(config, ready, load, NodeActions(cluster))
     except RedisServerNotFound as exc:
         print(f"redis-ambassador: {exc}", file=sys.stderr)
         return 1

@@ -5,7 +5,7 @@ the admin listener runs in a thread, which then gives the response.
     GET    /chaos                          seed, rules (and nodes, when this process started them)
     GET    /chaos/rules                    the rules with their counters
     POST   /chaos/rules                    add a rule (JSON object) -> 201 its view | 400
-    DELETE /chaos/rules/ID                 remove one -> 200 | 404
+    DELETE /chaos/rules/ID                 remove one -> 200 its last view | 404
     DELETE /chaos/rules                    remove all -> 200 {"removed": N}
     GET    /chaos/nodes                    the cluster's nodes (managed clusters only)
     POST   /chaos/nodes/HOST:PORT/ACTION   kill, pause, resume, restart, failover
@@ -62,8 +62,11 @@ class ChaosApi:
             case ["rules", rule_id]:
                 if refused := self._allow(method, ("DELETE",)):
                     return refused
+                # Its last counters: taken and removed in one step of the event loop, so no
+                # hit falls between the two.
+                last = [r for r in self._faults.view()["rules"] if r["id"] == rule_id]
                 if self._faults.remove(rule_id):
-                    return 200, {"removed": rule_id}
+                    return 200, {"removed": rule_id, "rule": last[0]}
                 return 404, {"error": f"no rule {rule_id}"}
             case ["nodes"]:
                 return self._allow(method, ("GET",)) or self._managed(

@@ -56,7 +56,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     add = actions.add_parser("add", help="add a fault rule; prints its id")
     for name, options in RULE_FLAGS:
-        add.add_argument("--" + name.replace("_", "-"), dest=name, **options)
+        # dest "rule_command": a bare "command" would overwrite the subcommand's name.
+        add.add_argument("--" + name.replace("_", "-"), dest=f"rule_{name}", **options)
     listing = actions.add_parser("list", help="the rules, with their hits")
     listing.add_argument("--json", action="store_true", help="the API's JSON as it is")
     remove = actions.add_parser("remove", help="remove a rule")
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
 def rule_spec(args: argparse.Namespace) -> dict[str, Any]:
     """The rule the ``chaos add`` flags describe (flags not given are left out)."""
-    spec = {name: getattr(args, name) for name, _ in RULE_FLAGS}
+    spec = {name: getattr(args, f"rule_{name}") for name, _ in RULE_FLAGS}
     if spec["command"]:
         spec["command"] = [n.strip() for given in spec["command"] for n in given.split(",")]
     return {name: value for name, value in spec.items() if value is not None}

@@ -41,8 +41,9 @@ class ChaosClient:
         """Add a rule (fields as in the README: ``command="GET", delay_ms=200``); its view."""
         return self._call("POST", "/chaos/rules", spec)
 
-    def remove(self, rule_id: str) -> None:
-        self._call("DELETE", f"/chaos/rules/{rule_id}")
+    def remove(self, rule_id: str) -> dict[str, Any]:
+        """Remove a rule; its view with its final counters."""
+        return dict(self._call("DELETE", f"/chaos/rules/{rule_id}")["rule"])
 
     def clear(self) -> int:
         """Remove every rule; how many there were."""

@@ -20,6 +20,7 @@ from redis_ambassador.localcluster import (
 )
 
 ACTIONS = ("kill", "pause", "resume", "restart", "failover")
+_REJOIN_TIMEOUT = 30.0  # seconds a restarted node has to rejoin a healthy cluster
 
 _SLOT_RANGE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
 
@@ -108,7 +109,10 @@ class NodeActions:
         self.cluster.resume(node)
 
     def _restart(self, node: LocalNode) -> None:
+        """Returns once the node is back in the cluster: until then it still believes its
+        nodes.conf (a failed-over master thinks it owns its old slots)."""
         self.cluster.restart(node)
+        self.cluster.wait_healthy(_REJOIN_TIMEOUT)
 
     def _failover(self, node: LocalNode) -> None:
         """A replica takes over from its master; given a master, one of its replicas does."""

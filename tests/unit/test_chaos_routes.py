@@ -32,7 +32,8 @@ def test_add_list_remove_and_clear_rules(api: ChaosApi) -> None:
     assert api.handle("GET", "/chaos") == (200, {"seed": 7, "rules": api._faults.view()["rules"]})
     status, listed = api.handle("GET", "/chaos/rules")
     assert status == 200 and [r["id"] for r in listed["rules"]] == ["1", "2"]
-    assert api.handle("DELETE", "/chaos/rules/1") == (200, {"removed": "1"})
+    status, removed = api.handle("DELETE", "/chaos/rules/1")
+    assert status == 200 and removed["removed"] == "1" and removed["rule"]["id"] == "1"
     assert api.handle("DELETE", "/chaos/rules/1") == (404, {"error": "no rule 1"})
     assert api.handle("DELETE", "/chaos/rules") == (200, {"removed": 1})
     assert api.handle("GET", "/chaos/rules") == (200, {"rules": []})
@@ -118,7 +119,7 @@ def test_chaos_add_flags_become_the_rule() -> None:
         ["chaos", "add", "--command", "GET,set", "--command", "@read", "--error", "LOADING x",
          "--probability", "0.5", "--delay-ms", "20", "--timeout", "--admin", "h:1"]
     )  # fmt: skip
-    assert args.admin == "h:1"
+    assert (args.command, args.chaos_command, args.admin) == ("chaos", "add", "h:1")
     assert chaos_cli.rule_spec(args) == {
         "command": ["GET", "set", "@read"],
         "error": "LOADING x",
