@@ -212,13 +212,16 @@ class Fault:
         self._chaos = chaos
         self.id: str = view["id"]
         self.spec = {k: v for k, v in view.items() if k not in _COUNTERS}
+        self._last: dict[str, Any] | None = None  # its view when removed through this handle
 
     def view(self) -> dict[str, Any]:
-        """The rule as the API shows it now (KeyError once removed)."""
+        """The rule as the API shows it now, or as it was when ``remove`` took it away."""
+        if self._last is not None:
+            return self._last
         for rule in self._chaos.api.rules():
             if rule["id"] == self.id:
                 return rule
-        raise KeyError(f"rule {self.id} is gone")
+        raise KeyError(f"rule {self.id} was removed by someone else")
 
     @property
     def hits(self) -> int:
@@ -231,8 +234,11 @@ class Fault:
         return int(self.view()["matched"])
 
     def remove(self) -> None:
+        """Stop the fault; its counters stay readable (``hits`` after a ``with`` block)."""
+        if self._last is not None:
+            return
         try:
-            self._chaos.api.remove(self.id)
+            self._last = self._chaos.api.remove(self.id)
         except ChaosApiError as exc:
             if exc.status != 404:  # already removed (or cleared): fine
                 raise
