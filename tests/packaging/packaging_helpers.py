@@ -36,6 +36,7 @@ METRICS: dict[str, frozenset[str]] = {
     "redis_ambassador_slow_requests_total": frozenset(),
     "redis_ambassador_request_duration_seconds_bucket": frozenset({"command", "le"}),
     "redis_ambassador_node_latency_seconds_bucket": frozenset({"node", "le"}),
+    "redis_ambassador_chaos_faults_total": frozenset({"rule", "action"}),
 }
 # Labels Prometheus adds to every scraped series.
 TARGET_LABELS = frozenset({"instance", "job"})
