@@ -245,3 +245,15 @@ def test_the_open_files_limit_is_raised_to_fit_max_clients_as_redis_does(
         assert int(soft) == min(10_000 + 1024, int(hard))
     finally:
         ambassador.stop()
+
+
+def test_large_replies_of_a_split_mget_are_counted_and_delivered_whole(
+    limited: Ambassador, bystander: redis.Redis
+) -> None:
+    # Keys on different slots: the MGET is split per slot and its parts' large replies are
+    # held by the fan-out until all arrive (counted in the client's output buffer meanwhile).
+    values = {f"limits:mget:{i}": bytes([65 + i]) * (200 * 1024) for i in range(8)}
+    for key, value in values.items():
+        assert bystander.set(key, value) is True
+    assert bystander.mget(list(values)) == list(values.values())
+    _assert_serving(limited, bystander)

@@ -70,6 +70,10 @@ class Catch:
         self.remaining = 0
         self._then(reply)
 
+    def holding(self, batch: object, size: int) -> None:
+        """A large reply arrived: not counted against the client's output buffer limit (the
+        fault decides what the client gets, and when)."""
+
 
 class PacedWriter:
     """A client's transport, written in pieces of ``piece`` bytes ``pause`` seconds apart (the

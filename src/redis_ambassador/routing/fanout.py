@@ -59,6 +59,10 @@ class Gather:
     def batch_complete(self) -> None:
         self._batch.fill(self._index, bytes(self._merge(self.replies)))  # type: ignore[arg-type]
 
+    def holding(self, batch: object, size: int) -> None:
+        """A large part arrived: it counts in the real client's output buffer meanwhile."""
+        self._batch.client.holding(self._batch, size)
+
 
 # -- merges -------------------------------------------------------------------------------------
 

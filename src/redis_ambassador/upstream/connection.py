@@ -208,6 +208,8 @@ class NodeConnection(asyncio.Protocol):
                         continue
                     self._owner.errored(inflight[0][2])
                 if end - pos > LARGE_REPLY:
+                    # Who asked: a client's Batch, or a stand-in for one (a fan-out's Gather,
+                    # a fault's Catch), each its own ``client`` with a ``holding``.
                     asker = inflight[0][0]
                     if asker is not None:
                         asker.client.holding(asker, end - pos)
