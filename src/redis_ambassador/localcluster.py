@@ -298,6 +298,37 @@ class LocalCluster:
                 f"another process (log: {node.log_path})"
             ) from None
 
+    def restart_elsewhere(self, node: LocalNode, host: str | None = None) -> None:
+        """Restart the node (same node id and nodes.conf) at a new address: on ``host`` at
+        the same port (a pod back with a new IP; it announces that address), or without one on
+        a new free port. The other nodes learn it from the node's gossip; this waits until the
+        node answers, not for that."""
+        if node.is_running():
+            assert node.process is not None
+            _signal_group(node.process, signal.SIGKILL)
+            node.process.wait()
+        self._paused.discard(node.port)
+        if host is not None:
+            node.host = host
+            self._write_conf(node)
+            self.restart(node)
+            return
+        old = node.port
+        for attempt in range(_BIND_ATTEMPTS):
+            node.port = _reserve_ports(1, node.host)[0]
+            self._write_conf(node)
+            self._spawn(node)
+            try:
+                self._wait_ready(node)
+                break
+            except _PortInUse:
+                _release_ports([node.port, node.port + BUS_PORT_OFFSET])
+                if attempt == _BIND_ATTEMPTS - 1:
+                    raise LocalClusterError(
+                        f"no free port to restart {node.node_id} on (log: {node.log_path})"
+                    ) from None
+        _release_ports([old, old + BUS_PORT_OFFSET])
+
     def failover(self, replica: LocalNode, timeout: float = 30.0) -> None:
         """CLUSTER FAILOVER on `replica`; waits for the role swap and a healthy cluster."""
         info = self._info(replica, "replication")
@@ -424,6 +455,8 @@ class LocalCluster:
             # Replicas sync at once instead of waiting 5 s for more replicas to batch with.
             "repl-diskless-sync-delay 0",
         ]
+        if node.host != self.host:  # moved by restart_elsewhere: tell the others where it is
+            lines.append(f"cluster-announce-ip {node.host}")
         if self._version >= (7, 0, 0):
             lines.append("enable-debug-command yes")
         node.conf_path.write_text("\n".join(lines) + "\n")

@@ -193,3 +193,20 @@ def test_missing_redis_server_says_how_to_install_it() -> None:
         local.start()
     assert isinstance(RedisServerNotFound("x"), RuntimeError)
     local.stop()
+
+
+def test_a_node_restarted_elsewhere_keeps_its_id_and_the_cluster_learns_its_address() -> None:
+    with LocalCluster(masters=3, replicas_per_master=0) as local:
+        node = local.nodes[0]
+        node_id, old = node.node_id, node.address
+        local.restart_elsewhere(node)  # a new port
+        assert node.address != old and node.host == "127.0.0.1"
+        local.restart_elsewhere(node, host="127.0.0.2")  # a new IP, the same port
+        assert node.host == "127.0.0.2"
+        local.wait_healthy()
+        assert local.client(node).execute_command("CLUSTER", "MYID").decode() == node_id
+        for other in local.nodes[1:]:
+            assert (
+                f"{node_id} {node.address}@"
+                in local.client(other).execute_command("CLUSTER", "NODES").decode()
+            )
