@@ -26,6 +26,7 @@ from redis_ambassador.protocol.requests import RequestParser, encode_command
 from redis_ambassador.routing.router import Router, ServerFacts
 from redis_ambassador.routing.topology import SLOTS, SlotMap
 from redis_ambassador.server.client import ClientConnection, ClientRegistry
+from redis_ambassador.upstream.names import Names, system_lookup
 from redis_ambassador.upstream.pool import Upstream
 
 COMMAND_REPLY = Path(__file__).parent.parent / "tests" / "unit" / "data" / "command.resp"
@@ -68,7 +69,8 @@ def _command_table() -> CommandTable:
 
 async def _measure(pipeline: int, command: bytes, rounds: int) -> dict[str, float]:
     config = load_config(None, env={}, overrides={"cluster.seeds": ["127.0.0.1:1"]})
-    upstream = Upstream(_NoTasks(), config.upstream)  # type: ignore[arg-type]
+    names = Names(system_lookup, 1.0, 1.0)  # never used: nothing connects
+    upstream = Upstream(_NoTasks(), config.upstream, names)  # type: ignore[arg-type]
     router = Router(config, upstream, _command_table(), ServerFacts(b"7.0.15"))
     masters = [Address("127.0.0.1", 7000 + i) for i in range(MASTERS)]
     router.apply(SlotMap(tuple(masters[s * MASTERS // SLOTS] for s in range(SLOTS))))

@@ -31,10 +31,12 @@ from redis_ambassador.faults.rules import Faults
 from redis_ambassador.operations.listener import AdminRoutes, start_admin
 from redis_ambassador.operations.metrics import registry_for
 from redis_ambassador.reload import plan_reload
+from redis_ambassador.routing.discovery import discover
 from redis_ambassador.routing.router import Router, ServerFacts
-from redis_ambassador.routing.topology import SlotMap, control_client, discover
+from redis_ambassador.routing.topology import SlotMap, control_client
 from redis_ambassador.server.client import ClientConnection, ClientRegistry
 from redis_ambassador.upstream.health import run_health_checks
+from redis_ambassador.upstream.names import Lookup, Names, system_lookup
 from redis_ambassador.upstream.pool import Upstream
 
 if TYPE_CHECKING:
@@ -193,12 +195,14 @@ async def serve(
     ready: Callable[[Address], None] | None = None,
     *,
     nodes: NodeActions | None = None,
+    lookup: Lookup = system_lookup,
     task_status: TaskStatus[Running] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the ambassador until ``Running.stop`` has drained it, or until cancelled; ``ready``
     is called with the bound address, and ``task_status`` (``TaskGroup.start``) given the
     ``Running`` handle. ``nodes``: the cluster's processes, when this process started them
-    (``dev``), for the chaos API's node actions.
+    (``dev``), for the chaos API's node actions. ``lookup`` resolves host names (seeds, nodes
+    announced by name).
 
     Start-up failures (port in use, no reachable seed) raise ListenError or ClusterUnreachable
     themselves, before any task starts.
@@ -218,7 +222,12 @@ async def serve(
             admin = await start_admin(routes, admin_sock)
             admin_address = Address(config.server.admin.host, admin_sock.getsockname()[1])
             log.info("admin HTTP on http://%s (/metrics, /healthz, /readyz)", admin_address)
-        slot_map, via = await discover(config.cluster.seeds, timeout)
+        names = Names(lookup, config.cluster.resolve_interval, timeout)
+        cluster = config.cluster
+        found = await discover(
+            cluster.seeds, names, timeout, cluster.refresh_nodes, cluster.address_map
+        )
+        slot_map, via = found.slot_map, found.via
         table, version = await _learn_cluster(slot_map, via, timeout)
     except BaseException:
         sock.close()
@@ -232,10 +241,11 @@ async def serve(
     clients = ClientRegistry()
     facts = _Facts(version, clients)
     async with anyio.create_task_group() as tg:
-        upstream = Upstream(tg, config.upstream)
+        upstream = Upstream(tg, config.upstream, names)
         faults = _chaos(config, table)
         router = Router(config, upstream, table, facts, faults)
         router.apply(slot_map)
+        router.stats.epoch, router.stats.views = found.epoch, found.answered
         server = await loop.create_server(lambda: ClientConnection(router, clients), sock=sock)
         tg.start_soon(router.run_refresher, name="topology refresher")
         tg.start_soon(upstream.run_watchdog, config.upstream.command_timeout, name="watchdog")

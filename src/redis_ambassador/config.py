@@ -74,6 +74,7 @@ __all__ = [
     "ENV_PREFIX",
     "PATTERN_ENV",
     "Address",
+    "AddressMap",
     "ChaosConfig",
     "ClusterConfig",
     "CommandsConfig",
@@ -153,6 +154,24 @@ class Address:
         if ":" in self.host:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class AddressMap:
+    """Announced node addresses and the addresses to dial instead (NAT, port forwarding)."""
+
+    pairs: tuple[tuple[Address, Address], ...] = ()
+    _lookup: dict[Address, Address] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_lookup", dict(self.pairs))
+
+    def __call__(self, address: Address) -> Address:
+        """Where to reach the node announced as ``address`` (itself when not mapped)."""
+        return self._lookup.get(address, address)
+
+    def __bool__(self) -> bool:
+        return bool(self.pairs)
 
 
 def _int(default: int, help: str, minimum: int = 1, maximum: int | None = None) -> Any:
@@ -266,6 +285,17 @@ class ClusterConfig:
     refresh_interval: float = _seconds(30.0, "seconds between periodic topology refreshes")
     min_refresh_interval: float = _seconds(
         0.1, "seconds; no two topology refreshes closer than this (coalescing)"
+    )
+    refresh_nodes: int = _int(3, "nodes asked for their view of the cluster on each refresh")
+    resolve_interval: float = _seconds(
+        1.0, "seconds; a host name (seed or node) is looked up again at most this often"
+    )
+    address_map: AddressMap = field(
+        default=AddressMap(),
+        metadata={
+            "help": "announced node host:port -> the host:port to dial instead (NAT, Docker "
+            "port forwarding), applied to every address the cluster reports"
+        },
     )
 
 
@@ -671,6 +701,25 @@ def _to_rules(key: _Key, value: object, text_ok: bool) -> tuple[dict[str, Any], 
     return tuple(dict(rule) for rule in value)
 
 
+def _to_address_map(key: _Key, value: object, text_ok: bool) -> AddressMap:
+    if isinstance(value, AddressMap):
+        return value
+    if isinstance(value, str) and text_ok:
+        items = [s for s in _SEEDS_SEPARATORS.split(value.strip()) if s]
+        if any(item.count("=") != 1 for item in items):
+            raise _Bad("must be announced=reachable items, e.g. 10.0.0.5:6379=127.0.0.1:7000")
+        value = dict(item.split("=") for item in items)
+    if not isinstance(value, Mapping):
+        raise _Bad(f"must be a table of host:port = host:port, not {_type_name(value)}")
+    pairs = []
+    for announced, reachable in value.items():
+        try:
+            pairs.append((_to_address(announced), _to_address(reachable)))
+        except _Bad as e:
+            raise _Bad(f"item {_show(announced)}: {e.problem}") from None
+    return AddressMap(tuple(pairs))
+
+
 _CONVERTERS: dict[Any, Any] = {
     bool: _to_bool,
     str: _to_choice,
@@ -681,6 +730,7 @@ _CONVERTERS: dict[Any, Any] = {
     tuple[Address, ...]: _to_address_list,
     tuple[str, ...]: _to_command_names,
     tuple[dict[str, Any], ...]: _to_rules,
+    AddressMap: _to_address_map,
 }
 
 _KEYS = _collect_keys()
@@ -916,6 +966,9 @@ def _toml_value(value: object) -> str:
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     if isinstance(value, dict):  # a chaos rule, as an inline table
         return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, AddressMap):
+        pairs = (f"{_toml_value(a)} = {_toml_value(b)}" for a, b in value.pairs)
+        return "{ " + ", ".join(pairs) + " }" if value else "{}"
     # Address and str; JSON's escapes are TOML basic-string escapes.
     return json.dumps(str(value), ensure_ascii=False)
 

@@ -22,7 +22,9 @@ from redis.maint_notifications import MaintNotificationsConfig
 from redis_ambassador.ambassador import _learn_cluster
 from redis_ambassador.config import Address
 from redis_ambassador.localcluster import LocalCluster
-from redis_ambassador.routing.topology import SlotMap, discover
+from redis_ambassador.routing.discovery import discover
+from redis_ambassador.routing.topology import SlotMap
+from redis_ambassador.upstream.names import Names, system_lookup
 
 if TYPE_CHECKING:
     from conftest import Ambassador, RawConnection, StandaloneRedis
@@ -213,7 +215,8 @@ def test_the_version_is_asked_of_every_master_and_replica(cluster: LocalCluster)
     before = _info_calls(cluster)
 
     async def learn() -> bytes:
-        slot_map, via = await discover(seeds, 5.0)
+        found = await discover(seeds, Names(system_lookup, 1.0, 5.0), 5.0, 1, lambda a: a)
+        slot_map, via = found.slot_map, found.via
         assert len(slot_map.masters | slot_map.replicas) == len(cluster.nodes)
         _, version = await _learn_cluster(slot_map, via, 5.0)
         return version
@@ -230,7 +233,8 @@ def test_a_node_that_does_not_answer_is_left_out_of_the_version(cluster: LocalCl
     dead = Address("127.0.0.1", _free_port())  # nothing listens there
 
     async def learn() -> bytes:
-        slot_map, via = await discover(seeds, 5.0)
+        found = await discover(seeds, Names(system_lookup, 1.0, 5.0), 5.0, 1, lambda a: a)
+        slot_map, via = found.slot_map, found.via
         with_dead = SlotMap(slot_map.owners, slot_map.replicas | {dead})
         _, version = await _learn_cluster(with_dead, via, 2.0)
         return version

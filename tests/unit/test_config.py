@@ -532,3 +532,27 @@ def test_cluster_view_with_another_word_names_the_key_and_the_choices(tmp_path: 
     )
     path = write(tmp_path, "[commands]\ncluster_view = true\n")
     assert error_of(path=path, env={}).endswith("must be 'single' or 'real', not a boolean")
+
+
+def test_address_map_from_a_toml_table_or_the_environment(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[cluster]\naddress_map = { "172.18.0.2:6379" = "127.0.0.1:7000", '
+        '"redis-1:6379" = "[::1]:7001" }\n',
+    )
+    mapping = load_config(path, env={}).cluster.address_map
+    assert mapping(Address("172.18.0.2", 6379)) == Address("127.0.0.1", 7000)
+    assert mapping(Address("redis-1", 6379)) == Address("::1", 7001)
+    assert mapping(Address("172.18.0.9", 6379)) == Address("172.18.0.9", 6379)  # unmapped
+    text = "172.18.0.2:6379=127.0.0.1:7000, redis-1:6379=[::1]:7001"
+    from_env = load_config(env={"REDIS_AMBASSADOR_ADDRESS_MAP": text}).cluster.address_map
+    assert from_env == mapping
+    assert not load_config(env={}).cluster.address_map
+
+
+def test_address_map_errors_name_the_item(tmp_path: Path) -> None:
+    path = write(tmp_path, '[cluster]\naddress_map = { "172.18.0.2" = "127.0.0.1:7000" }\n')
+    assert "item '172.18.0.2': invalid address: missing port" in error_of(path=path, env={})
+    assert "announced=reachable" in error_of(env={"REDIS_AMBASSADOR_ADDRESS_MAP": "a:1"})
+    path = write(tmp_path, '[cluster]\naddress_map = ["a:1=b:2"]\n')
+    assert "must be a table" in error_of(path=path, env={})

@@ -172,30 +172,26 @@ def test_every_slot_of_a_complete_map_is_owned_by_a_listed_master(name: str) -> 
     assert not masters & slot_map.replicas
 
 
-def test_discovery_moves_on_from_a_node_that_fails_in_any_way(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A node dying while redis-py connects surfaces as uvloop's RuntimeError, not only as a
-    RedisError or OSError: discovery must treat it as that node's failure and ask the next
-    (an exception escaping here once stopped the whole ambassador)."""
-    import asyncio
-
-    from redis_ambassador.config import Address
-    from redis_ambassador.routing import topology
-
-    good = topology.SlotMap((Address("b", 2),) * topology.SLOTS)
-    failures = {
-        Address("a", 1): RuntimeError("unable to perform operation on <TCPTransport closed=True>"),
-        Address("c", 3): ConnectionRefusedError("refused"),
+def test_shards_name_every_node_by_id_and_a_node_without_address_is_the_one_asked() -> None:
+    reply = load_resp("cluster_shards")
+    slot_map = SlotMap.from_shards(reply)
+    assert set(slot_map.nodes.values()) == slot_map.masters | slot_map.replicas
+    assert slot_map.nodes["1997d0bad741cf8d29df3051942a830024f900cf"] == at(17055)
+    assert SlotMap.from_slots(load_resp("cluster_slots"), "10.0.0.9").nodes == slot_map.nodes
+    # A one-node cluster never met another node, so never learned its own IP: ip and
+    # endpoint are empty, as CLUSTER SLOTS's are, and mean "the node you asked".
+    alone = [[b"slots", [0, 16383], b"nodes", [[b"id", b"n1", b"port", 7000, b"ip", b"",
+              b"endpoint", b"", b"role", b"master", b"health", b"online"]]]]  # fmt: skip
+    assert SlotMap.from_shards(alone, current_host="10.0.0.5").masters == {
+        Address("10.0.0.5", 7000)
     }
 
-    async def fetch(address: Address, timeout: float) -> topology.SlotMap:
-        if address in failures:
-            raise failures[address]
-        return good
 
-    monkeypatch.setattr(topology, "fetch_slot_map", fetch)
-    found = asyncio.run(topology.discover([Address("a", 1), Address("b", 2)], 1.0))
-    assert found == (good, Address("b", 2))
-    with pytest.raises(topology.ClusterUnreachable, match=r"a:1: unable to perform.*c:3: refused"):
-        asyncio.run(topology.discover([Address("a", 1), Address("c", 3)], 1.0))
+def test_a_translated_map_has_every_address_mapped() -> None:
+    slot_map = SlotMap.from_shards(load_resp("cluster_shards"))
+    moved = slot_map.translated(lambda a: Address("10.1.1.1", a.port + 1))
+    assert moved.masters == {Address("10.1.1.1", a.port + 1) for a in slot_map.masters}
+    assert moved.replicas == {Address("10.1.1.1", a.port + 1) for a in slot_map.replicas}
+    assert set(moved.nodes.values()) == moved.masters | moved.replicas
+    assert all(set(rs) <= moved.replicas for rs in moved.readers.values())
+    assert slot_map.translated(lambda a: a) == slot_map

@@ -138,6 +138,20 @@ class AmbassadorCollector(Collector):
             refreshes.add_metric([result], n)
         yield refreshes
         yield _gauge(
+            "topology_config_epoch",
+            "config epoch of the view in use (the highest among the nodes asked)",
+            stats.epoch,
+        )
+        yield _gauge("topology_views", "nodes whose views the last refresh compared", stats.views)
+        lookups = CounterMetricFamily(
+            _PREFIX + "name_lookups",
+            "host name lookups (seeds and nodes announced by name), by result",
+            labels=["result"],
+        )
+        for result, n in self._upstream.names.lookups.items():
+            lookups.add_metric([result], n)
+        yield lookups
+        yield _gauge(
             "slot_map_age_seconds",
             "seconds since the slot map was last refreshed",
             self._loop.time() - stats.refreshed_at,

@@ -43,6 +43,7 @@ from redis_ambassador.operations.monitor import monitor_line
 from redis_ambassador.operations.ratelimit import LimitedLog
 from redis_ambassador.protocol.replies import OK
 from redis_ambassador.routing.admin import ADMIN, ClusterView, Plan, To, uptime
+from redis_ambassador.routing.discovery import discover
 from redis_ambassador.routing.fanout import (
     FANOUT,
     SPLITTABLE,
@@ -54,7 +55,7 @@ from redis_ambassador.routing.fanout import (
 from redis_ambassador.routing.pubsub import Placement, Subscriptions
 from redis_ambassador.routing.reads import ReadPolicy
 from redis_ambassador.routing.scripts import SOURCES, ScriptCache
-from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap, discover
+from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap
 from redis_ambassador.upstream.breaker import BreakerSettings, State
 from redis_ambassador.upstream.connection import Entry, NodeConnection
 from redis_ambassador.upstream.pool import NodePool, Upstream
@@ -105,6 +106,8 @@ class RouterStats:
         self.budget_exhausted = 0
         self.refreshes = {"ok": 0, "failed": 0}
         self.refreshed_at = now  # loop time of the last slot map applied
+        self.epoch = 0  # config epoch of the view in use
+        self.views = 0  # nodes whose views the last refresh compared
         self.latency: dict[str, LatencyHistogram] = {}  # sampled, by first command
         self.slow_requests = 0
 
@@ -1074,7 +1077,7 @@ class Router:
             attempt.redirects += 1
             self.stats.redirects["moved" if reply.startswith(_MOVED) else "ask"] += 1
             _, slot, target = reply.split()
-            address = _redirect_address(target, via.address)
+            address = self._config.cluster.address_map(_redirect_address(target, via.address))
             conn = None
             if self._upstream.usable(address):
                 pool = self._upstream.pool(address)
@@ -1271,7 +1274,9 @@ class Router:
         self._range_starts = sorted(
             {slot_map.owners.index(address) for address in slot_map.masters}
         )
-        self._known = list(dict.fromkeys([*pools, *self._config.cluster.seeds]))
+        # Asked on the next refresh: the masters first, every other node, then the seeds.
+        nodes = list(slot_map.nodes.values())
+        self._known = list(dict.fromkeys([*pools, *nodes, *self._config.cluster.seeds]))
         self._replicas = slot_map.replicas - slot_map.masters
         if self._reads.spreads:
             self._readers = {
@@ -1280,13 +1285,23 @@ class Router:
             }
         self._covered = SLOTS - slot_map.owners.count(None)
         for address, pool in list(self._upstream.pools.items()):
-            if address not in pools and address not in self._replicas and not pool.pending:
+            gone = address not in pools and address not in self._replicas and address not in nodes
+            if gone and not pool.pending:
                 self._upstream.discard(address)
         self._wake_parked()
 
     async def refresh(self) -> SlotMap:
-        """Fetch and apply the slot map from the first known node that answers."""
-        slot_map, _ = await discover(self._known, self._config.upstream.connect_timeout)
+        """Fetch and apply the freshest slot map the known nodes give."""
+        cluster = self._config.cluster
+        found = await discover(
+            self._known,
+            self._upstream.names,
+            self._config.upstream.connect_timeout,
+            cluster.refresh_nodes,
+            cluster.address_map,
+        )
+        slot_map = found.slot_map
+        self.stats.epoch, self.stats.views = found.epoch, found.answered
         previous = [p.address if p else None for p in self._owners]
         self.apply(slot_map)
         if list(slot_map.owners) != previous:

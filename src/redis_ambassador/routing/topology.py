@@ -1,20 +1,19 @@
 """Cluster topology: which master owns each of the 16384 slots, read from the cluster itself.
 
 ``CLUSTER SHARDS`` (Redis 7+) is preferred, ``CLUSTER SLOTS`` is the fallback; redis-py parses
-both replies. Discovery asks the seeds and every master it knows, in turn, until one answers.
+both replies. ``discovery.py`` asks the nodes and picks among their views.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.cluster import parse_cluster_shards_unified, parse_cluster_slots
-from redis.exceptions import RedisError, ResponseError
 
 from redis_ambassador.config import Address
 
@@ -30,26 +29,33 @@ def _text(value: object) -> str:
 @dataclass(frozen=True)
 class SlotMap:
     """The owner of every slot (None where no master serves it), plus the replicas seen and,
-    for each master, its replicas that are online (where reads may go: ``read_policy``)."""
+    for each master, its replicas that are online (where reads may go: ``read_policy``), and
+    every node not failed by its id (from ``CLUSTER SHARDS``: an address change is a new
+    address under the same id)."""
 
     owners: tuple[Address | None, ...]
     replicas: frozenset[Address] = frozenset()
     readers: Mapping[Address, tuple[Address, ...]] = field(default_factory=dict)
+    nodes: Mapping[str, Address] = field(default_factory=dict)
 
     @classmethod
-    def from_shards(cls, reply: list) -> SlotMap:
-        """From the raw RESP2 reply of ``CLUSTER SHARDS``."""
+    def from_shards(cls, reply: list, current_host: str = "") -> SlotMap:
+        """From the raw RESP2 reply of ``CLUSTER SHARDS``; a node whose address is not known
+        (a one-node cluster never learns its own) is at ``current_host``, the one asked."""
         owners: list[Address | None] = [None] * SLOTS
         replicas: set[Address] = set()
         readers: dict[Address, tuple[Address, ...]] = {}
+        nodes: dict[str, Address] = {}
         for shard in parse_cluster_shards_unified(reply):
             master = None
             online: list[Address] = []
             for node in shard["nodes"]:
-                address = _shard_node_address(node)
+                address = _shard_node_address(node, current_host)
                 if address is None:
                     continue
                 health = _text(node.get("health", "online"))
+                if health != "fail" and node.get("id"):
+                    nodes[_text(node["id"])] = address
                 if _text(node.get("role", "")) == "master":
                     if health != "fail":
                         master = address
@@ -67,7 +73,7 @@ class SlotMap:
             )
             for start, end in pairs:
                 owners[int(start) : int(end) + 1] = [master] * (int(end) - int(start) + 1)
-        return cls(tuple(owners), frozenset(replicas), readers)
+        return cls(tuple(owners), frozenset(replicas), readers, nodes)
 
     @classmethod
     def from_slots(cls, reply: list, current_host: str) -> SlotMap:
@@ -82,7 +88,22 @@ class SlotMap:
             own = tuple(Address(h, int(p)) for h, p in info["replicas"])
             replicas.update(own)
             readers[master] = own
-        return cls(tuple(owners), frozenset(replicas), readers)
+        nodes = {
+            _text(node[2]): Address(_text(node[0]) or current_host, int(node[1]))
+            for entry in reply
+            for node in entry[2:]
+            if len(node) > 2
+        }
+        return cls(tuple(owners), frozenset(replicas), readers, nodes)
+
+    def translated(self, to: Callable[[Address], Address]) -> SlotMap:
+        """The same map with every address passed through ``to`` (``cluster.address_map``)."""
+        return SlotMap(
+            tuple(to(a) if a is not None else None for a in self.owners),
+            frozenset(map(to, self.replicas)),
+            {to(m): tuple(map(to, rs)) for m, rs in self.readers.items()},
+            {node_id: to(a) for node_id, a in self.nodes.items()},
+        )
 
     @property
     def masters(self) -> set[Address]:
@@ -104,8 +125,8 @@ class SlotMap:
         return ", ".join(ranges)
 
 
-def _shard_node_address(node: dict) -> Address | None:
-    host = _text(node.get("endpoint") or node.get("ip") or "")
+def _shard_node_address(node: dict, current_host: str) -> Address | None:
+    host = _text(node.get("endpoint") or node.get("ip") or current_host)
     port = node.get("port") or node.get("tls-port")
     if not host or host == "?" or not port:
         return None
@@ -126,35 +147,6 @@ async def control_client(address: Address, timeout: float) -> redis.asyncio.Redi
     )
     client.response_callbacks.clear()
     return client
-
-
-async def fetch_slot_map(address: Address, timeout: float) -> SlotMap:
-    """Ask one node for the cluster's slot map."""
-    client = await control_client(address, timeout)
-    try:
-        try:
-            return SlotMap.from_shards(await client.execute_command("CLUSTER", "SHARDS"))
-        except ResponseError as exc:
-            if "unknown subcommand" not in str(exc).lower():
-                raise
-            return SlotMap.from_slots(
-                await client.execute_command("CLUSTER", "SLOTS"), current_host=address.host
-            )
-    finally:
-        await client.aclose()
-
-
-async def discover(candidates: Iterable[Address], timeout: float) -> tuple[SlotMap, Address]:
-    """The slot map from the first candidate that answers; raises if none does."""
-    problems = []
-    for address in dict.fromkeys(candidates):
-        try:
-            return await fetch_slot_map(address, timeout), address
-        except (RedisError, OSError, TimeoutError, RuntimeError) as exc:
-            # RuntimeError: uvloop's, when a node dies while redis-py is still connecting
-            # ("unable to perform operation on <TCPTransport closed=True>").
-            problems.append(f"{address}: {exc or type(exc).__name__}")
-    raise ClusterUnreachable("no cluster node answered: " + "; ".join(problems or ["no seeds"]))
 
 
 class ClusterUnreachable(RuntimeError):

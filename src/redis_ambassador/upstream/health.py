@@ -16,6 +16,7 @@ import anyio
 
 from redis_ambassador.config import Address
 from redis_ambassador.upstream.breaker import State
+from redis_ambassador.upstream.names import Names
 from redis_ambassador.upstream.pool import NodePool, Upstream
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,9 @@ _TICK = 0.1
 class Prober:
     """One node's probe connection."""
 
-    def __init__(self, address: Address) -> None:
+    def __init__(self, address: Address, names: Names) -> None:
         self.address = address
+        self._names = names
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -41,8 +43,8 @@ class Prober:
         try:
             with anyio.fail_after(timeout):
                 if self._reader is None or self._writer is None:
-                    host, port = self.address.host, self.address.port
-                    self._reader, self._writer = await asyncio.open_connection(host, port)
+                    dial = (await self._names.resolve(self.address))[0]
+                    self._reader, self._writer = await asyncio.open_connection(dial.host, dial.port)
                 self._writer.write(_PING)
                 line = await self._reader.readline()
         except TimeoutError:
@@ -90,7 +92,7 @@ async def run_health_checks(upstream: Upstream, interval: float, timeout: float)
                     pool.next_check = now + interval
                     prober = probers.get(pool.address)
                     if prober is None:
-                        prober = probers[pool.address] = Prober(pool.address)
+                        prober = probers[pool.address] = Prober(pool.address, upstream.names)
                     upstream.start_soon(
                         lambda p=pool, q=prober: _check(p, q, timeout, loop),
                         name=f"health check {pool.name}",

@@ -23,6 +23,7 @@ from redis_ambassador.config import Address, UpstreamConfig
 from redis_ambassador.operations.histogram import LatencyHistogram
 from redis_ambassador.upstream.breaker import BreakerSettings, CircuitBreaker, State
 from redis_ambassador.upstream.connection import UNOPENED, ConnectionOwner, Entry, NodeConnection
+from redis_ambassador.upstream.names import Names
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,8 @@ class NodePool:
 class Upstream(ConnectionOwner):
     """All node pools; owns their connect tasks and flushes dirty connections once per tick."""
 
-    def __init__(self, task_group: TaskGroup, config: UpstreamConfig) -> None:
+    def __init__(self, task_group: TaskGroup, config: UpstreamConfig, names: Names) -> None:
+        self.names = names  # node host names: resolved on each connect, at most so often
         self.pool_size = config.pool_size
         self.readonly = config.read_policy != "master"  # pooled connections send READONLY
         self._connect_timeout = config.connect_timeout
@@ -197,7 +199,8 @@ class Upstream(ConnectionOwner):
             with anyio.fail_after(self._connect_timeout):
                 if address in self.partitioned:
                     raise ConnectionRefusedError(errno.ECONNREFUSED, _PARTITIONED)
-                await self._loop.create_connection(lambda: conn, address.host, address.port)
+                dial = (await self.names.resolve(address))[0]
+                await self._loop.create_connection(lambda: conn, dial.host, dial.port)
         except (OSError, TimeoutError, RuntimeError) as exc:
             log.warning("cannot connect to node %s: %s", address, exc or "timed out")
             if isinstance(conn, NodeConnection) and not conn.closing:

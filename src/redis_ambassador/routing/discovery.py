@@ -1,0 +1,136 @@
+"""Finding the cluster: several nodes asked for their view, the freshest one kept.
+
+Candidates (the known nodes of the last view, then the seeds) may be host names, resolved (and
+re-resolved, see ``upstream/names.py``) each time; a name with several addresses is asked at
+each. Up to ``cluster.refresh_nodes`` nodes are asked at once; of their views the one with the
+highest config epoch wins (a node that has not heard of a failover yet cannot undo it), and
+nodes only the others know are kept as known nodes. ``cluster.address_map`` then turns the
+announced addresses into the ones to dial.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+
+import anyio
+from redis.exceptions import RedisError, ResponseError
+
+from redis_ambassador.config import Address
+from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap, control_client
+from redis_ambassador.upstream.names import Names
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class View:
+    """What one node says the cluster is: its slot map (addresses as announced) and the
+    highest config epoch among the masters serving slots in it."""
+
+    slot_map: SlotMap
+    epoch: int
+    via: Address  # the address that answered (as dialed)
+
+
+@dataclass(frozen=True)
+class Discovered:
+    """The view to route by (addresses mapped), and how it was chosen."""
+
+    slot_map: SlotMap
+    via: Address
+    epoch: int
+    answered: int  # nodes whose views were compared
+
+
+def config_epoch(cluster_nodes: bytes) -> int:
+    """The highest config epoch of a master serving slots in a ``CLUSTER NODES`` reply (a
+    failover gives the promoted replica a higher epoch than any before; 0 if none)."""
+    best = 0
+    for line in cluster_nodes.decode(errors="replace").splitlines():
+        fields = line.split()
+        if len(fields) < 9:  # no slots
+            continue
+        flags = fields[2].split(",")
+        if "master" in flags and "fail" not in flags:
+            best = max(best, int(fields[6]))
+    return best
+
+
+def choose(views: Sequence[View]) -> View:
+    """The view with the highest config epoch (then the most slots served; then the first
+    to answer), its node list completed by the nodes only other views know."""
+    best = max(views, key=lambda v: (v.epoch, SLOTS - v.slot_map.owners.count(None)))
+    nodes: dict[str, Address] = {}
+    for view in views:
+        if view is not best:
+            nodes.update(view.slot_map.nodes)
+    nodes.update(best.slot_map.nodes)  # where a node's address differs, the winner's counts
+    return replace(best, slot_map=replace(best.slot_map, nodes=nodes))
+
+
+async def fetch_view(address: Address, timeout: float) -> View:
+    """Ask one node (at a dialable address) for its view."""
+    client = await control_client(address, timeout)
+    try:
+        try:
+            slot_map = SlotMap.from_shards(
+                await client.execute_command("CLUSTER", "SHARDS"), current_host=address.host
+            )
+        except ResponseError as exc:
+            if "unknown subcommand" not in str(exc).lower():
+                raise
+            slot_map = SlotMap.from_slots(
+                await client.execute_command("CLUSTER", "SLOTS"), current_host=address.host
+            )
+        epoch = config_epoch(await client.execute_command("CLUSTER", "NODES"))
+    finally:
+        await client.aclose()
+    return View(slot_map, epoch, address)
+
+
+async def discover(
+    candidates: Iterable[Address],
+    names: Names,
+    timeout: float,
+    wanted: int,
+    address_map: Callable[[Address], Address],
+) -> Discovered:
+    """Views from up to ``wanted`` candidates (asked ``wanted`` at a time, in order, until
+    that many answered), the best chosen; raises ClusterUnreachable if none answers."""
+    views: list[View] = []
+    problems: list[str] = []
+    asked: set[Address] = set()
+
+    async def ask(address: Address) -> None:
+        try:
+            dial = await names.resolve(address)
+        except OSError as exc:
+            problems.append(f"{address}: {exc}")
+            return
+        async with anyio.create_task_group() as tg:
+            for each in dial:
+                if each not in asked:
+                    asked.add(each)
+                    tg.start_soon(ask_at, each, address)
+
+    async def ask_at(dial: Address, address: Address) -> None:
+        try:
+            views.append(await fetch_view(dial, timeout))
+        except (RedisError, OSError, TimeoutError, RuntimeError) as exc:
+            # RuntimeError: uvloop's, when a node dies while redis-py is still connecting
+            # ("unable to perform operation on <TCPTransport closed=True>").
+            named = str(address) if dial == address else f"{address} ({dial})"
+            problems.append(f"{named}: {exc or type(exc).__name__}")
+
+    waiting = list(dict.fromkeys(candidates))
+    while waiting and len(views) < wanted:
+        wave, waiting = waiting[: wanted - len(views)], waiting[wanted - len(views) :]
+        async with anyio.create_task_group() as tg:
+            for address in wave:
+                tg.start_soon(ask, address)
+    if not views:
+        raise ClusterUnreachable("no cluster node answered: " + "; ".join(problems or ["no seeds"]))
+    best = choose(views)
+    return Discovered(best.slot_map.translated(address_map), best.via, best.epoch, len(views))
