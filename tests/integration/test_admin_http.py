@@ -18,6 +18,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from redis.crc import key_slot
 
+from redis_ambassador.faults.client import ChaosApiError, ChaosClient
 from redis_ambassador.localcluster import LocalCluster
 
 if TYPE_CHECKING:
@@ -172,6 +173,12 @@ def test_an_admin_token_guards_everything_but_the_probes(
         # Without --chaos the API says so (once past the token).
         status, text = _get(ambassador, "/chaos/rules", "POST", {"Authorization": "Bearer t0ken"})
         assert (status, text) == (404, '{"error": "chaos is not enabled (serve --chaos)"}\n')
+        # The chaos client sends $REDIS_AMBASSADOR_ADMIN_TOKEN (here: set above) or --token.
+        admin = f"127.0.0.1:{ambassador.admin_port}"
+        for client, status in [(ChaosClient(admin), 404), (ChaosClient(admin, token="x"), 401)]:
+            with pytest.raises(ChaosApiError) as refused:
+                client.rules()
+            assert refused.value.status == status
         assert "t0ken" not in ambassador.stderr_text()
     finally:
         ambassador.stop()

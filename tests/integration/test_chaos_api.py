@@ -5,6 +5,7 @@ the cluster."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -139,3 +140,34 @@ def test_the_cli_exits_2_naming_the_field_of_an_invalid_rule(chaotic: Ambassador
     )  # fmt: skip
     assert unreachable.returncode == 1
     assert "cannot reach the admin listener at http://127.0.0.1:1" in unreachable.stderr
+
+
+def _raw_http(ambassador: Ambassador, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", ambassador.admin_port), timeout=10) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_bad_requests_get_an_answer_and_the_listener_carries_on(
+    chaotic: Ambassador, api: ChaosClient
+) -> None:
+    cases = [
+        (b"POST /chaos/rules HTTP/1.1\r\nContent-Length: 10000000\r\n\r\n{}", b"413"),
+        (b"POST /chaos/rules HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+         b"411"),
+        (b"POST /chaos/rules HTTP/1.1\r\nContent-Length: -5\r\n\r\n", b"400"),
+        (b"POST /chaos/rules HTTP/1.1\r\nContent-Length: 3\r\n\r\n{\xff}", b"400"),
+        (b"NONSENSE\r\n\r\n", b"400"),
+        (b"DELETE /metrics HTTP/1.1\r\n\r\n", b"405"),
+    ]  # fmt: skip
+    for request, status in cases:
+        answer = _raw_http(chaotic, request)
+        assert answer.startswith(b"HTTP/1.1 " + status), (request, answer)
+    # A body cut short: the connection is closed without an answer, nothing else happens.
+    assert _raw_http(chaotic, b"POST /chaos/rules HTTP/1.1\r\nContent-Length: 50\r\n\r\n{") == b""
+    assert api.rules() == []
+    assert api.add(delay_ms=1)["id"]

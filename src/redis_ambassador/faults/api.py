@@ -15,12 +15,15 @@ the admin listener runs in a thread, which then gives the response.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from redis_ambassador.faults.nodes import NodeActionError, NodeActions
 from redis_ambassador.faults.rules import Faults, RuleError
+
+log = logging.getLogger("redis_ambassador.chaos")
 
 JsonResponse = tuple[int, dict[str, Any]]
 
@@ -57,7 +60,9 @@ class ChaosApi:
                 if method == "POST":
                     return self._add(body)
                 if method == "DELETE":
-                    return 200, {"removed": self._faults.clear()}
+                    removed = self._faults.clear()
+                    log.info("chaos API: %d rules cleared", removed)
+                    return 200, {"removed": removed}
                 return _not_allowed("GET, POST, DELETE")
             case ["rules", rule_id]:
                 if refused := self._allow(method, ("DELETE",)):
@@ -66,6 +71,7 @@ class ChaosApi:
                 # hit falls between the two.
                 last = [r for r in self._faults.view()["rules"] if r["id"] == rule_id]
                 if self._faults.remove(rule_id):
+                    log.info("chaos API: rule %s removed after %d hits", rule_id, last[0]["hits"])
                     return 200, {"removed": rule_id, "rule": last[0]}
                 return 404, {"error": f"no rule {rule_id}"}
             case ["nodes"]:
@@ -99,9 +105,11 @@ class ChaosApi:
         if isinstance(spec, tuple):
             return spec
         try:
-            return 201, self._faults.add(spec)
+            view = self._faults.add(spec)
         except RuleError as exc:
             return 400, {"error": str(exc)}
+        log.info("chaos API: rule %s added: %s", view["id"], json.dumps(spec))
+        return 201, view
 
     def _managed(self, action: Callable[[NodeActions], JsonResponse]) -> JsonResponse | Deferred:
         nodes = self._nodes

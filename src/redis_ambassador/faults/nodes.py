@@ -6,23 +6,19 @@ one at a time."""
 from __future__ import annotations
 
 import contextlib
-import re
+import logging
 import threading
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from redis_ambassador.localcluster import (
-    SLOT_COUNT,
-    LocalCluster,
-    LocalClusterError,
-    LocalNode,
-)
+from redis_ambassador.faults.rules import RuleError, slot_range
+from redis_ambassador.localcluster import LocalCluster, LocalClusterError, LocalNode
+
+log = logging.getLogger("redis_ambassador.chaos")
 
 ACTIONS = ("kill", "pause", "resume", "restart", "failover")
 _REJOIN_TIMEOUT = 30.0  # seconds a restarted node has to rejoin a healthy cluster
-
-_SLOT_RANGE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
 
 
 class NodeActionError(Exception):
@@ -34,15 +30,12 @@ class NodeActionError(Exception):
         self.status = status
 
 
-def parse_slots(text: object) -> range:
-    """``"0-99"`` or ``"42"`` (inclusive) as a range of slots; NodeActionError(400) otherwise."""
-    match = _SLOT_RANGE.fullmatch(text) if isinstance(text, str) else None
-    if match is None:
-        raise NodeActionError(400, 'slots: must be "FIRST-LAST" or "SLOT", e.g. "0-99"')
-    first = int(match.group(1))
-    last = int(match.group(2) or first)
-    if not first <= last < SLOT_COUNT:
-        raise NodeActionError(400, f"slots: must be within 0-{SLOT_COUNT - 1}, first <= last")
+def parse_slots(value: object) -> range:
+    """A slot range as rules take it (``"0-99"``, ``"42"``); NodeActionError(400) otherwise."""
+    try:
+        first, last = slot_range(value)
+    except RuleError as exc:
+        raise NodeActionError(400, str(exc)) from None
     return range(first, last + 1)
 
 
@@ -69,6 +62,7 @@ class NodeActions:
             raise NodeActionError(400, f"action: must be one of {', '.join(ACTIONS)}")
         with self._lock:
             node = self._node(address)
+            log.info("chaos: %s node %s", action, address)
             try:
                 getattr(self, f"_{action}")(node)
             except (RedisError, LocalClusterError) as exc:
@@ -82,6 +76,7 @@ class NodeActions:
             raise NodeActionError(400, 'to: must be the target master\'s "HOST:PORT"')
         with self._lock:
             target = self._node(to)
+            log.info("chaos: migrating slots %s to %s", slots, to)
             try:
                 moved = self.cluster.migrate(wanted, target)
             except (RedisError, LocalClusterError) as exc:

@@ -275,7 +275,7 @@ def parse_rule(spec: Mapping[str, Any], rule_id: str, now: float) -> Rule:
         rule.key = glob_pattern(_text("key", given["key"]).encode())
         shown["key"] = given["key"]
     if "slots" in given:
-        rule.slots = _slot_range(given["slots"])
+        rule.slots = slot_range(given["slots"])
         shown["slots"] = f"{rule.slots[0]}-{rule.slots[1]}"
     if "node" in given:
         rule.node = _node(given["node"])
@@ -380,7 +380,9 @@ def _names(value: object) -> list[str]:
     return names
 
 
-def _slot_range(value: object) -> tuple[int, int]:
+def slot_range(value: object) -> tuple[int, int]:
+    """``"0-5460"``, ``"42"``, ``42`` or ``[0, 5460]`` as (first, last), inclusive; RuleError
+    naming the field ``slots`` otherwise (node actions' migrations take the same)."""
     if isinstance(value, int) and not isinstance(value, bool):
         bounds = [value, value]
     elif isinstance(value, list | tuple) and len(value) == 2:
