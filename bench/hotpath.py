@@ -25,7 +25,9 @@ from redis_ambassador.config import Address, load_config
 from redis_ambassador.protocol.requests import RequestParser, encode_command
 from redis_ambassador.routing.router import Router, ServerFacts
 from redis_ambassador.routing.topology import SLOTS, SlotMap
+from redis_ambassador.server.auth import ClientAuth
 from redis_ambassador.server.client import ClientConnection, ClientRegistry
+from redis_ambassador.upstream.credentials import Credentials
 from redis_ambassador.upstream.names import Names, system_lookup
 from redis_ambassador.upstream.pool import Upstream
 
@@ -70,8 +72,9 @@ def _command_table() -> CommandTable:
 async def _measure(pipeline: int, command: bytes, rounds: int) -> dict[str, float]:
     config = load_config(None, env={}, overrides={"cluster.seeds": ["127.0.0.1:1"]})
     names = Names(system_lookup, 1.0, 1.0)  # never used: nothing connects
-    upstream = Upstream(_NoTasks(), config.upstream, names)  # type: ignore[arg-type]
-    router = Router(config, upstream, _command_table(), ServerFacts(b"7.0.15"))
+    upstream = Upstream(_NoTasks(), config.upstream, names, Credentials())  # type: ignore[arg-type]
+    client_auth = ClientAuth.from_config(config.server)
+    router = Router(config, upstream, _command_table(), ServerFacts(b"7.0.15"), client_auth)
     masters = [Address("127.0.0.1", 7000 + i) for i in range(MASTERS)]
     router.apply(SlotMap(tuple(masters[s * MASTERS // SLOTS] for s in range(SLOTS))))
     conns = [c for pool in upstream.pools.values() for c in pool.conns if not c.closed]

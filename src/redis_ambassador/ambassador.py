@@ -34,7 +34,9 @@ from redis_ambassador.reload import plan_reload
 from redis_ambassador.routing.discovery import discover
 from redis_ambassador.routing.router import Router, ServerFacts
 from redis_ambassador.routing.topology import SlotMap, control_client
+from redis_ambassador.server.auth import ClientAuth
 from redis_ambassador.server.client import ClientConnection, ClientRegistry
+from redis_ambassador.upstream.credentials import Credentials
 from redis_ambassador.upstream.health import run_health_checks
 from redis_ambassador.upstream.names import Lookup, Names, system_lookup
 from redis_ambassador.upstream.pool import Upstream
@@ -62,12 +64,12 @@ class _Facts(ServerFacts):
 
 
 async def _learn_cluster(
-    slot_map: SlotMap, via: Address, timeout: float
+    slot_map: SlotMap, via: Address, timeout: float, credentials: Credentials
 ) -> tuple[CommandTable, bytes]:
     """The command table (from the node that described the cluster) and the version to report:
     the lowest among all its masters and replicas, so a client never relies on a feature that
     some node lacks (during a rolling upgrade, say)."""
-    client = await control_client(via, timeout)
+    client = await control_client(via, timeout, credentials)
     try:
         table = CommandTable.from_reply(await client.execute_command("COMMAND"))
     finally:
@@ -75,15 +77,17 @@ async def _learn_cluster(
     versions: list[bytes] = []
     async with anyio.create_task_group() as tg:
         for address in sorted(slot_map.masters | slot_map.replicas | {via}, key=str):
-            tg.start_soon(_collect_version, address, timeout, versions)
+            tg.start_soon(_collect_version, address, timeout, credentials, versions)
     return table, lowest_version(versions)
 
 
-async def _collect_version(address: Address, timeout: float, versions: list[bytes]) -> None:
+async def _collect_version(
+    address: Address, timeout: float, credentials: Credentials, versions: list[bytes]
+) -> None:
     """Append the node's ``redis_version``; a node that does not answer is left out (a replica
     that is down must not stop the ambassador from starting)."""
     try:
-        client = await control_client(address, timeout)
+        client = await control_client(address, timeout, credentials)
         try:
             info = await client.execute_command("INFO", "server")
         finally:
@@ -212,6 +216,9 @@ async def serve(
     loop = asyncio.get_running_loop()
     timeout = config.upstream.connect_timeout
     _fit_open_files_limit(config.server.max_clients)
+    # Secrets read before binding: an unreadable file stops the start with a clear error.
+    credentials = Credentials.from_config(config.upstream)
+    client_auth = ClientAuth.from_config(config.server)
     sock = _listen_socket(config.server.listen)
     routes = AdminRoutes(config.server.admin_token)
     admin = None
@@ -225,10 +232,10 @@ async def serve(
         names = Names(lookup, config.cluster.resolve_interval, timeout)
         cluster = config.cluster
         found = await discover(
-            cluster.seeds, names, timeout, cluster.refresh_nodes, cluster.address_map
+            cluster.seeds, names, timeout, cluster.refresh_nodes, cluster.address_map, credentials
         )
         slot_map, via = found.slot_map, found.via
-        table, version = await _learn_cluster(slot_map, via, timeout)
+        table, version = await _learn_cluster(slot_map, via, timeout, credentials)
     except BaseException:
         sock.close()
         if admin is not None:
@@ -241,9 +248,9 @@ async def serve(
     clients = ClientRegistry()
     facts = _Facts(version, clients)
     async with anyio.create_task_group() as tg:
-        upstream = Upstream(tg, config.upstream, names)
+        upstream = Upstream(tg, config.upstream, names, credentials)
         faults = _chaos(config, table)
-        router = Router(config, upstream, table, facts, faults)
+        router = Router(config, upstream, table, facts, client_auth, faults)
         router.apply(slot_map)
         router.stats.epoch, router.stats.views = found.epoch, found.answered
         server = await loop.create_server(lambda: ClientConnection(router, clients), sock=sock)

@@ -272,6 +272,36 @@ class ServerConfig:
             "choices": ("plain", "json"),
         },
     )
+    client_auth: str = field(
+        default="off",
+        metadata={
+            "help": "how clients authenticate: 'off' (no AUTH needed), 'password' (AUTH with "
+            "server.requirepass, as Redis's requirepass), 'acl' (AUTH user pass, checked by the "
+            "cluster; the client's commands then run as that user on the nodes)",
+            "choices": ("off", "password", "acl"),
+        },
+    )
+    requirepass: str = field(
+        default="",
+        metadata={
+            "help": "the password clients give with AUTH (client_auth = 'password')",
+            "secret": True,
+        },
+    )
+    requirepass_file: str = field(
+        default="",
+        metadata={
+            "help": "a file holding server.requirepass (a Kubernetes secret mount), read at start"
+        },
+    )
+    auth_max_failures: int = _int(
+        10,
+        "failed AUTHs from one client address within auth_failure_window before its further "
+        "AUTHs are refused unchecked",
+    )
+    auth_failure_window: float = _seconds(
+        60.0, "seconds over which failed AUTHs are counted, and for which an address is refused"
+    )
 
 
 @dataclass(frozen=True)
@@ -359,6 +389,25 @@ class UpstreamConfig:
             "help": "where read-only commands go: 'master', 'prefer-replica' (a replica, else "
             "the master), 'replica' (replicas only), 'any' (master and replicas in turn)",
             "choices": ("master", "prefer-replica", "replica", "any"),
+        },
+    )
+    username: str = field(
+        default="",
+        metadata={
+            "help": "ACL user the ambassador authenticates as on every node ('': the default user)"
+        },
+    )
+    password: str = field(
+        default="",
+        metadata={
+            "help": "password the ambassador authenticates with on every node ('': none)",
+            "secret": True,
+        },
+    )
+    password_file: str = field(
+        default="",
+        metadata={
+            "help": "a file holding upstream.password (a Kubernetes secret mount), read at start"
         },
     )
 
@@ -752,6 +801,8 @@ def _convert(key: _Key, raw: object, source: str, text_ok: bool) -> object:
         return _CONVERTERS[key.type](key, raw, text_ok)
     except _Bad as e:
         shown = raw if e.shown is None else e.shown
+        if key.secret:
+            shown = "<secret>"
         raise ConfigError(
             f"{key.dotted} = {_show(shown)} (from {source}): {e.problem}",
             key=key.dotted,
@@ -1081,6 +1132,27 @@ def _check_consistency(values: Mapping[str, tuple[object, str]]) -> None:
             f"server.max_output_buffer ({soft!r}, from {soft_source})",
             key="server.output_buffer_hard_limit",
             source=hard_source,
+        )
+    for secret, path in (
+        ("upstream.password", "upstream.password_file"),
+        ("server.requirepass", "server.requirepass_file"),
+    ):
+        if values[secret][0] and values[path][0]:
+            raise ConfigError(
+                f"{secret} (from {values[secret][1]}) and {path} (from {values[path][1]}) are "
+                "both set: give the password one way",
+                key=path,
+                source=values[path][1],
+            )
+    mode, mode_source = values["server.client_auth"]
+    if mode == "password" and not (
+        values["server.requirepass"][0] or values["server.requirepass_file"][0]
+    ):
+        raise ConfigError(
+            f"server.client_auth = 'password' (from {mode_source}) needs server.requirepass or "
+            "server.requirepass_file",
+            key="server.client_auth",
+            source=mode_source,
         )
     low, low_source = values["cluster.min_refresh_interval"]
     high, high_source = values["cluster.refresh_interval"]

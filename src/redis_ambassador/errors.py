@@ -147,3 +147,26 @@ def debug_unknown_subcommand(sub: bytes) -> bytes:
 def invalid_rule(problem: str) -> bytes:
     """CHAOS ADD with a rule that does not validate; the problem names the field."""
     return error(f"ERR invalid chaos rule: {problem}")
+
+
+# Authentication, worded as Redis 7 words it (server.c, acl.c).
+NOAUTH = error("NOAUTH Authentication required.")
+NOAUTH_EXEC = error("EXECABORT Transaction discarded because of: NOAUTH Authentication required.")
+NOAUTH_HELLO = error(
+    "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+    "HELLO AUTH <user> <pass> option can be used to authenticate the client and select the "
+    "RESP protocol version at the same time"
+)
+WRONGPASS = error("WRONGPASS invalid username-password pair or user is disabled.")
+AUTH_WITHOUT_PASSWORD = error(
+    "ERR AUTH <password> called without any password configured for the default user. "
+    "Are you sure your configuration is correct?"
+)
+
+
+def auth_rate_limited(retry_in: float) -> bytes:
+    """Too many failed AUTHs from the client's address: this one was not even checked."""
+    return error(
+        "ERR redis-ambassador: too many failed authentication attempts from this address, "
+        f"try again in {max(1, round(retry_in))} seconds"
+    )

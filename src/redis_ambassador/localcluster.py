@@ -117,6 +117,7 @@ class LocalCluster:
         base_dir: str | None = None,
         host: str = "127.0.0.1",
         node_timeout_ms: int = 2000,
+        password: str | None = None,
     ) -> None:
         if masters < 1:
             raise ValueError("a cluster needs at least one master")
@@ -128,6 +129,8 @@ class LocalCluster:
         self.base_dir = base_dir
         self.host = host
         self.node_timeout_ms = node_timeout_ms
+        # requirepass (and masterauth) of every node: a password-protected cluster.
+        self.password = password
         self._nodes: list[LocalNode] = []
         self._paused: set[int] = set()  # ports of SIGSTOPped nodes: never query them
         self._dir: Path | None = None
@@ -259,8 +262,9 @@ class LocalCluster:
         raise LocalClusterError("no reachable node to ask CLUSTER REPLICAS")
 
     def client(self, node: LocalNode, **options: Any) -> redis.Redis:
-        """A plain redis-py client to one node (bytes responses, no silent retries)."""
-        return plain_client(node.host, node.port, **options)
+        """A plain redis-py client to one node (bytes responses, no silent retries; signed in
+        with the cluster's password, if it has one)."""
+        return plain_client(node.host, node.port, **{"password": self.password, **options})
 
     # -- node actions ------------------------------------------------------------------
 
@@ -459,6 +463,8 @@ class LocalCluster:
             lines.append(f"cluster-announce-ip {node.host}")
         if self._version >= (7, 0, 0):
             lines.append("enable-debug-command yes")
+        if self.password is not None:
+            lines += [f"requirepass {self.password}", f"masterauth {self.password}"]
         node.conf_path.write_text("\n".join(lines) + "\n")
 
     def _spawn(self, node: LocalNode) -> None:
@@ -656,6 +662,7 @@ class LocalCluster:
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
+            password=self.password,
         )
 
     def _queryable(self) -> list[LocalNode]:

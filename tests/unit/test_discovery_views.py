@@ -12,6 +12,7 @@ from redis_ambassador.config import Address, AddressMap
 from redis_ambassador.routing import discovery
 from redis_ambassador.routing.discovery import View, choose, config_epoch
 from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap
+from redis_ambassador.upstream.credentials import Credentials
 from redis_ambassador.upstream.names import Names
 
 
@@ -80,7 +81,7 @@ def run_discover(
 ) -> tuple[discovery.Discovered, list[Address]]:
     asked: list[Address] = []
 
-    async def fetch(address: Address, timeout: float) -> View:
+    async def fetch(address: Address, timeout: float, credentials: Credentials) -> View:
         asked.append(address)
         answer = answers.get(address, ConnectionRefusedError("refused"))
         if isinstance(answer, Exception):
@@ -90,7 +91,13 @@ def run_discover(
     monkeypatch.setattr(discovery, "fetch_view", fetch)
     names = Names(lambda host, port: (lookup or {})[host], 1.0, 1.0)
     found = anyio.run(
-        discovery.discover, candidates, names, 1.0, wanted, address_map or AddressMap()
+        discovery.discover,
+        candidates,
+        names,
+        1.0,
+        wanted,
+        address_map or AddressMap(),
+        Credentials(),
     )
     return found, asked
 

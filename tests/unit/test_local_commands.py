@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from redis_ambassador.ambassador import lowest_version
-from redis_ambassador.commands.local import LOCAL, REFUSED
+from redis_ambassador.commands.local import LOCAL, REFUSED, Hello, parse_hello
 from redis_ambassador.protocol.replies import verbatim
 
 ARITY = b"-ERR wrong number of arguments for '%s' command\r\n"
@@ -34,6 +34,7 @@ class Session:
     no_evict: bool = False
     no_touch: bool = False
     peer: str = "127.0.0.1:50332"
+    user: bytes = b"default"
     local_address: tuple[str, int] = ("127.0.0.1", 6379)
     fd: int = 12
     connected_at: float = field(default_factory=time.monotonic)
@@ -222,9 +223,19 @@ def test_hello_that_fails_leaves_protocol_and_name_unchanged(
     assert run(b"CLIENT", b"GETNAME", session=session) == b"$-1\r\n"
 
 
-def test_hello_auth_is_refused_with_a_clear_reason() -> None:
-    assert run(b"HELLO", b"2", b"AUTH", b"user", b"pass") == (
-        b"-ERR redis-ambassador does not support 'hello': authentication is not supported yet\r\n"
+def test_hello_auth_is_parsed_for_the_router_to_check_like_redis() -> None:
+    hello = parse_hello([b"HELLO", b"3", b"AUTH", b"app", b"pw", b"SETNAME", b"n"])
+    assert hello == Hello(3, (b"app", b"pw"), b"n")
+    # The protocol version comes first, as in Redis.
+    assert parse_hello([b"HELLO", b"AUTH", b"app", b"pw"]) == (
+        b"-ERR Protocol version is not an integer or out of range\r\n"
+    )
+    # Observed on redis-server 7.0.15: AUTH needs both its arguments.
+    assert parse_hello([b"HELLO", b"2", b"AUTH", b"x"]) == (
+        b"-ERR Syntax error in HELLO option 'AUTH'\r\n"
+    )
+    assert parse_hello([b"HELLO", b"4", b"AUTH", b"default", b"no"]) == (
+        b"-NOPROTO unsupported protocol version\r\n"
     )
 
 

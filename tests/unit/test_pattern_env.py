@@ -236,7 +236,11 @@ def test_explain_config_says_where_each_value_came_from(tmp_path: Path) -> None:
     assert by_key["server.listen"] == Setting(
         "server.listen", Address("127.0.0.1", 6379), "default", "default"
     )
-    assert [s.key for s in settings if s.secret] == ["server.admin_token"]
+    assert [s.key for s in settings if s.secret] == [
+        "server.admin_token",
+        "server.requirepass",
+        "upstream.password",
+    ]
 
 
 def test_a_secret_is_masked_when_set_and_shown_empty_when_not() -> None:

@@ -199,15 +199,15 @@ def describe(client: Session, now: float, command: bytes) -> bytes:
     Ours: id, addr, laddr, fd (our socket), name, age, flags (``e``, ``T`` or ``N``), resp,
     lib-name, lib-ver, idle (since the client's last read: what ``server.idle_timeout``
     measures), and cmd for the calling client (``NULL`` for others: the ambassador does not
-    record each client's last command). Constant: sub/psub/ssub=0 and multi=-1 (not counted
-    here), db=0 (the only database of a cluster), buffer and memory sizes 0, user=default,
-    redir=-1.
+    record each client's last command), user (as it authenticated). Constant: sub/psub/ssub=0
+    and multi=-1 (not counted here), db=0 (the only database of a cluster), buffer and memory
+    sizes 0, redir=-1.
     """
     flags = (b"e" if client.no_evict else b"") + (b"T" if client.no_touch else b"")
     return (
         b"id=%d addr=%b laddr=%b fd=%d name=%b age=%d idle=%d flags=%b db=0 sub=0 psub=0 ssub=0 "
         b"multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 "
-        b"tot-mem=0 events=r cmd=%b user=default redir=-1 resp=%d lib-name=%b lib-ver=%b"
+        b"tot-mem=0 events=r cmd=%b user=%b redir=-1 resp=%d lib-name=%b lib-ver=%b"
         % (
             client.id,
             _address(*_split_address(client.peer)),
@@ -218,6 +218,7 @@ def describe(client: Session, now: float, command: bytes) -> bytes:
             max(0, int(now - client.last_read)),
             flags or b"N",
             command,
+            client.user,
             client.protocol,
             client.lib_name,
             client.lib_ver,

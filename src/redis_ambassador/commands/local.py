@@ -7,6 +7,7 @@ never reach the node connections that many clients share.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Protocol
 
 from redis_ambassador import errors
@@ -31,6 +32,7 @@ class Session(Protocol):
     no_evict: bool  # CLIENT NO-EVICT / NO-TOUCH: stored and shown, nothing here acts on them
     no_touch: bool
     peer: str  # the client's address, "host:port"
+    user: bytes  # the user it authenticated as (b"default" until it does)
     local_address: tuple[str, int]  # the address the client dialed (our side of its socket)
     fd: int
     connected_at: float  # time.monotonic() when it connected
@@ -82,8 +84,20 @@ def _ok(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
     return OK
 
 
-def _hello(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+@dataclass(frozen=True)
+class Hello:
+    """A parsed HELLO: the protocol asked for (None: keep the client's), the AUTH option's
+    (user, password), and SETNAME's name."""
+
+    protocol: int | None
+    auth: tuple[bytes, bytes] | None
+    name: bytes | None
+
+
+def parse_hello(args: list[bytes]) -> Hello | bytes:
+    """HELLO's arguments, or the error Redis gives for them (checked before any AUTH)."""
     i = 1
+    proto = None
     if len(args) > 1:
         proto = string2ll(args[1])
         if proto is None:
@@ -91,9 +105,7 @@ def _hello(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
         if proto not in (2, 3):
             return errors.NOPROTO
         i = 2
-    else:
-        proto = client.protocol
-    name = None
+    name = auth = None
     while i < len(args):
         option = args[i].lower()
         if option == b"setname" and i + 1 < len(args):
@@ -102,11 +114,18 @@ def _hello(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
                 return errors.CLIENT_NAME_CHARS
             i += 2
         elif option == b"auth" and i + 2 < len(args):
-            return errors.not_supported(args, "authentication is not supported yet")
+            auth = (args[i + 1], args[i + 2])
+            i += 3
         else:
             return errors.hello_syntax(args[i])
-    if name is not None:
-        client.name = name
+    return Hello(proto, auth, name)
+
+
+def hello_reply(client: Session, hello: Hello, facts: ServerFacts) -> bytes:
+    """Apply a HELLO (its AUTH already accepted) and answer it with the server map."""
+    proto = client.protocol if hello.protocol is None else hello.protocol
+    if hello.name is not None:
+        client.name = hello.name
     client.set_protocol(proto)
     return mapping(
         [
@@ -122,6 +141,14 @@ def _hello(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
     )  # fmt: skip
 
 
+def _hello(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+    """HELLO from a client that is in, without AUTH (the router checks AUTH first)."""
+    hello = parse_hello(args)
+    if isinstance(hello, bytes):
+        return hello
+    return hello_reply(client, hello, facts)
+
+
 def _role(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
     """ROLE as a master without replicas says it: the ambassador is the one server the client
     sees (the nodes' replicas are behind it, as INFO replication says)."""
@@ -130,7 +157,8 @@ def _role(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
     return array([bulk(b"master"), integer(0), array([])])
 
 
-# Answered here; QUIT is answered here too but also closes, so the router handles it.
+# Answered here; QUIT is answered here too but also closes, and AUTH and HELLO may need the
+# cluster to check a user, so the router handles those.
 LOCAL: dict[str, Handler] = {
     "ping": _ping,
     "echo": _echo,
@@ -165,6 +193,6 @@ REFUSED: dict[str, str] = {
     ),
     **dict.fromkeys(["wait", "waitaof"], _WAIT),
     **dict.fromkeys(
-        ["sync", "psync", "replconf", "auth"], _NOT_HERE
+        ["sync", "psync", "replconf"], _NOT_HERE
     ),
 }  # fmt: skip

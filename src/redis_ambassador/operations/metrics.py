@@ -64,6 +64,15 @@ class AmbassadorCollector(Collector):
             "reason",
             clients.paused_by,
         )
+        failed = self._router.client_auth.failures
+        yield _counter(
+            "auth_failures", "AUTHs refused for a wrong password or user", failed.failures
+        )
+        yield _counter(
+            "auth_refused",
+            "AUTHs refused unchecked: too many failures from the address (auth_max_failures)",
+            failed.refused,
+        )
         commands = CounterMetricFamily(
             _PREFIX + "commands", "commands received, by name", labels=["command"]
         )

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from redis_ambassador.config import Address
 from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap, control_client
+from redis_ambassador.upstream.credentials import Credentials
 from redis_ambassador.upstream.names import Names
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,9 @@ def choose(views: Sequence[View]) -> View:
     return replace(best, slot_map=replace(best.slot_map, nodes=nodes))
 
 
-async def fetch_view(address: Address, timeout: float) -> View:
+async def fetch_view(address: Address, timeout: float, credentials: Credentials) -> View:
     """Ask one node (at a dialable address) for its view."""
-    client = await control_client(address, timeout)
+    client = await control_client(address, timeout, credentials)
     try:
         try:
             slot_map = SlotMap.from_shards(
@@ -96,6 +97,7 @@ async def discover(
     timeout: float,
     wanted: int,
     address_map: Callable[[Address], Address],
+    credentials: Credentials,
 ) -> Discovered:
     """Views from up to ``wanted`` candidates (asked ``wanted`` at a time, in order, until
     that many answered), the best chosen; raises ClusterUnreachable if none answers."""
@@ -117,7 +119,7 @@ async def discover(
 
     async def ask_at(dial: Address, address: Address) -> None:
         try:
-            views.append(await fetch_view(dial, timeout))
+            views.append(await fetch_view(dial, timeout, credentials))
         except (RedisError, OSError, TimeoutError, RuntimeError) as exc:
             # RuntimeError: uvloop's, when a node dies while redis-py is still connecting
             # ("unable to perform operation on <TCPTransport closed=True>").

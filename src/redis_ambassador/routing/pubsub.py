@@ -64,7 +64,7 @@ class _Owed:
 class _Link:
     """One subscriber connection and what the client is subscribed to over it."""
 
-    __slots__ = ("channels", "conn", "owed", "patterns", "shard", "skip")
+    __slots__ = ("channels", "conn", "owed", "patterns", "shard")
 
     def __init__(self, conn: SubscriberConnection, shard: bool) -> None:
         self.conn = conn
@@ -72,7 +72,6 @@ class _Link:
         self.channels: set[bytes] = set()
         self.patterns: set[bytes] = set()
         self.owed: deque[_Owed] = deque()
-        self.skip = 1 if conn.protocol == 3 else 0  # HELLO 3's reply
 
     @property
     def active(self) -> bool:
@@ -211,7 +210,8 @@ class Subscriptions:
         return link
 
     def _open(self, address: Address, shard: bool) -> _Link:
-        conn = SubscriberConnection(address, self, self._client.protocol)
+        client = self._client
+        conn = SubscriberConnection(address, self, client.protocol, client.upstream_auth)
         self._placement.connect(conn, address)
         return _Link(conn, shard)
 
@@ -225,9 +225,6 @@ class Subscriptions:
     def received(self, conn: SubscriberConnection, reply: bytes) -> None:
         link = self._link_of(conn)
         if link is None:
-            return
-        if link.skip:
-            link.skip -= 1
             return
         kind = _kind(reply)
         if kind in _MESSAGES:

@@ -24,7 +24,14 @@ from redis.crc import key_slot
 
 from redis_ambassador import errors
 from redis_ambassador.commands.cluster import REAL_VIEW
-from redis_ambassador.commands.local import BLOCKING_WITHOUT_KEYS, LOCAL, REFUSED
+from redis_ambassador.commands.local import (
+    BLOCKING_WITHOUT_KEYS,
+    LOCAL,
+    REFUSED,
+    Hello,
+    hello_reply,
+    parse_hello,
+)
 from redis_ambassador.commands.policy import CommandPolicy
 from redis_ambassador.commands.table import CommandSpec, CommandTable
 from redis_ambassador.commands.transaction import (
@@ -42,6 +49,7 @@ from redis_ambassador.operations.histogram import LatencyHistogram
 from redis_ambassador.operations.monitor import monitor_line
 from redis_ambassador.operations.ratelimit import LimitedLog
 from redis_ambassador.protocol.replies import OK
+from redis_ambassador.protocol.requests import encode_command
 from redis_ambassador.routing.admin import ADMIN, ClusterView, Plan, To, uptime
 from redis_ambassador.routing.discovery import discover
 from redis_ambassador.routing.fanout import (
@@ -56,8 +64,10 @@ from redis_ambassador.routing.pubsub import Placement, Subscriptions
 from redis_ambassador.routing.reads import ReadPolicy
 from redis_ambassador.routing.scripts import SOURCES, ScriptCache
 from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap
+from redis_ambassador.server.auth import ClientAuth, parse_auth, unauthenticated_reply
 from redis_ambassador.upstream.breaker import BreakerSettings, State
 from redis_ambassador.upstream.connection import Entry, NodeConnection
+from redis_ambassador.upstream.credentials import Credentials
 from redis_ambassador.upstream.pool import NodePool, Upstream
 from redis_ambassador.upstream.retry import NEVER, Attempt, RetryBudget, RetryPolicy
 
@@ -90,6 +100,9 @@ _PUBSUB_SLOT = 0
 _PRIVATE_CONNECTION = "subscriptions need a node connection of the client's own"
 # Answered here outside a transaction; inside one, the node's answer is the same.
 _NODE_ANSWERS_ALIKE = frozenset(["ping", "echo"])
+# Commands that may carry a password: checked by the router, never queued in a transaction
+# (AUTH there would change the user of a shared node connection) nor shown to MONITOR.
+_SIGN_IN = frozenset(["auth", "hello"])
 
 
 class RouterStats:
@@ -167,9 +180,13 @@ class Router:
         upstream: Upstream,
         table: CommandTable,
         facts: ServerFacts,
+        client_auth: ClientAuth,
         faults: Faults | None = None,
     ) -> None:
         self.pool_size = config.upstream.pool_size
+        self.client_auth = client_auth
+        self.upstream_auth = upstream.credentials.auth_frame  # what a new client's own
+        # node connections sign in with
         self._upstream = upstream
         self._table = table
         self.facts = facts
@@ -281,6 +298,7 @@ class Router:
             or client.subscriptions is not None
             or client.reply_mode != "on"
             or self.monitors
+            or not client.authenticated
         ):
             self._dispatch_each(client, batch, commands, frames, 0)
             return
@@ -370,7 +388,17 @@ class Router:
         args = commands[i]
         frame = frames[i]
         base = name.split("|", 1)[0]
-        if self.monitors and spec is not None and "admin" not in spec.flags:
+        if not client.authenticated:
+            refusal = unauthenticated_reply(spec, args)
+            if refusal is not None:
+                batch.fill(i, refusal)
+                return False
+        if (
+            self.monitors
+            and spec is not None
+            and "admin" not in spec.flags
+            and base not in _SIGN_IN
+        ):
             if base == "reset":
                 self._stop_monitoring(client)  # as in Redis, it no longer sees its own RESET
             self._feed_monitors(client, spec, args)
@@ -407,6 +435,7 @@ class Router:
             self._end_transaction(client)
             client.unsubscribed()
             self._stop_monitoring(client)
+            client.sign_out()
         if name == "monitor":
             batch.fill(i, OK)
             if client not in self.monitors:
@@ -420,11 +449,13 @@ class Router:
             return True
         if name == "client|reply":
             return self._client_reply(client, batch, i, args)
+        if base in _SIGN_IN:
+            return self._sign_in(client, batch, i, commands, frames, base)
         local = LOCAL.get(base)
         if local is not None and name not in self._to_node:
             if self._injector is None or not self._inject_local(client, spec, args, batch, i):
                 batch.fill(i, local(client, args, self.facts))
-            return False
+            return base == "reset"  # the client's identity and protocol may have changed
         reason = REFUSED.get(name) or REFUSED.get(base)
         if reason is not None:
             batch.fill(i, errors.not_supported(args, reason))
@@ -517,11 +548,114 @@ class Router:
     def _private(self, client: ClientConnection, address: Address) -> NodeConnection:
         """The client's own connection to a node, opened on first use, in its protocol."""
         conn = client.private.get(address)
-        if conn is None or conn.closed or (conn.protocol != client.protocol and not conn.pending):
+        if (
+            conn is None
+            or conn.closed
+            or (conn.protocol != client.protocol and not conn.pending)
+            or conn.auth is not client.upstream_auth  # the client signed in as another user
+        ):
             if conn is not None:
                 conn.close()
-            conn = client.private[address] = self._upstream.private(address, client.protocol)
+            conn = client.private[address] = self._upstream.private(
+                address, client.protocol, client.upstream_auth
+            )
         return conn
+
+    # -- authentication (server/auth.py) -----------------------------------------------------
+
+    def _sign_in(
+        self,
+        client: ClientConnection,
+        batch: Batch,
+        i: int,
+        commands: list[list[bytes]],
+        frames: list[bytes],
+        base: str,
+    ) -> bool:
+        """AUTH, and HELLO (which may carry AUTH), as Redis answers them; in ACL mode the
+        cluster checks the user, and the client's later commands wait for its verdict."""
+        args = commands[i]
+        hello = None
+        if base == "hello":
+            hello = parse_hello(args)
+            if isinstance(hello, bytes):
+                batch.fill(i, hello)
+                return False
+            if hello.auth is None:
+                if not client.authenticated:
+                    batch.fill(i, errors.NOAUTH_HELLO)
+                    return False
+                batch.fill(i, hello_reply(client, hello, self.facts))
+                return True  # a new protocol: the rest of the read uses its lanes
+            user: bytes | None = hello.auth[0]
+            password = hello.auth[1]
+        else:
+            parsed = parse_auth(args)
+            if isinstance(parsed, bytes):
+                batch.fill(i, parsed)
+                return False
+            user, password = parsed
+        auth = self.client_auth
+        now = self._loop.time()
+        address = client.peer.rpartition(":")[0] or client.peer
+        wait = auth.failures.retry_in(address, now)
+        if wait:
+            batch.fill(i, errors.auth_rate_limited(wait))
+            return False
+        if auth.by_cluster:
+            return self._verify(client, batch, i, commands, frames, user, password, hello)
+        verdict = auth.check(user, password)
+        if verdict.failed:
+            auth.failures.failed(address, now)
+        if not verdict.signed_in:
+            batch.fill(i, verdict.reply)
+            return False
+        client.sign_in(b"default", 0, self.upstream_auth)
+        batch.fill(i, hello_reply(client, hello, self.facts) if hello else verdict.reply)
+        return True
+
+    def _verify(
+        self,
+        client: ClientConnection,
+        batch: Batch,
+        i: int,
+        commands: list[list[bytes]],
+        frames: list[bytes],
+        user: bytes | None,
+        password: bytes,
+        hello: Hello | None,
+    ) -> bool:
+        """ACL mode: AUTH on a master, over a connection opened for it (an AUTH on a shared
+        one would change its user); what the client sent after it waits for the verdict."""
+        master = self._any_master()
+        if master is None:
+            batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
+            return False
+        credentials = Credentials(user if user is not None else b"default", password)
+        conn = self._upstream.private(master.address, 2, b"")
+        check = _Verification(self, conn, batch, i, credentials, hello)
+        conn.send(
+            check, 0, encode_command([b"AUTH", *([user] if user is not None else []), password])
+        )  # type: ignore[arg-type]
+        if i + 1 < len(batch.replies):
+            client.hold(batch, i + 1, commands, frames)
+            return True
+        return False
+
+    def verified(self, check: _Verification, reply: bytes) -> None:
+        """The cluster's verdict on an ACL-mode AUTH: the client is in as that user (its
+        commands now travel that user's lanes), or it gets the node's error."""
+        batch = check.batch
+        client = batch.client
+        if reply.startswith(b"+OK"):
+            first_lane, auth = self._upstream.lanes_for(check.credentials)
+            client.sign_in(check.credentials.username, first_lane, auth)
+            if check.hello is not None:
+                reply = hello_reply(client, check.hello, self.facts)
+        elif reply.startswith(b"-WRONGPASS"):
+            address = client.peer.rpartition(":")[0] or client.peer
+            self.client_auth.failures.failed(address, self._loop.time())
+        batch.fill(check.index, reply)
 
     # -- MONITOR (operations/monitor.py) -------------------------------------------------------
 
@@ -660,7 +794,7 @@ class Router:
         base = name.split("|", 1)[0]
         if base in _PUBSUB_COMMANDS:
             return tx.fail(errors.not_in_transaction(args, _PRIVATE_CONNECTION))
-        if base in LOCAL and base not in _NODE_ANSWERS_ALIKE:
+        if (base in LOCAL or base in _SIGN_IN) and base not in _NODE_ANSWERS_ALIKE:
             return tx.fail(errors.not_in_transaction(args, "the ambassador answers it itself"))
         denied = self._policy.check(name, args)
         if denied is not None:
@@ -1299,6 +1433,7 @@ class Router:
             self._config.upstream.connect_timeout,
             cluster.refresh_nodes,
             cluster.address_map,
+            self._upstream.credentials,
         )
         slot_map = found.slot_map
         self.stats.epoch, self.stats.views = found.epoch, found.answered
@@ -1346,6 +1481,42 @@ class Router:
                     log.warning("topology refresh works again after %.1fs", now - failing_since)
                     failing_since = None
             await anyio.sleep(cluster.min_refresh_interval)
+
+
+class _Verification:
+    """One ACL-mode AUTH on its way to a node. Node connections treat it as a batch (it is its
+    own ``client``); its reply goes to the router, which answers the client."""
+
+    __slots__ = ("_conn", "_router", "batch", "client", "credentials", "hello", "index",
+                 "remaining", "replies")  # fmt: skip
+
+    def __init__(
+        self,
+        router: Router,
+        conn: NodeConnection,
+        batch: Batch,
+        index: int,
+        credentials: Credentials,
+        hello: Hello | None,
+    ) -> None:
+        self.client = self
+        self.replies: list[bytes | bytearray | None] = [None]
+        self.remaining = 1
+        self._router = router
+        self._conn = conn
+        self.batch = batch
+        self.index = index
+        self.credentials = credentials
+        self.hello = hello
+
+    def fill(self, index: int, reply: bytes) -> None:
+        self.replies[index] = reply
+        self.remaining -= 1
+        self.batch_complete()
+
+    def batch_complete(self) -> None:
+        self._conn.close()
+        self._router.verified(self, bytes(self.replies[0]))  # type: ignore[arg-type]
 
 
 def _node_named(pool: NodePool | None) -> str:

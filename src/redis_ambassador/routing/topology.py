@@ -16,6 +16,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import parse_cluster_shards_unified, parse_cluster_slots
 
 from redis_ambassador.config import Address
+from redis_ambassador.upstream.credentials import Credentials
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +134,15 @@ def _shard_node_address(node: dict, current_host: str) -> Address | None:
     return Address(host, int(port))
 
 
-async def control_client(address: Address, timeout: float) -> redis.asyncio.Redis:
-    """A redis-py client for control-plane queries, with raw (unparsed) replies."""
+async def control_client(
+    address: Address, timeout: float, credentials: Credentials
+) -> redis.asyncio.Redis:
+    """A redis-py client for control-plane queries, with raw (unparsed) replies, signed in
+    with the ambassador's credentials."""
     client = redis.asyncio.Redis(
         host=address.host,
         port=address.port,
+        **credentials.redis_options(),
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         protocol=2,

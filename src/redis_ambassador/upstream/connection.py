@@ -62,6 +62,7 @@ class NodeConnection(asyncio.Protocol):
         protocol: int = 2,
         private: bool = False,
         readonly: bool = False,
+        auth: bytes = b"",
     ) -> None:
         self.address = address
         self.protocol = protocol
@@ -87,6 +88,12 @@ class NodeConnection(asyncio.Protocol):
         self._timed_left = 0  # replies still to come before its last command's
         self.failure = "connection lost"  # why it closed, for the clients' error replies
         self.timed_out = False  # aborted after the command timeout
+        # The AUTH sent first (b"": none); a node refusing it fails the connection.
+        self.auth = auth
+        self.auth_refused = False
+        if auth:
+            self.queue.append((None, 0, auth, 0))
+            self.out.append(auth)
         if protocol == 3:
             # First on the wire; its reply (the server map) is dropped.
             self.queue.append((None, 0, HELLO3, 0))
@@ -152,6 +159,14 @@ class NodeConnection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def _auth_refused(self, reply: bytes) -> None:
+        """The node refused the connection's AUTH: nothing sent after it can run, so the
+        connection fails (its commands are answered as for a lost connection, with the
+        node's reason, which never repeats the password)."""
+        self.auth_refused = True
+        reason = reply[1:].rstrip(b"\r\n").decode(errors="replace")
+        self.abort(f"authentication failed: {reason}")
+
     # -- asyncio's side ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -206,6 +221,9 @@ class NodeConnection(asyncio.Protocol):
                         self._owner.redirected(popleft(), bytes(buf[pos:end]), self)
                         pos = end
                         continue
+                    if inflight[0][2] is self.auth and inflight[0][0] is None:
+                        self._auth_refused(bytes(buf[pos:end]))
+                        return
                     self._owner.errored(inflight[0][2])
                 if end - pos > LARGE_REPLY:
                     # Who asked: a client's Batch, or a stand-in for one (a fan-out's Gather,

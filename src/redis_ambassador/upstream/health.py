@@ -32,9 +32,10 @@ _TICK = 0.1
 class Prober:
     """One node's probe connection."""
 
-    def __init__(self, address: Address, names: Names) -> None:
+    def __init__(self, address: Address, names: Names, auth: bytes) -> None:
         self.address = address
         self._names = names
+        self._auth = auth  # sent on each new probe connection, before its first PING
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -45,6 +46,12 @@ class Prober:
                 if self._reader is None or self._writer is None:
                     dial = (await self._names.resolve(self.address))[0]
                     self._reader, self._writer = await asyncio.open_connection(dial.host, dial.port)
+                    if self._auth:
+                        self._writer.write(self._auth)
+                        line = await self._reader.readline()
+                        if not line.startswith(b"+OK"):
+                            self.close()
+                            return "authentication failed: " + _reason(line)
                 self._writer.write(_PING)
                 line = await self._reader.readline()
         except TimeoutError:
@@ -57,9 +64,7 @@ class Prober:
         if line.startswith(b"+PONG"):
             return None
         self.close()
-        if not line:
-            return "connection closed"
-        return line.rstrip(b"\r\n").lstrip(b"-").decode(errors="replace")
+        return _reason(line)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -92,7 +97,8 @@ async def run_health_checks(upstream: Upstream, interval: float, timeout: float)
                     pool.next_check = now + interval
                     prober = probers.get(pool.address)
                     if prober is None:
-                        prober = probers[pool.address] = Prober(pool.address, upstream.names)
+                        auth = upstream.credentials.auth_frame
+                        prober = probers[pool.address] = Prober(pool.address, upstream.names, auth)
                     upstream.start_soon(
                         lambda p=pool, q=prober: _check(p, q, timeout, loop),
                         name=f"health check {pool.name}",
@@ -119,3 +125,10 @@ async def _check(
     else:
         log.debug("health check of %s failed: %s", pool.name, problem)
         pool.breaker.failure(loop.time(), f"health check: {problem}")
+
+
+def _reason(line: bytes) -> str:
+    """What a node's unexpected reply line says (its error without the leading '-')."""
+    if not line:
+        return "connection closed"
+    return line.rstrip(b"\r\n").lstrip(b"-").decode(errors="replace")

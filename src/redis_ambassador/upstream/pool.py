@@ -5,6 +5,11 @@ every node: a client's commands to one node then travel one connection and run i
 as on a single Redis. Lanes ``0..size-1`` speak RESP2; lanes ``size..2*size-1`` speak RESP3 (opened
 on first use, for clients that said ``HELLO 3``), so each client gets replies exactly as a node
 encodes them in its protocol.
+
+Those ``2*size`` lanes are one block, signed in with the ambassador's credentials. Each ACL user
+a client authenticates as (``server.client_auth = "acl"``) gets a block of its own after them,
+whose connections sign in as that user, opened on first use: the router's hot path is the same
+for every client, only the lane number differs.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from redis_ambassador.config import Address, UpstreamConfig
 from redis_ambassador.operations.histogram import LatencyHistogram
 from redis_ambassador.upstream.breaker import BreakerSettings, CircuitBreaker, State
 from redis_ambassador.upstream.connection import UNOPENED, ConnectionOwner, Entry, NodeConnection
+from redis_ambassador.upstream.credentials import Credentials
 from redis_ambassador.upstream.names import Names
 
 log = logging.getLogger(__name__)
@@ -46,7 +52,7 @@ class NodePool:
         # Clients' own connections to the node (blocking commands, WATCH), failed with the pool.
         self.private: weakref.WeakSet[NodeConnection] = weakref.WeakSet()
         self.conns: list[NodeConnection] = [self._open(i) for i in range(self._size)]
-        self.conns += [UNOPENED] * self._size
+        self.conns += [UNOPENED] * (self._size + upstream.block_size * (len(upstream.blocks) - 1))
 
     def lane(self, index: int) -> NodeConnection | None:
         """The connection for a lane, (re)opened first if it is not usable; None while the
@@ -61,8 +67,13 @@ class NodePool:
 
     def _open(self, index: int) -> NodeConnection:
         upstream = self._upstream
+        block, lane = divmod(index, upstream.block_size)
         conn = NodeConnection(
-            self.address, upstream, 3 if index >= self._size else 2, readonly=upstream.readonly
+            self.address,
+            upstream,
+            3 if lane >= self._size else 2,
+            readonly=upstream.readonly,
+            auth=upstream.blocks[block].auth_frame,
         )
         self._upstream.connect(conn, self.address)
         return conn
@@ -107,9 +118,16 @@ class NodePool:
 class Upstream(ConnectionOwner):
     """All node pools; owns their connect tasks and flushes dirty connections once per tick."""
 
-    def __init__(self, task_group: TaskGroup, config: UpstreamConfig, names: Names) -> None:
+    def __init__(
+        self, task_group: TaskGroup, config: UpstreamConfig, names: Names, credentials: Credentials
+    ) -> None:
         self.names = names  # node host names: resolved on each connect, at most so often
         self.pool_size = config.pool_size
+        self.credentials = credentials
+        # Each block of lanes and who its connections sign in as; block 0 is the ambassador's.
+        self.block_size = 2 * config.pool_size
+        self.blocks: list[Credentials] = [credentials]
+        self._block_of = {(credentials.user, credentials.password): 0}
         self.readonly = config.read_policy != "master"  # pooled connections send READONLY
         self._connect_timeout = config.connect_timeout
         self.breaker_settings = BreakerSettings.from_config(config)
@@ -137,10 +155,24 @@ class Upstream(ConnectionOwner):
     def pools(self) -> dict[Address, NodePool]:
         return self._pools
 
-    def private(self, address: Address, protocol: int) -> NodeConnection:
+    def lanes_for(self, credentials: Credentials) -> tuple[int, bytes]:
+        """The first lane of the block whose connections sign in as ``credentials``' user,
+        and their AUTH frame. A block is made on first use (every pool grows by a block of
+        lanes, opened when a client uses them); the ambassador's own user gets block 0."""
+        key = (credentials.user, credentials.password)
+        block = self._block_of.get(key)
+        if block is None:
+            block = self._block_of[key] = len(self.blocks)
+            self.blocks.append(credentials)
+            for pool in self._pools.values():
+                pool.conns += [UNOPENED] * self.block_size
+        return block * self.block_size, self.blocks[block].auth_frame
+
+    def private(self, address: Address, protocol: int, auth: bytes) -> NodeConnection:
         """A new connection to a node for one client alone (not pooled, not watched for
-        silence: a blocked command may legitimately wait for minutes)."""
-        conn = NodeConnection(address, self, protocol, private=True)
+        silence: a blocked command may legitimately wait for minutes), signed in with
+        ``auth`` (the client's AUTH frame)."""
+        conn = NodeConnection(address, self, protocol, private=True, auth=auth)
         pool = self._pools.get(address)
         if pool is not None:
             pool.private.add(conn)
@@ -226,7 +258,10 @@ class Upstream(ConnectionOwner):
         self, conn: NodeConnection, unsent: list[Entry], sent: list[Entry]
     ) -> None:
         pool = self._pools.get(conn.address)
-        if pool is not None and not conn.closing:
+        # A client's user refused (its password changed since) is that client's problem, not
+        # the node's: only the ambassador's own credentials failing counts against the node.
+        theirs = conn.auth_refused and conn.auth != self.credentials.auth_frame
+        if pool is not None and not conn.closing and not theirs:
             pool.breaker.failure(self._loop.time(), conn.failure, len(sent))
         self.on_failure(conn, unsent, sent)
 

@@ -25,7 +25,9 @@ class Listener(Protocol):
 class SubscriberConnection(asyncio.Protocol):
     """Writes what it is given, hands every whole reply to the listener."""
 
-    def __init__(self, address: Address, listener: Listener, protocol: int) -> None:
+    def __init__(
+        self, address: Address, listener: Listener, protocol: int, auth: bytes = b""
+    ) -> None:
         self.address = address
         self.protocol = protocol
         self._listener = listener
@@ -36,9 +38,14 @@ class SubscriberConnection(asyncio.Protocol):
         self.closed = False
         self.closing = False
         self.failure = "connection lost"
+        # Sent first, answered here: AUTH (a refusal fails the connection), and HELLO 3 (the
+        # server map it answers is not the client's).
+        self._auth = auth
+        if auth:
+            self._out.append(auth)
         if protocol == 3:
-            # The server map HELLO answers is not the client's: the listener is told to skip it.
             self._out.append(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n")
+        self._unanswered = len(self._out)
 
     def send(self, frame: bytes) -> None:
         if self._transport is not None:
@@ -68,6 +75,17 @@ class SubscriberConnection(asyncio.Protocol):
             end = self._scanner.end_of(buf, pos)
             if end < 0:
                 break
+            if self._unanswered:
+                self._unanswered -= 1
+                if self._auth and buf[pos] == 45 and not self.closing:  # AUTH refused
+                    reason = bytes(buf[pos + 1 : end - 2]).decode(errors="replace")
+                    self.failure = f"authentication failed: {reason}"
+                    assert self._transport is not None
+                    self._transport.abort()
+                    return
+                self._auth = b""
+                pos = end
+                continue
             self._listener.received(self, bytes(buf[pos:end]))
             if self.closed:
                 return

@@ -1,0 +1,303 @@
+"""Authentication through real processes: a password-protected cluster with ACL users, the
+ambassador signing in to it, and clients signing in to the ambassador (server.client_auth)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import Ambassador, RawConnection, _free_port, resp
+from redis.crc import key_slot
+
+from redis_ambassador.localcluster import LocalCluster
+
+CLUSTER_PASSWORD = "cluster-pw-7f3a"
+APP_PASSWORD = "app-pw-91c2"
+REQUIREPASS = "client-pw-55d0"
+
+NOAUTH = b"-NOAUTH Authentication required.\r\n"
+WRONGPASS = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+NOAUTH_HELLO = (
+    b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO "
+    b"AUTH <user> <pass> option can be used to authenticate the client and select the RESP "
+    b"protocol version at the same time\r\n"
+)
+NOPERM_KEYS = (
+    b"-NOPERM this user has no permissions to access one of the keys used as arguments\r\n"
+)
+
+
+@pytest.fixture(scope="module")
+def secured() -> Iterator[LocalCluster]:
+    """A cluster whose nodes require a password, with the ACL user ``app`` (keys ``app:*``
+    only) on every node (ACL rules are per node)."""
+    with LocalCluster(masters=3, replicas_per_master=0, password=CLUSTER_PASSWORD) as local:
+        for node in local.nodes:
+            with local.client(node) as admin:
+                admin.execute_command(
+                    "ACL", "SETUSER", "app", "on", f">{APP_PASSWORD}", "~app:*", "+@all"
+                )
+        yield local
+
+
+@pytest.fixture
+def password_file(tmp_path: Path) -> Path:
+    path = tmp_path / "cluster-password"
+    path.write_text(CLUSTER_PASSWORD + "\n")  # as `echo` writes it
+    return path
+
+
+def _config(tmp_path: Path, password_file: Path, **server: object) -> str:
+    lines = ["[upstream]", f'password_file = "{password_file}"', "[server]"]
+    lines += [f"{key} = {value!r}".replace("'", '"') for key, value in server.items()]
+    path = tmp_path / "ambassador.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def _start(
+    start_ambassador: Callable[..., Ambassador],
+    local: LocalCluster,
+    config: str,
+    admin: bool = False,
+) -> Ambassador:
+    return start_ambassador(local, extra_args=("--config", config), admin=admin)
+
+
+def _metric(admin_port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as reply:
+        for line in reply.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+# -- the ambassador's own credentials ---------------------------------------------------------
+
+
+def test_the_upstream_password_from_a_file_serves_every_kind_of_connection_and_is_never_shown(
+    secured: LocalCluster,
+    start_ambassador: Callable[..., Ambassador],
+    password_file: Path,
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path, password_file)
+    ambassador = _start(start_ambassador, secured, config)
+    with ambassador.client(protocol=2) as client:
+        # Pool lanes (RESP2, and RESP3 below), discovery and the command table already worked.
+        for n in range(20):
+            client.set(f"k{n}", n)
+        assert client.mget([f"k{n}" for n in range(20)]) == [str(n).encode() for n in range(20)]
+        # A blocking command and WATCH run on connections of the client's own.
+        client.rpush("queue", "job")
+        assert client.blpop(["queue"], timeout=1) == (b"queue", b"job")
+        with client.pipeline() as tx:
+            tx.watch("k1")
+            tx.multi()
+            tx.incr("k1")
+            assert tx.execute() == [2]
+        # Subscriber connections.
+        pubsub = client.pubsub()
+        pubsub.subscribe("news")
+        assert pubsub.get_message(timeout=2)["type"] == "subscribe"  # type: ignore[index]
+        client.publish("news", "hello")
+        message = pubsub.get_message(timeout=2)
+        assert message is not None and message["data"] == b"hello"
+        pubsub.close()
+    with ambassador.client(protocol=3) as client:
+        assert client.get("k3") == b"3"
+    time.sleep(2.5)  # health checks ran (every second), signed in: no breaker opened
+    log = ambassador.stderr_text()
+    assert "circuit breaker" not in log and "health check" not in log, log
+    assert CLUSTER_PASSWORD not in log
+    checked = subprocess.run(
+        [sys.executable, "-m", "redis_ambassador", "config", "check", "--config", config,
+         "--seed", secured.seeds[0]],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "REDIS_AMBASSADOR_REQUIREPASS": REQUIREPASS},
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    assert f'upstream.password_file = "{password_file}"' in checked.stdout
+    assert 'server.requirepass = "<secret>"' in checked.stdout
+    assert CLUSTER_PASSWORD not in checked.stdout + checked.stderr
+    assert REQUIREPASS not in checked.stdout + checked.stderr
+
+
+def test_a_wrong_upstream_password_fails_the_start_clearly_without_showing_it(
+    secured: LocalCluster, tmp_path: Path
+) -> None:
+    wrong = "not-the-cluster-password"
+    result = subprocess.run(
+        [sys.executable, "-m", "redis_ambassador", "serve", "--listen",
+         f"127.0.0.1:{_free_port('127.0.0.1')}", "--seed", secured.seeds[0]],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "REDIS_AMBASSADOR_PASSWORD": wrong},
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "invalid username-password pair" in result.stderr, result.stderr
+    assert wrong not in result.stdout + result.stderr
+
+
+def test_a_node_refusing_the_ambassadors_auth_fails_its_commands_and_its_breaker(
+    secured: LocalCluster,
+    start_ambassador: Callable[..., Ambassador],
+    password_file: Path,
+    tmp_path: Path,
+) -> None:
+    ambassador = _start(start_ambassador, secured, _config(tmp_path, password_file))
+    key = "refused"
+    master = secured.master_for_slot(key_slot(key.encode()))
+    seen: list[str] = []
+    with ambassador.client(protocol=2) as client:
+        client.set(key, "v")
+        with secured.client(master) as admin:
+            admin.config_set("requirepass", "changed-pw")
+            try:
+                # The ambassador's connections are dropped: its new ones are refused.
+                admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+                deadline = time.monotonic() + 10
+                while "circuit breaker open" not in "".join(seen[-1:]):
+                    assert time.monotonic() < deadline, seen
+                    started = time.monotonic()
+                    with pytest.raises(redis.ResponseError) as raised:
+                        client.set(key, "v")  # a write: never sent again after its AUTH failed
+                    assert time.monotonic() - started < 6  # an error, not a hang
+                    seen.append(str(raised.value))
+            finally:
+                with secured.client(master, password="changed-pw") as changed:
+                    changed.config_set("requirepass", CLUSTER_PASSWORD)
+    assert any("authentication failed: WRONGPASS" in error for error in seen), seen
+    assert not any("changed-pw" in error or CLUSTER_PASSWORD in error for error in seen)
+    log = ambassador.stderr_text()
+    assert f"node {master.address}: circuit breaker closed -> open" in log, log
+    assert "authentication failed" in log, log
+    assert "changed-pw" not in log and CLUSTER_PASSWORD not in log
+
+
+# -- clients signing in: requirepass ---------------------------------------------------------
+
+
+def test_requirepass_mode_answers_noauth_and_wrongpass_byte_for_byte_as_redis(
+    secured: LocalCluster,
+    start_ambassador: Callable[..., Ambassador],
+    password_file: Path,
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path, password_file, client_auth="password", requirepass=REQUIREPASS)
+    ambassador = _start(start_ambassador, secured, config)
+    with RawConnection(ambassador.host, ambassador.port) as conn:
+        assert conn.exchange(resp("GET", "k")) == [NOAUTH]
+        assert conn.exchange(resp("PING")) == [NOAUTH]
+        assert conn.exchange(resp("HELLO", "3")) == [NOAUTH_HELLO]
+        assert conn.exchange(resp("AUTH", "wrong")) == [WRONGPASS]
+        assert conn.exchange(resp("AUTH", "default", "wrong")) == [WRONGPASS]
+        assert conn.exchange(resp("AUTH", "someone", REQUIREPASS)) == [WRONGPASS]
+        assert conn.exchange(resp("HELLO", "3", "AUTH", "default", "wrong")) == [WRONGPASS]
+        assert conn.exchange(resp("AUTH", "a", "b", "c")) == [b"-ERR syntax error\r\n"]
+        assert conn.exchange(resp("GET")) == [
+            b"-ERR wrong number of arguments for 'get' command\r\n"
+        ]
+        # Signed in and straight on in one write, as a pipelining client does.
+        assert conn.exchange(resp("AUTH", REQUIREPASS) + resp("SET", "k", "v"), 2) == [
+            b"+OK\r\n",
+            b"+OK\r\n",
+        ]
+        assert conn.exchange(resp("GET", "k")) == [b"$1\r\nv\r\n"]
+        # RESET signs out, as on Redis.
+        assert conn.exchange(resp("RESET") + resp("GET", "k"), 2) == [b"+RESET\r\n", NOAUTH]
+        hello = conn.exchange(resp("HELLO", "3", "AUTH", "default", REQUIREPASS))[0]
+        assert hello.startswith(b"%7\r\n") and b"proto\r\n:3\r\n" in hello
+        assert conn.exchange(resp("GET", "k")) == [b"$1\r\nv\r\n"]
+    with ambassador.client(protocol=3, password=REQUIREPASS) as client:  # redis-py's HELLO AUTH
+        assert client.get("k") == b"v"
+    assert REQUIREPASS not in ambassador.stderr_text()
+
+
+def test_without_client_auth_auth_is_answered_as_by_a_redis_without_a_password(
+    ambassador: Ambassador,
+) -> None:
+    with ambassador.raw() as conn:
+        assert conn.exchange(resp("AUTH", "x")) == [
+            b"-ERR AUTH <password> called without any password configured for the default "
+            b"user. Are you sure your configuration is correct?\r\n"
+        ]
+        assert conn.exchange(resp("AUTH", "default", "x")) == [b"+OK\r\n"]
+        assert conn.exchange(resp("AUTH", "someone", "x")) == [WRONGPASS]
+        assert conn.exchange(resp("PING")) == [b"+PONG\r\n"]
+
+
+def test_failed_auths_are_counted_and_an_address_over_the_limit_is_refused_unchecked(
+    secured: LocalCluster,
+    start_ambassador: Callable[..., Ambassador],
+    password_file: Path,
+    tmp_path: Path,
+) -> None:
+    config = _config(
+        tmp_path,
+        password_file,
+        client_auth="password",
+        requirepass=REQUIREPASS,
+        auth_max_failures=3,
+        auth_failure_window=60,
+    )
+    ambassador = _start(start_ambassador, secured, config, admin=True)
+    assert ambassador.admin_port is not None
+    with RawConnection(ambassador.host, ambassador.port) as conn:
+        for _ in range(3):
+            assert conn.exchange(resp("AUTH", "guess")) == [WRONGPASS]
+        # Even the right password is not checked now, from any connection of this address.
+        refused = conn.exchange(resp("AUTH", REQUIREPASS))[0]
+        assert refused.startswith(b"-ERR redis-ambassador: too many failed authentication")
+    with RawConnection(ambassador.host, ambassador.port) as conn:
+        assert conn.exchange(resp("AUTH", REQUIREPASS))[0].startswith(b"-ERR redis-ambassador")
+        assert conn.exchange(resp("GET", "k")) == [NOAUTH]
+    assert _metric(ambassador.admin_port, "redis_ambassador_auth_failures_total") == 3
+    assert _metric(ambassador.admin_port, "redis_ambassador_auth_refused_total") == 2
+    assert "failed AUTHs within 60s" in ambassador.stderr_text()
+
+
+# -- clients signing in: ACL users ------------------------------------------------------------
+
+
+def test_an_acl_user_runs_with_its_own_permissions_and_gets_redis_own_noperm(
+    secured: LocalCluster,
+    start_ambassador: Callable[..., Ambassador],
+    password_file: Path,
+    tmp_path: Path,
+) -> None:
+    ambassador = _start(
+        start_ambassador, secured, _config(tmp_path, password_file, client_auth="acl")
+    )
+    with RawConnection(ambassador.host, ambassador.port) as conn:
+        assert conn.exchange(resp("GET", "app:1")) == [NOAUTH]
+        assert conn.exchange(resp("AUTH", "app", "wrong")) == [WRONGPASS]
+        assert conn.exchange(resp("AUTH", "nobody", APP_PASSWORD)) == [WRONGPASS]
+        # Checked by the cluster; what follows in the same write waits for the verdict.
+        assert conn.exchange(
+            resp("AUTH", "app", APP_PASSWORD) + resp("SET", "app:1", "v") + resp("GET", "other"),
+            3,
+        ) == [b"+OK\r\n", b"+OK\r\n", NOPERM_KEYS]
+        for n in range(30):  # keys on every master: each node applies the user's rules
+            assert conn.exchange(resp("SET", f"other{n}", "x")) == [NOPERM_KEYS]
+            assert conn.exchange(resp("SET", f"app:n{n}", "x")) == [b"+OK\r\n"]
+        # Its own connections (a blocking command) run as the user too.
+        assert conn.exchange(resp("BLPOP", "otherlist", "1")) == [NOPERM_KEYS]
+        assert conn.exchange(resp("CLIENT", "INFO"))[0].find(b" user=app ") > 0
+    # redis-py's HELLO 3 AUTH user pass.
+    with ambassador.client(protocol=3, username="app", password=APP_PASSWORD) as client:
+        assert client.get("app:1") == b"v"
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.get("other")
+    # The default user with the cluster's password uses the ambassador's own connections.
+    with ambassador.client(protocol=2, password=CLUSTER_PASSWORD) as client:
+        assert client.set("other", "x")
+    log = ambassador.stderr_text()
+    assert APP_PASSWORD not in log and CLUSTER_PASSWORD not in log
+    assert "circuit breaker" not in log, log
