@@ -64,7 +64,7 @@ class _Facts(ServerFacts):
 
 
 async def _learn_cluster(
-    slot_map: SlotMap, via: Address, timeout: float, credentials: Credentials
+    slot_map: SlotMap, via: Address, timeout: float, credentials: Credentials, names: Names
 ) -> tuple[CommandTable, bytes]:
     """The command table (from the node that described the cluster) and the version to report:
     the lowest among all its masters and replicas, so a client never relies on a feature that
@@ -77,17 +77,22 @@ async def _learn_cluster(
     versions: list[bytes] = []
     async with anyio.create_task_group() as tg:
         for address in sorted(slot_map.masters | slot_map.replicas | {via}, key=str):
-            tg.start_soon(_collect_version, address, timeout, credentials, versions)
+            tg.start_soon(_collect_version, address, timeout, credentials, versions, names)
     return table, lowest_version(versions)
 
 
 async def _collect_version(
-    address: Address, timeout: float, credentials: Credentials, versions: list[bytes]
+    address: Address,
+    timeout: float,
+    credentials: Credentials,
+    versions: list[bytes],
+    names: Names,
 ) -> None:
     """Append the node's ``redis_version``; a node that does not answer is left out (a replica
     that is down must not stop the ambassador from starting)."""
     try:
-        client = await control_client(address, timeout, credentials)
+        dial = (await names.resolve(address))[0]
+        client = await control_client(dial, timeout, credentials)
         try:
             info = await client.execute_command("INFO", "server")
         finally:
@@ -235,7 +240,7 @@ async def serve(
             cluster.seeds, names, timeout, cluster.refresh_nodes, cluster.address_map, credentials
         )
         slot_map, via = found.slot_map, found.via
-        table, version = await _learn_cluster(slot_map, via, timeout, credentials)
+        table, version = await _learn_cluster(slot_map, via, timeout, credentials, names)
     except BaseException:
         sock.close()
         if admin is not None:

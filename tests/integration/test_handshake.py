@@ -216,12 +216,11 @@ def test_the_version_is_asked_of_every_master_and_replica(cluster: LocalCluster)
     before = _info_calls(cluster)
 
     async def learn() -> bytes:
-        found = await discover(
-            seeds, Names(system_lookup, 1.0, 5.0), 5.0, 1, lambda a: a, Credentials()
-        )
+        names = Names(system_lookup, 1.0, 5.0)
+        found = await discover(seeds, names, 5.0, 1, lambda a: a, Credentials())
         slot_map, via = found.slot_map, found.via
         assert len(slot_map.masters | slot_map.replicas) == len(cluster.nodes)
-        _, version = await _learn_cluster(slot_map, via, 5.0, Credentials())
+        _, version = await _learn_cluster(slot_map, via, 5.0, Credentials(), names)
         return version
 
     version = anyio.run(learn)
@@ -236,12 +235,11 @@ def test_a_node_that_does_not_answer_is_left_out_of_the_version(cluster: LocalCl
     dead = Address("127.0.0.1", _free_port())  # nothing listens there
 
     async def learn() -> bytes:
-        found = await discover(
-            seeds, Names(system_lookup, 1.0, 5.0), 5.0, 1, lambda a: a, Credentials()
-        )
+        names = Names(system_lookup, 1.0, 5.0)
+        found = await discover(seeds, names, 5.0, 1, lambda a: a, Credentials())
         slot_map, via = found.slot_map, found.via
         with_dead = SlotMap(slot_map.owners, slot_map.replicas | {dead})
-        _, version = await _learn_cluster(with_dead, via, 2.0, Credentials())
+        _, version = await _learn_cluster(with_dead, via, 2.0, Credentials(), names)
         return version
 
     assert (

@@ -192,6 +192,25 @@ def test_announced_addresses_are_mapped_to_reachable_ones_even_in_moved(
         _wait_announced(nodes, {node: node.port for node in nodes})
 
 
+def test_a_hung_node_does_not_slow_refreshes(
+    masters_only: LocalCluster, start_ambassador: Callable[..., Ambassador], tmp_path: Path
+) -> None:
+    """A paused node accepts connections and never answers: each refresh still asks it (it is
+    a master), but gives it a quarter second once the others answered, not the 2 s timeout."""
+    ambassador = start_ambassador(masters_only, extra_args=_config(tmp_path), admin=True)
+    node = masters_only.nodes[2]
+    counted = _refreshes(ambassador)
+    masters_only.pause(node)
+    try:
+        time.sleep(4.0)
+        during = _refreshes(ambassador) - counted
+    finally:
+        masters_only.resume(node)
+    masters_only.wait_healthy()
+    # Every 0.5 s plus 0.25 s of grace: about 5; waiting out the timeout would give at most 2.
+    assert during >= 4, during
+
+
 def _wait_announced(nodes: list[LocalNode], ports: dict[LocalNode, int]) -> None:
     """Until every node's CLUSTER NODES gives every node its port in ``ports`` (announced
     ports travel by gossip)."""

@@ -3,6 +3,7 @@ with the network replaced by a function (which node answers what)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import anyio
@@ -71,6 +72,9 @@ def test_nodes_only_other_views_know_are_kept_and_the_winner_says_where_a_node_i
 # -- the loop, with fetch_view replaced ------------------------------------------------------
 
 
+HANGS = TimeoutError("a node that accepts the connection and never answers")
+
+
 def run_discover(
     monkeypatch: pytest.MonkeyPatch,
     answers: dict[Address, View | Exception],
@@ -78,12 +82,16 @@ def run_discover(
     wanted: int,
     lookup: dict[str, list[str]] | None = None,
     address_map: AddressMap | None = None,
+    timeout: float = 5.0,
 ) -> tuple[discovery.Discovered, list[Address]]:
     asked: list[Address] = []
 
     async def fetch(address: Address, timeout: float, credentials: Credentials) -> View:
         asked.append(address)
         answer = answers.get(address, ConnectionRefusedError("refused"))
+        if answer is HANGS:
+            await anyio.sleep(timeout)
+            raise TimeoutError("timed out")
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -94,7 +102,7 @@ def run_discover(
         discovery.discover,
         candidates,
         names,
-        1.0,
+        timeout,
         wanted,
         address_map or AddressMap(),
         Credentials(),
@@ -152,3 +160,20 @@ def test_announced_addresses_are_mapped_in_the_result(monkeypatch: pytest.Monkey
     found, _ = run_discover(monkeypatch, {at(7000): view}, [at(7000)], 1, address_map=mapping)
     assert found.slot_map.masters == {at(7000)}
     assert found.slot_map.nodes == {"a": at(7000)}
+
+
+def test_a_hung_node_costs_a_refresh_the_grace_not_the_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers: dict[Address, View | Exception] = {
+        at(1): HANGS,
+        at(2): View(one_master(at(2)), 1, at(2)),
+    }
+    started = time.monotonic()
+    found, _ = run_discover(monkeypatch, answers, [at(1), at(2)], wanted=3)
+    elapsed = time.monotonic() - started
+    assert found.via == at(2) and found.answered == 1
+    assert elapsed < discovery.STRAGGLER_GRACE + 1.0 < 5.0, elapsed  # 5 s: the timeout
+    # With nobody answering, the timeout is waited out, and every problem named.
+    with pytest.raises(ClusterUnreachable, match=r"(?=.*:1: timed out)(?=.*:3: refused)"):
+        run_discover(monkeypatch, {at(1): HANGS}, [at(1), at(3)], wanted=3, timeout=0.5)

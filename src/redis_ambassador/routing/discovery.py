@@ -24,6 +24,10 @@ from redis_ambassador.upstream.names import Names
 
 log = logging.getLogger(__name__)
 
+# Seconds the rest of a wave of nodes gets once one has answered (healthy nodes answer in a
+# millisecond or so; a hung one would otherwise cost every refresh the connect timeout).
+STRAGGLER_GRACE = 0.25
+
 
 @dataclass(frozen=True)
 class View:
@@ -87,7 +91,8 @@ async def fetch_view(address: Address, timeout: float, credentials: Credentials)
             )
         epoch = config_epoch(await client.execute_command("CLUSTER", "NODES"))
     finally:
-        await client.aclose()
+        with anyio.CancelScope(shield=True):  # a straggler cut off still closes its socket
+            await client.aclose()
     return View(slot_map, epoch, address)
 
 
@@ -100,38 +105,59 @@ async def discover(
     credentials: Credentials,
 ) -> Discovered:
     """Views from up to ``wanted`` candidates (asked ``wanted`` at a time, in order, until
-    that many answered), the best chosen; raises ClusterUnreachable if none answers."""
+    that many answered), the best chosen; raises ClusterUnreachable if none answers.
+
+    Once one node of a wave has answered, the others get ``STRAGGLER_GRACE`` seconds more: a
+    hung node (paused, or a host gone without a reset) must not hold every refresh for the
+    whole timeout while its peers answer at once."""
     views: list[View] = []
     problems: list[str] = []
     asked: set[Address] = set()
 
-    async def ask(address: Address) -> None:
-        try:
-            dial = await names.resolve(address)
-        except OSError as exc:
-            problems.append(f"{address}: {exc}")
-            return
-        async with anyio.create_task_group() as tg:
-            for each in dial:
-                if each not in asked:
-                    asked.add(each)
-                    tg.start_soon(ask_at, each, address)
+    async def wave(addresses: list[Address]) -> None:
+        answered = anyio.Event()  # a view came back, or every node of the wave failed
+        finished = anyio.Event()
+        left = len(addresses)
 
-    async def ask_at(dial: Address, address: Address) -> None:
-        try:
-            views.append(await fetch_view(dial, timeout, credentials))
-        except (RedisError, OSError, TimeoutError, RuntimeError) as exc:
-            # RuntimeError: uvloop's, when a node dies while redis-py is still connecting
-            # ("unable to perform operation on <TCPTransport closed=True>").
-            named = str(address) if dial == address else f"{address} ({dial})"
-            problems.append(f"{named}: {exc or type(exc).__name__}")
+        async def ask(address: Address) -> None:
+            nonlocal left
+            try:
+                dial = await names.resolve(address)
+                async with anyio.create_task_group() as tg:
+                    for each in dial:
+                        if each not in asked:
+                            asked.add(each)
+                            tg.start_soon(ask_at, each, address)
+            except OSError as exc:
+                problems.append(f"{address}: {exc}")
+            finally:
+                left -= 1
+                if not left:
+                    finished.set()
+                    answered.set()
+
+        async def ask_at(dial: Address, address: Address) -> None:
+            try:
+                views.append(await fetch_view(dial, timeout, credentials))
+                answered.set()
+            except (RedisError, OSError, TimeoutError, RuntimeError) as exc:
+                # RuntimeError: uvloop's, when a node dies while redis-py is still connecting
+                # ("unable to perform operation on <TCPTransport closed=True>").
+                named = str(address) if dial == address else f"{address} ({dial})"
+                problems.append(f"{named}: {exc or type(exc).__name__}")
+
+        async with anyio.create_task_group() as tg:
+            for address in addresses:
+                tg.start_soon(ask, address)
+            await answered.wait()
+            with anyio.move_on_after(STRAGGLER_GRACE):
+                await finished.wait()
+            tg.cancel_scope.cancel()
 
     waiting = list(dict.fromkeys(candidates))
     while waiting and len(views) < wanted:
-        wave, waiting = waiting[: wanted - len(views)], waiting[wanted - len(views) :]
-        async with anyio.create_task_group() as tg:
-            for address in wave:
-                tg.start_soon(ask, address)
+        next_wave, waiting = waiting[: wanted - len(views)], waiting[wanted - len(views) :]
+        await wave(next_wave)
     if not views:
         raise ClusterUnreachable("no cluster node answered: " + "; ".join(problems or ["no seeds"]))
     best = choose(views)
