@@ -29,6 +29,9 @@ NOAUTH_HELLO = (
     b"AUTH <user> <pass> option can be used to authenticate the client and select the RESP "
     b"protocol version at the same time\r\n"
 )
+NOPERM_CHANNELS = (
+    b"-NOPERM this user has no permissions to access one of the channels used as arguments\r\n"
+)
 NOPERM_KEYS = (
     b"-NOPERM this user has no permissions to access one of the keys used as arguments\r\n"
 )
@@ -218,6 +221,10 @@ def test_requirepass_mode_answers_noauth_and_wrongpass_byte_for_byte_as_redis(
             b"+OK\r\n",
         ]
         assert conn.exchange(resp("GET", "k")) == [b"$1\r\nv\r\n"]
+        # AUTH is never queued in a transaction (it would sign in a shared node connection).
+        queued = conn.exchange(resp("MULTI") + resp("AUTH", REQUIREPASS) + resp("EXEC"), 3)
+        assert queued[0] == b"+OK\r\n" and queued[1].startswith(b"-ERR redis-ambassador")
+        assert queued[2].startswith(b"-EXECABORT")
         # RESET signs out, as on Redis.
         assert conn.exchange(resp("RESET") + resp("GET", "k"), 2) == [b"+RESET\r\n", NOAUTH]
         hello = conn.exchange(resp("HELLO", "3", "AUTH", "default", REQUIREPASS))[0]
@@ -225,6 +232,16 @@ def test_requirepass_mode_answers_noauth_and_wrongpass_byte_for_byte_as_redis(
         assert conn.exchange(resp("GET", "k")) == [b"$1\r\nv\r\n"]
     with ambassador.client(protocol=3, password=REQUIREPASS) as client:  # redis-py's HELLO AUTH
         assert client.get("k") == b"v"
+    # MONITOR shows what clients run, but never a password.
+    with RawConnection(ambassador.host, ambassador.port) as monitor:
+        assert monitor.exchange(resp("AUTH", REQUIREPASS) + resp("MONITOR"), 2) == [b"+OK\r\n"] * 2
+        with RawConnection(ambassador.host, ambassador.port) as conn:
+            signed_in = resp("AUTH", REQUIREPASS) + resp(
+                "HELLO", "2", "AUTH", "default", REQUIREPASS
+            )
+            assert len(conn.exchange(signed_in + resp("GET", "k"), 3)) == 3
+        seen = monitor.read_reply()
+        assert b'"GET" "k"' in seen and REQUIREPASS.encode() not in seen
     assert REQUIREPASS not in ambassador.stderr_text()
 
 
@@ -295,8 +312,10 @@ def test_an_acl_user_runs_with_its_own_permissions_and_gets_redis_own_noperm(
         for n in range(30):  # keys on every master: each node applies the user's rules
             assert conn.exchange(resp("SET", f"other{n}", "x")) == [NOPERM_KEYS]
             assert conn.exchange(resp("SET", f"app:n{n}", "x")) == [b"+OK\r\n"]
-        # Its own connections (a blocking command) run as the user too.
+        # Its own connections (a blocking command, subscriptions) run as the user too.
         assert conn.exchange(resp("BLPOP", "otherlist", "1")) == [NOPERM_KEYS]
+        assert conn.exchange(resp("SUBSCRIBE", "news", "sports")) == [NOPERM_CHANNELS]
+        assert conn.exchange(resp("PING")) == [b"+PONG\r\n"]
         assert conn.exchange(resp("CLIENT", "INFO"))[0].find(b" user=app ") > 0
     # redis-py's HELLO 3 AUTH user pass.
     with ambassador.client(protocol=3, username="app", password=APP_PASSWORD) as client:

@@ -49,15 +49,21 @@ _RESUBSCRIBE_ATTEMPTS = 120
 class _Owed:
     """The confirmations one command is owed (``batch`` None: our own resubscription)."""
 
-    __slots__ = ("batch", "expected", "got", "index", "kind")
+    __slots__ = ("batch", "expected", "got", "index", "kind", "names")
 
     def __init__(
-        self, batch: Batch | Gather | None, index: int, kind: bytes, expected: int
+        self,
+        batch: Batch | Gather | None,
+        index: int,
+        kind: bytes,
+        expected: int,
+        names: list[bytes] | tuple[()] = (),
     ) -> None:
         self.batch = batch
         self.index = index
         self.kind = kind
         self.expected = expected
+        self.names = names  # what a subscribing command asked for
         self.got: list[bytes] = []
 
 
@@ -186,7 +192,7 @@ class Subscriptions:
                 current.difference_update(names)
             else:
                 current.clear()
-        owed = _Owed(batch, i, kind, expected)
+        owed = _Owed(batch, i, kind, expected, names if kind in _SUBSCRIBE else ())
         link.owed.append(owed)
         link.conn.send(encode_command(args))
         return owed
@@ -236,6 +242,17 @@ class Subscriptions:
             return
         if owed is None:
             self._client.push(reply)  # nothing asked for it: pass it on rather than lose it
+            return
+        if reply[:1] in (b"-", b"!") and not owed.got:
+            # Refused whole (-NOPERM for a channel the node's user may not use): one error
+            # instead of the confirmations, and nothing was subscribed.
+            link.owed.popleft()
+            if owed.names:
+                getattr(link, _SUBSCRIBE[owed.kind]).difference_update(owed.names)
+            if owed.batch is not None:
+                owed.batch.fill(owed.index, reply)
+            if self.idle:
+                self._client.unsubscribed()
             return
         owed.got.append(reply)
         if len(owed.got) < owed.expected:
