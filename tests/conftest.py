@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from redis_ambassador.localcluster import LocalCluster, RedisServerNotFound, plain_client
+from redis_ambassador.localcluster import LocalCluster, RedisServerNotFound
+from redis_ambassador.localservers import LocalSentinelSet, LocalStandalone
 
 # Imported here before pytest may load it as a plugin (tests/integration/test_chaos_plugin.py):
 # rewrite its asserts now, as pytest would then (unless its entry point loaded it already).
@@ -55,9 +51,6 @@ def cluster() -> Iterator[LocalCluster]:
 # Every ambassador a test starts would otherwise bind the admin listener's default port
 # (127.0.0.1:9090) and collide with the next one: off unless a test asks for it (--admin).
 os.environ.setdefault("REDIS_AMBASSADOR_ADMIN", "off")
-
-_AMBASSADOR_STOP_TIMEOUT = 10.0
-_AMBASSADOR_START_ATTEMPTS = 3
 
 
 def _die_with_parent() -> None:
@@ -103,21 +96,27 @@ def ambassador(
 def start_ambassador(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Ambassador]]:
-    """Factory: ``start_ambassador(local_cluster, pool_size=None, extra_args=(), admin=False)``
-    (more `serve` flags in ``extra_args``; ``admin``: an admin listener on a free port, in
-    ``admin_port``); every one started is stopped at the end of the session."""
+    """Factory: ``start_ambassador(local, pool_size=None, extra_args=(), admin=False)`` in
+    front of a LocalCluster, LocalStandalone or LocalSentinelSet (its ``serve_args`` say which
+    backend; more `serve` flags in ``extra_args``; ``admin``: an admin listener on a free port,
+    in ``admin_port``); every one started is stopped at the end of the session."""
     started: list[Ambassador] = []
     log_dir = tmp_path_factory.mktemp("ambassadors")
 
     def start(
-        local: LocalCluster,
+        local: LocalCluster | LocalStandalone | LocalSentinelSet,
         *,
         pool_size: int | None = None,
         extra_args: tuple[str, ...] = (),
         admin: bool = False,
     ) -> Ambassador:
+        backend = getattr(local, "serve_args", ())
         running = Ambassador.start(
-            local.seeds, log_dir, pool_size=pool_size, extra_args=extra_args, admin=admin
+            local.seeds,
+            log_dir,
+            pool_size=pool_size,
+            extra_args=(*backend, *extra_args),
+            admin=admin,
         )
         started.append(running)
         return running
@@ -129,95 +128,54 @@ def start_ambassador(
             running.stop()
 
 
-# -- a plain standalone redis-server, the reference the ambassador must be indistinguishable from --
+# -- servers that are not a cluster: the standalone reference, and the other backends ------------
 
-_STANDALONE_READY_TIMEOUT = 15.0
+# The plain standalone redis-server the ambassador must be indistinguishable from (the same
+# binary as the cluster's nodes, so the same version).
+StandaloneRedis = LocalStandalone
 
 
-class StandaloneRedis:
-    """One plain (not cluster) ``redis-server`` on a free port, without persistence: the same
-    binary as the cluster's nodes, so the same version."""
-
-    def __init__(self, host: str, port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-        self.host = host
-        self.port = port
-        self.process = process
-        self.log = log
-
-    @classmethod
-    def start(cls, directory: Path) -> StandaloneRedis:
-        """Launch and return once it answers as *this* process (a port taken between picking
-        and binding is retried on another)."""
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not on PATH (run scripts/bootstrap)", pytrace=False)
-        for attempt in range(_AMBASSADOR_START_ATTEMPTS):
-            host, port = "127.0.0.1", _free_port("127.0.0.1")
-            log = directory / f"redis-{port}.log"
-            process = subprocess.Popen(
-                [binary, "--port", str(port), "--bind", host, "--save", "", "--appendonly", "no",
-                 "--dir", str(directory), "--logfile", str(log)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
-            )  # fmt: skip
-            server = cls(host, port, process, log)
-            if server._wait_ready():
-                return server
-            server.stop()
-            if attempt == _AMBASSADOR_START_ATTEMPTS - 1:
-                raise AssertionError(f"standalone redis-server never started (log: {log})")
-        raise AssertionError("unreachable")
-
-    def _wait_ready(self) -> bool:
-        """True once PING answers and INFO names our pid; False if the port was taken."""
-        deadline = time.monotonic() + _STANDALONE_READY_TIMEOUT
-        admin = self.client(socket_timeout=1.0, socket_connect_timeout=1.0, protocol=2)
-        try:
-            while True:
-                if self.process.poll() is not None:
-                    log = self.log.read_text(errors="replace") if self.log.exists() else ""
-                    if "Address already in use" in log:
-                        return False
-                    raise AssertionError(
-                        f"standalone redis-server exited with code {self.process.returncode}:\n"
-                        f"{log[-2000:]}"
-                    )
-                try:
-                    if admin.ping() and int(admin.info("server")["process_id"]) == self.process.pid:
-                        return True
-                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
-                    pass
-                if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"standalone redis-server on port {self.port} never answered PING"
-                    )
-                time.sleep(0.02)
-        finally:
-            admin.close()
-
-    def client(self, **options: Any) -> redis.Redis:
-        """redis-py pointed at the server: bytes replies, no silent retries."""
-        return plain_client(self.host, self.port, **options)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=_AMBASSADOR_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+def _start_or_fail(local: LocalStandalone | LocalSentinelSet) -> None:
+    try:
+        local.start()
+    except RedisServerNotFound as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def standalone_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneRedis]:
+def standalone_redis() -> Iterator[LocalStandalone]:
     """A plain standalone redis-server for the whole session, to compare the ambassador with.
     Tests that write to it flush it first; it is killed at the end of the session."""
-    server = StandaloneRedis.start(tmp_path_factory.mktemp("standalone"))
+    server = LocalStandalone()
+    _start_or_fail(server)
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def standalone_backend() -> Iterator[LocalStandalone]:
+    """A standalone redis-server for one test module to serve through the ambassador
+    (``start_ambassador(standalone_backend)`` passes ``--backend standalone``)."""
+    server = LocalStandalone()
+    _start_or_fail(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def sentinel_set() -> Iterator[LocalSentinelSet]:
+    """A master, one replica and three sentinels monitoring them as "mymaster", for one test
+    (failovers change it)."""
+    local = LocalSentinelSet()
+    _start_or_fail(local)
+    try:
+        yield local
+    finally:
+        local.stop()
 
 
 # -- raw sockets, for byte-level tests -------------------------------------------------------------

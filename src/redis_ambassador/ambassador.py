@@ -31,9 +31,10 @@ from redis_ambassador.faults.rules import Faults
 from redis_ambassador.operations.listener import AdminRoutes, start_admin
 from redis_ambassador.operations.metrics import registry_for
 from redis_ambassador.reload import plan_reload
+from redis_ambassador.routing.backends import OneShard, backend_for
 from redis_ambassador.routing.discovery import discover
 from redis_ambassador.routing.router import Router, ServerFacts
-from redis_ambassador.routing.topology import SlotMap, control_client
+from redis_ambassador.routing.topology import ClusterUnreachable, SlotMap, control_client
 from redis_ambassador.server.auth import ClientAuth
 from redis_ambassador.server.client import ClientConnection, ClientRegistry
 from redis_ambassador.upstream.credentials import Credentials
@@ -103,6 +104,14 @@ async def _collect_version(
     for line in info.splitlines():
         if line.startswith(b"redis_version:"):
             versions.append(line.split(b":", 1)[1].strip())
+
+
+async def _first_master(backend: OneShard) -> tuple[SlotMap, Address]:
+    """The backend's first slot map, and its master (to learn the command table from)."""
+    slot_map = await backend.fetch()
+    if not slot_map.masters:
+        raise ClusterUnreachable(f"the {backend.name} backend has no reachable master")
+    return slot_map, next(iter(slot_map.masters))
 
 
 def lowest_version(versions: Iterable[bytes]) -> bytes:
@@ -235,11 +244,21 @@ async def serve(
             admin_address = Address(config.server.admin.host, admin_sock.getsockname()[1])
             log.info("admin HTTP on http://%s (/metrics, /healthz, /readyz)", admin_address)
         names = Names(lookup, config.cluster.resolve_interval, timeout)
-        cluster = config.cluster
-        found = await discover(
-            cluster.seeds, names, timeout, cluster.refresh_nodes, cluster.address_map, credentials
-        )
-        slot_map, via = found.slot_map, found.via
+        backend = backend_for(config, credentials)
+        found = None
+        if backend is None:
+            cluster = config.cluster
+            found = await discover(
+                cluster.seeds,
+                names,
+                timeout,
+                cluster.refresh_nodes,
+                cluster.address_map,
+                credentials,
+            )
+            slot_map, via = found.slot_map, found.via
+        else:
+            slot_map, via = await _first_master(backend)
         table, version = await _learn_cluster(slot_map, via, timeout, credentials, names)
     except BaseException:
         sock.close()
@@ -247,19 +266,22 @@ async def serve(
             admin.close()
         raise
     log.info(
-        "cluster found via %s: %d masters, %d commands known, Redis %s",
-        via, len(slot_map.masters), len(table), version.decode(),
+        "%s found via %s: %d masters, %d commands known, Redis %s",
+        config.cluster.backend, via, len(slot_map.masters), len(table), version.decode(),
     )  # fmt: skip
     clients = ClientRegistry()
     facts = _Facts(version, clients)
     async with anyio.create_task_group() as tg:
         upstream = Upstream(tg, config.upstream, names, credentials)
         faults = _chaos(config, table)
-        router = Router(config, upstream, table, facts, client_auth, faults)
+        router = Router(config, upstream, table, facts, client_auth, faults, backend=backend)
         router.apply(slot_map)
-        router.stats.epoch, router.stats.views = found.epoch, found.answered
+        if found is not None:
+            router.stats.epoch, router.stats.views = found.epoch, found.answered
         server = await loop.create_server(lambda: ClientConnection(router, clients), sock=sock)
         tg.start_soon(router.run_refresher, name="topology refresher")
+        if backend is not None:
+            tg.start_soon(backend.watch, router.request_refresh, name="backend events")
         tg.start_soon(upstream.run_watchdog, config.upstream.command_timeout, name="watchdog")
         tg.start_soon(
             run_health_checks,

@@ -15,6 +15,7 @@ from anyio.abc import TaskStatus
 from redis_ambassador import __version__, logs
 from redis_ambassador.ambassador import ListenError, Running, serve
 from redis_ambassador.config import (
+    BACKENDS,
     DEV_DEFAULTS,
     Address,
     Config,
@@ -66,7 +67,14 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML config file")
     parser.add_argument("--listen", metavar="HOST:PORT", help="default 127.0.0.1:6379")
     parser.add_argument(
-        "--seed", metavar="HOST:PORT", action="append", help="a cluster node (repeatable)"
+        "--seed",
+        metavar="HOST:PORT",
+        action="append",
+        help="a cluster node, the standalone server, or a sentinel (repeatable)",
+    )
+    parser.add_argument("--backend", choices=BACKENDS, help="what the seeds are (default cluster)")
+    parser.add_argument(
+        "--sentinel-master", metavar="NAME", help="the sentinels' name for the master"
     )
     _add_tuning_flags(parser)
 
@@ -115,6 +123,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     return {
         "server.listen": getattr(args, "listen", None),
         "cluster.seeds": getattr(args, "seed", None),
+        "cluster.backend": getattr(args, "backend", None),
+        "cluster.sentinel_master": getattr(args, "sentinel_master", None),
         "upstream.pool_size": args.pool_size,
         "upstream.connect_timeout": args.connect_timeout,
         "upstream.command_timeout": args.command_timeout,

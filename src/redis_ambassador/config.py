@@ -24,7 +24,9 @@ broken file is reported instead of silently masked. Numeric limits:
 Command lists (``commands.deny``, ``commands.allow``) hold command names as Redis's ACL writes
 them: ``flushall``, or ``config|set`` for one subcommand; any letter case, stored lower-case.
 From the environment they are separated by commas or spaces. ``commands.cluster_view`` is one
-of the words it lists (``single``, ``real``), in any letter case.
+of the words it lists (``single``, ``real``), in any letter case; its default follows
+``cluster.backend`` (``single`` for a cluster, ``real`` for one server: see ``_load_values``).
+A standalone backend takes exactly one seed.
 
 ``redis-ambassador dev`` starts from different defaults (``DEV_DEFAULTS``: every command
 allowed, chaos enabled with in-band control); files, the environment and flags still override
@@ -69,6 +71,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "BACKENDS",
     "DEFAULT_DENIED",
     "DEV_DEFAULTS",
     "ENV_PREFIX",
@@ -304,13 +307,33 @@ class ServerConfig:
     )
 
 
+# cluster.backend's words, in the order the help lists them.
+BACKENDS = ("cluster", "standalone", "sentinel")
+
+
 @dataclass(frozen=True)
 class ClusterConfig:
     """TOML section ``[cluster]``: finding and tracking the cluster topology."""
 
+    backend: str = field(
+        default="cluster",
+        metadata={
+            "help": "what is behind the ambassador: 'cluster' (a Redis Cluster), 'standalone' "
+            "(one Redis server: no slots, every command passes through) or 'sentinel' (the "
+            "master of cluster.sentinel_master and its replicas, found from Redis Sentinels)",
+            "choices": BACKENDS,
+        },
+    )
     seeds: tuple[Address, ...] = field(
         default=(),
-        metadata={"help": "host:port of nodes of an existing cluster; `serve` needs at least one"},
+        metadata={
+            "help": "host:port of nodes of an existing cluster (backend 'standalone': the one "
+            "server; 'sentinel': the sentinels); `serve` needs at least one"
+        },
+    )
+    sentinel_master: str = field(
+        default="mymaster",
+        metadata={"help": "backend 'sentinel': the name the sentinels monitor the master by"},
     )
     refresh_interval: float = _seconds(30.0, "seconds between periodic topology refreshes")
     min_refresh_interval: float = _seconds(
@@ -453,7 +476,9 @@ class CommandsConfig:
         default="single",
         metadata={
             "help": "CLUSTER INFO/SLOTS/SHARDS/NODES: 'single' describes the ambassador as one "
-            "node owning every slot (for cluster-aware clients); 'real' asks a master (operators)",
+            "node owning every slot (for cluster-aware clients); 'real' asks a master (operators; "
+            "the default with a standalone or sentinel backend, whose server says it has no "
+            "cluster support)",
             "choices": ("single", "real"),
         },
     )
@@ -1105,6 +1130,10 @@ def _load_values(
             origins[dotted] = "flag"
 
     _check_consistency(values)
+    if values["cluster.backend"][0] != "cluster" and origins["commands.cluster_view"] == "default":
+        # In front of one server, CLUSTER is answered as that server answers it ("cluster
+        # support disabled"), unless the one-node cluster view is asked for.
+        values["commands.cluster_view"] = ("real", "default")
     return values, origins
 
 
@@ -1153,6 +1182,24 @@ def _check_consistency(values: Mapping[str, tuple[object, str]]) -> None:
             "server.requirepass_file",
             key="server.client_auth",
             source=mode_source,
+        )
+    backend, backend_source = values["cluster.backend"]
+    seeds, seeds_source = values["cluster.seeds"]
+    assert isinstance(seeds, tuple)
+    if backend == "standalone" and len(seeds) > 1:
+        raise ConfigError(
+            f"cluster.seeds (from {seeds_source}): the standalone backend is one server, "
+            f"so one seed, not {len(seeds)} (cluster.backend from {backend_source})",
+            key="cluster.seeds",
+            source=seeds_source,
+        )
+    name, name_source = values["cluster.sentinel_master"]
+    if backend == "sentinel" and not str(name).strip():
+        raise ConfigError(
+            f"cluster.sentinel_master = {name!r} (from {name_source}): the sentinel backend "
+            "needs the name the sentinels monitor the master by",
+            key="cluster.sentinel_master",
+            source=name_source,
         )
     low, low_source = values["cluster.min_refresh_interval"]
     high, high_source = values["cluster.refresh_interval"]

@@ -556,3 +556,46 @@ def test_address_map_errors_name_the_item(tmp_path: Path) -> None:
     assert "announced=reachable" in error_of(env={"REDIS_AMBASSADOR_ADDRESS_MAP": "a:1"})
     path = write(tmp_path, '[cluster]\naddress_map = ["a:1=b:2"]\n')
     assert "must be a table" in error_of(path=path, env={})
+
+
+# --- backends ------------------------------------------------------------------------------
+
+
+def test_backend_is_cluster_unless_set_by_file_env_or_flag(tmp_path: Path) -> None:
+    assert load_config(None, env={}).cluster.backend == "cluster"
+    path = write(tmp_path, '[cluster]\nbackend = "sentinel"\nsentinel_master = "cache"\n')
+    config = load_config(path, env={})
+    assert (config.cluster.backend, config.cluster.sentinel_master) == ("sentinel", "cache")
+    env = {"REDIS_AMBASSADOR_BACKEND": " Standalone ", "REDIS_AMBASSADOR_SEEDS": "h:1"}
+    assert load_config(None, env=env).cluster.backend == "standalone"
+    flags = {"cluster.backend": "sentinel", "cluster.sentinel_master": "other"}
+    assert load_config(None, env={}, overrides=flags).cluster.sentinel_master == "other"
+
+
+def test_backend_with_another_word_and_an_empty_master_name_are_errors(tmp_path: Path) -> None:
+    assert error_of(env={"REDIS_AMBASSADOR_BACKEND": "proxy"}) == (
+        "config error: cluster.backend = 'proxy' (from REDIS_AMBASSADOR_BACKEND): "
+        "must be 'cluster' or 'standalone' or 'sentinel'"
+    )
+    path = write(tmp_path, '[cluster]\nbackend = "sentinel"\nsentinel_master = " "\n')
+    assert error_of(path=path, env={}).endswith(
+        "the sentinel backend needs the name the sentinels monitor the master by"
+    )
+
+
+def test_a_standalone_backend_takes_one_seed() -> None:
+    env = {"REDIS_AMBASSADOR_BACKEND": "standalone", "REDIS_AMBASSADOR_SEEDS": "a:1 b:2"}
+    assert error_of(env=env) == (
+        "config error: cluster.seeds (from REDIS_AMBASSADOR_SEEDS): the standalone backend is "
+        "one server, so one seed, not 2 (cluster.backend from REDIS_AMBASSADOR_BACKEND)"
+    )
+
+
+def test_cluster_view_defaults_to_the_servers_own_answer_in_front_of_one_server(
+    tmp_path: Path,
+) -> None:
+    for backend in ("standalone", "sentinel"):
+        env = {"REDIS_AMBASSADOR_BACKEND": backend}
+        assert load_config(None, env=env).commands.cluster_view == "real"
+        env["REDIS_AMBASSADOR_CLUSTER_VIEW"] = "single"
+        assert load_config(None, env=env).commands.cluster_view == "single"

@@ -94,11 +94,13 @@ class Placement:
         owner: Callable[[int], Address | None],
         connect: Callable[[SubscriberConnection, Address], None],
         refresh: Callable[[], None],
+        slot_of: Callable[[bytes], int] = key_slot,
     ) -> None:
         self.any_master = any_master
         self.owner = owner
         self.connect = connect
         self.refresh = refresh
+        self.slot_of = slot_of  # a shard channel's slot (always 0 with one server behind)
 
 
 class Subscriptions:
@@ -152,8 +154,9 @@ class Subscriptions:
             for j, link in enumerate(links):
                 self._send(link, gather, j, args)
             return None
-        slot = key_slot(args[1])
-        if any(key_slot(channel) != slot for channel in args[2:]):
+        slot_of = self._placement.slot_of
+        slot = slot_of(args[1])
+        if any(slot_of(channel) != slot for channel in args[2:]):
             return errors.CROSSSLOT
         link = self._shard_link(slot)
         if link is None:

@@ -15,7 +15,7 @@ import math
 import random
 import time
 from binascii import crc_hqx
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
@@ -72,6 +72,7 @@ from redis_ambassador.upstream.pool import NodePool, Upstream
 from redis_ambassador.upstream.retry import NEVER, Attempt, RetryBudget, RetryPolicy
 
 if TYPE_CHECKING:
+    from redis_ambassador.routing.backends import OneShard
     from redis_ambassador.server.client import Batch, ClientConnection
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,8 @@ _INCOMPLETE_REFRESH = 1.0
 # Seconds between log lines while topology refreshes keep failing.
 _REPORT_EVERY = 10.0
 # Refusals after which the slot may have a new master: ask for the topology.
-_TOPOLOGY_HINTS = (b"-CLUSTERDOWN", b"-MASTERDOWN")
+# READONLY: a master demoted to replica by Sentinel (a cluster answers MOVED instead).
+_TOPOLOGY_HINTS = (b"-CLUSTERDOWN", b"-MASTERDOWN", b"-READONLY")
 # Blocking only when given BLOCK; without it they are ordinary reads.
 _BLOCK_OPTION = {"xread": b"block", "xreadgroup": b"block"}
 # Transaction commands answered or run by the router; all but UNWATCH (which Redis queues)
@@ -98,6 +100,9 @@ _PUBSUB_COMMANDS = frozenset(
 # reach the whole cluster; one node makes PUBLISH's count include the ambassador's subscribers).
 _PUBSUB_SLOT = 0
 _PRIVATE_CONNECTION = "subscriptions need a node connection of the client's own"
+# Commands a server without cluster support refuses ("cluster support disabled"): with one
+# server behind and cluster_view "real", it answers them itself.
+_CLUSTER_ONLY = frozenset(["cluster", "readonly", "readwrite", "asking"])
 # Answered here outside a transaction; inside one, the node's answer is the same.
 _NODE_ANSWERS_ALIKE = frozenset(["ping", "echo"])
 # Commands that may carry a password: checked by the router, never queued in a transaction
@@ -182,11 +187,16 @@ class Router:
         facts: ServerFacts,
         client_auth: ClientAuth,
         faults: Faults | None = None,
+        backend: OneShard | None = None,
     ) -> None:
         self.pool_size = config.upstream.pool_size
         self.client_auth = client_auth
         self.upstream_auth = upstream.credentials.auth_frame  # what a new client's own
         # node connections sign in with
+        # One server behind (standalone, Sentinel; None: a cluster): every key is in "slot 0",
+        # so no command is refused or split for its keys' slots.
+        self._one_shard = backend
+        self._slot_of: Callable[[bytes], int] = key_slot if backend is None else _only_slot
         self._upstream = upstream
         self._table = table
         self.facts = facts
@@ -222,6 +232,7 @@ class Router:
             owner=lambda slot: self._address_of(self._owners[slot]),
             connect=upstream.connect,
             refresh=self.request_refresh,
+            slot_of=self._slot_of,
         )
         upstream.on_redirect = self._redirected
         upstream.on_failure = self._connection_failed
@@ -241,6 +252,8 @@ class Router:
         self._split_cross_slot = config.commands.split_cross_slot
         # Local commands a node answers instead (CLUSTER INFO/SLOTS/... with cluster_view "real").
         self._to_node = REAL_VIEW if config.commands.cluster_view == "real" else frozenset()
+        if self._to_node and self._one_shard is not None:
+            self._to_node = self._cluster_only()
         self._policy = CommandPolicy.from_config(config.commands)
         for problem in self._policy.problems(self._table):
             log.warning("command policy: %s", problem)
@@ -271,6 +284,16 @@ class Router:
         assert self.faults is not None
         self._track_fast()
         self._upstream.partition(self.faults.partitioned())
+
+    def _cluster_only(self) -> frozenset[str]:
+        """Every name (subcommands too) of the commands a server without cluster support
+        answers with its own error."""
+        specs = [spec for spec in self._table.specs() if spec.name in _CLUSTER_ONLY]
+        return frozenset(
+            name
+            for spec in specs
+            for name in (spec.name, *(s.name for s in spec.subcommands.values()))
+        )
 
     @staticmethod
     def _plain(spec: CommandSpec) -> bool:
@@ -470,11 +493,11 @@ class Router:
             return False
         if self._blocks(spec, base, args):
             return self._blocking(client, batch, i, commands, frames, spec)
-        merge = FANOUT.get(name)
+        merge = FANOUT.get(name) if self._one_shard is None else None
         if merge is not None:
             self._fan_out(batch, i, [(pool, frame) for pool in self._masters], merge)
             return False
-        if name == "scan":
+        if name == "scan" and self._one_shard is None:
             self._scan(batch, i, args)
             return False
         if name == "publish":
@@ -488,9 +511,10 @@ class Router:
             # No keys, or keys that cannot be found (bad arity): any master answers as Redis would.
             self._send_anywhere(client, batch, i, frame, spec)
             return False
-        slot = key_slot(keys[0])
+        slot_of = self._slot_of
+        slot = slot_of(keys[0])
         for key in keys[1:]:
-            if key_slot(key) != slot:
+            if slot_of(key) != slot:
                 self._cross_slot(batch, i, name, args)
                 return False
         pool = self._owners[slot]
@@ -800,12 +824,16 @@ class Router:
         if denied is not None:
             return tx.fail(denied)
         reason = REFUSED.get(name) or REFUSED.get(base)
-        if reason is None and (name in FANOUT or name in ADMIN or name == "scan"):
+        if (
+            reason is None
+            and self._one_shard is None
+            and (name in FANOUT or name in ADMIN or name == "scan")
+        ):
             reason = "it needs every node of the cluster"
         if reason is not None:
             return tx.fail(errors.not_in_transaction(args, reason))
         keys = spec.keys(args) or []
-        return tx.queue(frame, [key_slot(key) for key in keys])
+        return tx.queue(frame, [self._slot_of(key) for key in keys])
 
     def _transaction(
         self,
@@ -890,7 +918,7 @@ class Router:
         self, client: ClientConnection, batch: Batch, i: int, keys: list[bytes], frame: bytes
     ) -> bool:
         """WATCH goes to the keys' node on the client's own connection; MULTI/EXEC follow it."""
-        slot = key_slot(keys[0])
+        slot = self._slot_of(keys[0])
         if client.watched_slot not in (None, slot):
             batch.fill(i, errors.CROSSSLOT)
             return False
@@ -1025,8 +1053,9 @@ class Router:
     def _owner_of(self, batch: Batch, i: int, keys: Sequence[bytes]) -> NodePool | None:
         """The master of the keys' one slot; None after answering CROSSSLOT (keys in several
         slots) or CLUSTERDOWN (no master serves the slot now: a refresh is asked for)."""
-        slot = key_slot(keys[0])
-        if any(key_slot(key) != slot for key in keys[1:]):
+        slot_of = self._slot_of
+        slot = slot_of(keys[0])
+        if any(slot_of(key) != slot for key in keys[1:]):
             batch.fill(i, errors.CROSSSLOT)
             return None
         pool = self._owners[slot]
@@ -1056,6 +1085,8 @@ class Router:
 
     def unready(self) -> str | None:
         """Why the ambassador cannot serve every slot now (None: it can): /readyz."""
+        if self._covered < SLOTS and self._one_shard is not None:
+            return f"no master (backend {self._one_shard.name})"
         if self._covered < SLOTS:
             return f"{SLOTS - self._covered} of {SLOTS} slots have no master"
         down = sorted(pool.name for pool in self._masters if not pool.breaker.allows)
@@ -1425,18 +1456,22 @@ class Router:
         self._wake_parked()
 
     async def refresh(self) -> SlotMap:
-        """Fetch and apply the freshest slot map the known nodes give."""
-        cluster = self._config.cluster
-        found = await discover(
-            self._known,
-            self._upstream.names,
-            self._config.upstream.connect_timeout,
-            cluster.refresh_nodes,
-            cluster.address_map,
-            self._upstream.credentials,
-        )
-        slot_map = found.slot_map
-        self.stats.epoch, self.stats.views = found.epoch, found.answered
+        """Fetch and apply the freshest slot map the known nodes give (or the backend's, when
+        it is not a cluster)."""
+        if self._one_shard is not None:
+            slot_map = await self._one_shard.fetch()
+        else:
+            cluster = self._config.cluster
+            found = await discover(
+                self._known,
+                self._upstream.names,
+                self._config.upstream.connect_timeout,
+                cluster.refresh_nodes,
+                cluster.address_map,
+                self._upstream.credentials,
+            )
+            slot_map = found.slot_map
+            self.stats.epoch, self.stats.views = found.epoch, found.answered
         previous = [p.address if p else None for p in self._owners]
         self.apply(slot_map)
         if list(slot_map.owners) != previous:
@@ -1517,6 +1552,11 @@ class _Verification:
     def batch_complete(self) -> None:
         self._conn.close()
         self._router.verified(self, bytes(self.replies[0]))  # type: ignore[arg-type]
+
+
+def _only_slot(key: bytes) -> int:
+    """The slot of every key when one server holds them all."""
+    return 0
 
 
 def _node_named(pool: NodePool | None) -> str:

@@ -29,10 +29,11 @@ ASKING = b"*1\r\n$6\r\nASKING\r\n"
 READONLY = b"*1\r\n$8\r\nREADONLY\r\n"
 HELLO3 = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"
 # Replies the router acts on instead of forwarding: redirections, refusals that say "not now"
-# (the command did not run, so sending it again is safe), and a script missing on this node.
+# (the command did not run, so sending it again is safe; READONLY: a master Sentinel demoted),
+# and a script missing on this node.
 _REDIRECT_PREFIXES = (
     b"-MOVED ", b"-ASK ", b"-TRYAGAIN ", b"-CLUSTERDOWN ", b"-LOADING ", b"-MASTERDOWN ",
-    b"-NOSCRIPT ",
+    b"-READONLY ", b"-NOSCRIPT ",
 )  # fmt: skip
 # Replies longer than this take the scanner's path, where they are counted against their
 # client's output buffer limit while they wait to be written (LARGE_REPLY in the literal below).
