@@ -273,6 +273,9 @@ async def serve(
     facts = _Facts(version, clients)
     async with anyio.create_task_group() as tg:
         upstream = Upstream(tg, config.upstream, names, credentials)
+        if backend is not None:
+            # A server without cluster support refuses READONLY; its replicas read without it.
+            upstream.readonly = False
         faults = _chaos(config, table)
         router = Router(config, upstream, table, facts, client_auth, faults, backend=backend)
         router.apply(slot_map)

@@ -1,0 +1,142 @@
+"""The ambassador in front of a Sentinel-managed master and replica (``--backend sentinel``),
+with real ``redis-server --sentinel`` processes: the master the sentinels name is served, reads
+follow ``read_policy`` to its replica, and a failover is followed without a restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import redis
+
+from redis_ambassador.localservers import LocalSentinelSet, LocalServer
+
+if TYPE_CHECKING:
+    from conftest import Ambassador
+
+
+def calls(server: LocalServer, command: str) -> int:
+    """How many times ``server`` ran ``command`` since its stats were last reset."""
+    with server.client() as client:
+        stats = client.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def reset_stats(*servers: LocalServer) -> None:
+    for server in servers:
+        with server.client() as client:
+            client.config_resetstat()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_the_named_master_is_served_and_reads_go_to_its_replica(
+    sentinel_set: LocalSentinelSet, start_ambassador: Callable[..., Ambassador]
+) -> None:
+    ambassador = start_ambassador(sentinel_set, extra_args=("--read-policy", "replica"))
+    master, (replica,) = sentinel_set.master(), sentinel_set.replicas()
+    with ambassador.client(protocol=2) as client, replica.client() as on_replica:
+        assert client.mset({"a": "1", "b": "2"})  # keys in two slots: one server takes both
+        wait_until(lambda: on_replica.get("b") == b"2", "the replica to have the write")
+        reset_stats(master, replica)
+        assert client.get("a") == b"1"
+        assert client.get("b") == b"2"
+    assert calls(replica, "get") == 2
+    assert calls(master, "get") == 0
+
+
+def test_a_sentinel_failover_is_followed_with_errors_only_during_the_promotion(
+    sentinel_set: LocalSentinelSet, start_ambassador: Callable[..., Ambassador], tmp_path: Path
+) -> None:
+    # The old master becomes a readable replica after its resync, which no sentinel event
+    # announces: the periodic refresh finds it.
+    config = tmp_path / "ambassador.toml"
+    config.write_text("[cluster]\nrefresh_interval = 1.0\n")
+    ambassador = start_ambassador(
+        sentinel_set, extra_args=("--read-policy", "prefer-replica", "--config", str(config))
+    )
+    old = sentinel_set.master()
+    outcomes: list[tuple[float, str]] = []  # (when, "ok" or the error)
+    stop = threading.Event()
+
+    def write() -> None:
+        with ambassador.client(protocol=2, socket_timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    client.incr("counter")
+                    outcomes.append((time.monotonic(), "ok"))
+                except redis.RedisError as exc:
+                    outcomes.append((time.monotonic(), str(exc)))
+                time.sleep(0.005)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        wait_until(lambda: len(outcomes) > 20, "writes before the failover")
+        started = time.monotonic()
+        new = sentinel_set.failover()
+        promoted = time.monotonic()
+        # Writes reach the promoted master through the same ambassador process.
+        with new.client() as direct:
+            before = int(direct.get("counter") or 0)
+            wait_until(
+                lambda: int(direct.get("counter") or 0) > before + 20, "writes on the new master"
+            )
+        after = time.monotonic()
+        wait_until(lambda: any(t > after + 1 for t, _ in outcomes), "writes after the switch")
+    finally:
+        stop.set()
+        writer.join(20)
+    assert new is not old
+    assert ambassador.process.poll() is None
+    errors = [(t, e) for t, e in outcomes if e != "ok"]
+    assert all(started <= t <= promoted + 1 for t, _ in errors), errors
+    assert sum(1 for t, e in outcomes if e == "ok" and t > promoted) > 20
+    assert len(errors) <= 5, errors
+    print(f"{len(outcomes)} INCRs, {len(errors)} errors: {errors}")
+    # Once the old master replicates the new one, it is the replica reads go to.
+    sentinel_set.wait_settled(new)
+    reset_stats(old, new)
+    with ambassador.client(protocol=2) as client:
+        wait_until(
+            lambda: (client.get("counter"), calls(old, "get"))[1] > 0, "a read on the old master"
+        )
+        assert client.incr("counter") > 20
+    assert calls(new, "incrby") == 1  # redis-py's INCR
+
+
+def test_commands_wait_for_the_promotion_when_the_master_dies(
+    sentinel_set: LocalSentinelSet, start_ambassador: Callable[..., Ambassador]
+) -> None:
+    """SIGKILL the master: the sentinels see it down after 1 s and promote the replica; the
+    writes sent meanwhile wait for it (upstream.retry_deadline) instead of failing."""
+    ambassador = start_ambassador(sentinel_set)
+    old, (replica,) = sentinel_set.master(), sentinel_set.replicas()
+    with ambassador.client(protocol=2) as client:
+        assert client.set("k", "before")
+    answers: list[object] = []
+
+    def write_during_the_failover() -> None:
+        with ambassador.client(protocol=2, socket_timeout=20) as client:
+            try:
+                answers.append(client.set("k", "during"))
+            except redis.RedisError as exc:
+                answers.append(exc)
+
+    old.kill()
+    writer = threading.Thread(target=write_during_the_failover)
+    writer.start()
+    writer.join(20)
+    assert answers == [True]
+    with replica.client() as promoted:
+        assert promoted.get("k") == b"during"
+        assert promoted.role()[0] == b"master"
+    assert ambassador.process.poll() is None
