@@ -20,6 +20,7 @@ from redis_ambassador.localcluster import LocalCluster
 
 CLUSTER_PASSWORD = "cluster-pw-7f3a"
 APP_PASSWORD = "app-pw-91c2"
+AMB_PASSWORD = "amb-pw-3e8b"
 REQUIREPASS = "client-pw-55d0"
 
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
@@ -39,13 +40,16 @@ NOPERM_KEYS = (
 
 @pytest.fixture(scope="module")
 def secured() -> Iterator[LocalCluster]:
-    """A cluster whose nodes require a password, with the ACL user ``app`` (keys ``app:*``
-    only) on every node (ACL rules are per node)."""
+    """A cluster whose nodes require a password, with the ACL users ``app`` (keys ``app:*``
+    only) and ``amb`` (anything but KEYS) on every node (ACL rules are per node)."""
     with LocalCluster(masters=3, replicas_per_master=0, password=CLUSTER_PASSWORD) as local:
         for node in local.nodes:
             with local.client(node) as admin:
                 admin.execute_command(
                     "ACL", "SETUSER", "app", "on", f">{APP_PASSWORD}", "~app:*", "+@all"
+                )
+                admin.execute_command(
+                    "ACL", "SETUSER", "amb", "on", f">{AMB_PASSWORD}", "~*", "&*", "+@all", "-keys"
                 )
         yield local
 
@@ -135,6 +139,23 @@ def test_the_upstream_password_from_a_file_serves_every_kind_of_connection_and_i
     assert 'server.requirepass = "<secret>"' in checked.stdout
     assert CLUSTER_PASSWORD not in checked.stdout + checked.stderr
     assert REQUIREPASS not in checked.stdout + checked.stderr
+
+
+def test_the_ambassador_signs_in_as_its_acl_user_whose_rules_the_nodes_apply(
+    secured: LocalCluster,
+    start_ambassador: Callable[..., Ambassador],
+    tmp_path: Path,
+) -> None:
+    secret = tmp_path / "amb-password"
+    secret.write_text(AMB_PASSWORD)
+    config = _config(tmp_path, secret, {"username": "amb"})
+    ambassador = _start(start_ambassador, secured, config)
+    with ambassador.client(protocol=2) as client:
+        client.set("k", "v")
+        assert client.get("k") == b"v"
+        with pytest.raises(redis.exceptions.NoPermissionError, match="'keys' command"):
+            client.keys("*")  # every master refuses it: amb may not
+    assert AMB_PASSWORD not in ambassador.stderr_text()
 
 
 def test_a_wrong_upstream_password_fails_the_start_clearly_without_showing_it(

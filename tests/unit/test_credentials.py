@@ -19,6 +19,8 @@ def test_the_auth_frame_names_the_user_only_when_one_is_configured() -> None:
     )
     assert Credentials(b"amb", b"pw").redis_options() == {"username": "amb", "password": "pw"}
     assert Credentials().redis_options() == {}
+    # A nopass user signs in with any password: an empty one.
+    assert Credentials(b"amb", b"").auth_frame == b"*3\r\n$4\r\nAUTH\r\n$3\r\namb\r\n$0\r\n\r\n"
 
 
 def test_the_password_never_shows_in_a_repr() -> None:

@@ -18,7 +18,8 @@ from redis_ambassador.protocol.requests import encode_command
 
 @dataclass(frozen=True, repr=False)
 class Credentials:
-    """A user (b"": the default user) and its password (b"": none, no AUTH is sent)."""
+    """A user (b"": the default user) and its password. Neither: no AUTH is sent; a user
+    without a password signs in with an empty one (what a ``nopass`` user accepts)."""
 
     username: bytes = b""
     password: bytes = b""
@@ -35,15 +36,13 @@ class Credentials:
     @property
     def auth_frame(self) -> bytes:
         """The AUTH command a new connection sends first (b"": nothing to send)."""
-        if not self.password:
-            return b""
         if self.username:
             return encode_command([b"AUTH", self.username, self.password])
-        return encode_command([b"AUTH", self.password])
+        return encode_command([b"AUTH", self.password]) if self.password else b""
 
     def redis_options(self) -> dict[str, Any]:
         """redis-py's keyword arguments for these credentials."""
-        if not self.password:
+        if not self.username and not self.password:
             return {}
         return {
             "username": self.username.decode() or None,
