@@ -535,7 +535,7 @@ class ClientConnection(asyncio.Protocol):
         _limit_hits.log(_monotonic(), "client %s: %s; closing", self.describe(), why)
         transport = self._transport
         self._closing = True
-        # Nothing more is written: an aborted transport refuses writes (uvloop raises).
+        # Gone from now on: nothing more is written, and what it was owed is let go at once.
         self._transport = None
         self._drop_batches()
         self._held = None
