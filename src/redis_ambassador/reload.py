@@ -38,6 +38,8 @@ LIVE_KEYS: frozenset[str] = frozenset(
         # Router.reconfigure, and the topology refresher reads them each time.
         "cluster.refresh_interval",
         "cluster.min_refresh_interval",
+        "cluster.refresh_nodes",
+        "cluster.address_map",  # MOVED/ASK targets at once; the slot map from the next refresh
         "upstream.max_redirects",
         "upstream.retry_attempts",
         "upstream.retry_backoff",

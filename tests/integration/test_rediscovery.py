@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import signal
 import threading
 import time
 import urllib.request
@@ -146,7 +147,7 @@ def test_a_moved_storm_costs_a_bounded_number_of_refreshes(
     client.close()
 
 
-def test_announced_addresses_are_mapped_to_reachable_ones_even_in_moved(
+def test_announced_addresses_are_mapped_to_reachable_ones_in_moved_too_and_on_reload(
     masters_only: LocalCluster, start_ambassador: Callable[..., Ambassador], tmp_path: Path
 ) -> None:
     """Nodes announce ports nothing listens on (as a cluster behind port forwarding does);
@@ -186,6 +187,21 @@ def test_announced_addresses_are_mapped_to_reachable_ones_even_in_moved(
                     "CLUSTER", "SETSLOT", slot, "NODE", source.node_id
                 )
         client.close()
+
+        # Without the map, the ambassador dials what is announced; the map given by a reload
+        # (SIGHUP) takes effect at the next refresh.
+        unmapped = tmp_path / "unmapped"
+        unmapped.mkdir()
+        flags = _config(unmapped)
+        late = start_ambassador(masters_only, extra_args=flags, admin=True)
+        assert _pool_nodes(late) == {f"{n.host}:{announced[n]}" for n in nodes}
+        _config(unmapped, f"address_map = {{ {mapping} }}")
+        late.process.send_signal(signal.SIGHUP)
+        _eventually(
+            lambda: _pool_nodes(late) == {n.address for n in nodes}, "pools at mapped addresses"
+        )
+        with late.client(socket_timeout=5) as client:
+            assert client.set(b"mapped-late", b"1")
     finally:
         for node in nodes:
             plain_client(node.host, node.port).config_set("cluster-announce-port", 0)

@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from redis_ambassador.config import Address
-from redis_ambassador.upstream.names import NameCache, Names
+from redis_ambassador.upstream.names import FORGET_AFTER, NameCache, Names
 
 
 def test_a_name_is_looked_up_again_only_after_the_interval() -> None:
@@ -88,3 +88,15 @@ def test_a_failed_lookup_falls_back_on_the_last_answer_or_says_why() -> None:
     stub.answers["redis"] = []
     assert resolve(names, "redis") == ["10.0.0.1"]
     assert names.lookups == {"ok": 1, "failed": 3}
+
+
+def test_names_not_looked_up_for_an_hour_are_forgotten() -> None:
+    cache = NameCache(min_interval=1.0)
+    cache.asked("pod-1", now=0.0)
+    cache.store("pod-1", ["10.0.0.1"])
+    cache.asked("pod-2", now=FORGET_AFTER)
+    cache.store("pod-2", ["10.0.0.2"])
+    assert cache.answer("pod-1") == ("10.0.0.1",)
+    cache.asked("pod-2", now=FORGET_AFTER + 1.0)
+    assert cache.answer("pod-1") == ()  # forgotten: the cache does not grow without bound
+    assert cache.answer("pod-2") == ("10.0.0.2",)

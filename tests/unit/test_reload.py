@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from redis_ambassador.config import Address, Config, describe_keys, load_config
+from redis_ambassador.config import Address, AddressMap, Config, describe_keys, load_config
 from redis_ambassador.reload import LIVE_KEYS, plan_reload
 
 RUNNING = load_config(env={}, overrides={"cluster.seeds": ["10.0.0.1:7000"]})
@@ -80,3 +80,13 @@ def test_one_key_that_needs_a_restart_is_named_in_the_singular() -> None:
         "config reload: upstream.connect_timeout needs a restart; "
         "still using upstream.connect_timeout = 2.0"
     )
+
+
+def test_the_discovery_keys_read_at_each_refresh_are_live_the_resolver_s_is_not() -> None:
+    mapping = AddressMap(((Address("172.18.0.2", 6379), Address("127.0.0.1", 7000)),))
+    loaded = changed(cluster={"refresh_nodes": 5, "address_map": mapping, "resolve_interval": 9.0})
+    plan = plan_reload(RUNNING, loaded)
+    assert plan.applied == ("cluster.refresh_nodes", "cluster.address_map")
+    assert plan.pending == ("cluster.resolve_interval",)
+    assert plan.config.cluster.address_map == mapping
+    assert plan.config.cluster.resolve_interval == 1.0

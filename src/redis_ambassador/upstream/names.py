@@ -36,6 +36,11 @@ def is_ip(host: str) -> bool:
     return True
 
 
+# Seconds after which a name nobody asked for is forgotten: node names come and go (pods
+# announced by name), and the cache must not grow with every one ever seen.
+FORGET_AFTER = 3600.0
+
+
 class NameCache:
     """Each name's last answer and when it was asked for (sans-IO: the time is passed in)."""
 
@@ -50,8 +55,12 @@ class NameCache:
         return asked is None or now - asked >= self.min_interval
 
     def asked(self, host: str, now: float) -> None:
-        """A lookup of ``host`` starts (failed ones count too: a dead DNS is not hammered)."""
+        """A lookup of ``host`` starts (failed ones count too: a dead DNS is not hammered);
+        names not looked up for ``FORGET_AFTER`` seconds are dropped."""
         self._asked[host] = now
+        for name in [n for n, at in self._asked.items() if now - at > FORGET_AFTER]:
+            del self._asked[name]
+            self._answers.pop(name, None)
 
     def store(self, host: str, answer: Sequence[str]) -> None:
         self._answers[host] = tuple(answer)
