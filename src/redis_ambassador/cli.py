@@ -53,11 +53,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_serve_flags(check)
 
-    dev = sub.add_parser("dev", help="start a local 3+3 Redis Cluster and serve in front of it")
+    dev = sub.add_parser(
+        "dev", help="start a local Redis (a 3+3 cluster by default) and serve in front of it"
+    )
     dev.add_argument("--port", type=int, default=6379, help="port to serve on (default 6379)")
     dev.add_argument("--host", default="127.0.0.1", help="address to serve on")
-    dev.add_argument("--masters", type=int, default=3)
-    dev.add_argument("--replicas", type=int, default=1, help="replicas per master")
+    dev.add_argument(
+        "--topology",
+        choices=BACKENDS,
+        default="cluster",
+        help="cluster (default), standalone (one redis-server) or sentinel (a master, its "
+        "replicas and 3 sentinels)",
+    )
+    dev.add_argument("--masters", type=int, default=3, help="cluster masters")
+    dev.add_argument(
+        "--replicas", type=int, default=1, help="replicas per master (cluster and sentinel)"
+    )
     _add_tuning_flags(dev)
     chaos_cli.add_parser(sub)
     return parser
@@ -287,25 +298,38 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dev(args: argparse.Namespace) -> int:
     from redis_ambassador.localcluster import LocalCluster, RedisServerNotFound
+    from redis_ambassador.localservers import LocalSentinelSet, LocalStandalone
 
     overrides = _overrides(args)
     overrides["server.listen"] = str(Address(args.host, args.port))
+    overrides["cluster.backend"] = args.topology
     # Before starting any redis-server: a config error stops here, and logging is set up.
     _configure_logging(load_config(None, overrides=overrides, defaults=DEV_DEFAULTS))
+    local: LocalCluster | LocalStandalone | LocalSentinelSet
+    if args.topology == "standalone":
+        local = LocalStandalone()
+    elif args.topology == "sentinel":
+        local = LocalSentinelSet(replicas=args.replicas)
+        overrides["cluster.sentinel_master"] = local.name
+    else:
+        local = LocalCluster(masters=args.masters, replicas_per_master=args.replicas)
     try:
-        with LocalCluster(masters=args.masters, replicas_per_master=args.replicas) as cluster:
-            overrides["cluster.seeds"] = list(cluster.seeds)
+        with local:
+            overrides["cluster.seeds"] = list(local.seeds)
 
-            # A cluster of its own, for development: FLUSHALL, CONFIG SET, DEBUG allowed.
+            # Servers of its own, for development: FLUSHALL, CONFIG SET, DEBUG allowed.
             def load() -> Config:
                 return load_config(None, overrides=overrides, defaults=DEV_DEFAULTS)
 
             config = load()
-            print(
-                f"local cluster: {len(cluster.nodes)} redis-server processes "
-                f"({', '.join(cluster.seeds)} are masters)",
-                flush=True,
-            )
+            if isinstance(local, LocalCluster):
+                started = (
+                    f"local cluster: {len(local.nodes)} redis-server processes "
+                    f"({', '.join(local.seeds)} are masters)"
+                )
+            else:
+                started = local.describe()
+            print(started, flush=True)
 
             def ready(address: Address) -> None:
                 print(
@@ -314,7 +338,8 @@ def _dev(args: argparse.Namespace) -> int:
                     flush=True,
                 )
 
-            _run(config, ready, load, NodeActions(cluster))
+            nodes = NodeActions(local) if isinstance(local, LocalCluster) else None
+            _run(config, ready, load, nodes)
     except RedisServerNotFound as exc:
         print(f"redis-ambassador: {exc}", file=sys.stderr)
         return 1

@@ -234,6 +234,10 @@ class LocalStandalone(_Processes):
     serve_args = ("--backend", "standalone")
     """The `serve` flags for this backend (with ``seeds`` as ``--seed``)."""
 
+    def describe(self) -> str:
+        """What runs, in one line."""
+        return f"local standalone redis-server on {self.server.address}"
+
     def client(self, **options: Any) -> redis.Redis:
         return self.server.client(**options)
 
@@ -292,6 +296,14 @@ class LocalSentinelSet(_Processes):
     def serve_args(self) -> tuple[str, ...]:
         """The `serve` flags for this backend (with ``seeds`` as ``--seed``)."""
         return ("--backend", "sentinel", "--sentinel-master", self.name)
+
+    def describe(self) -> str:
+        """What runs, in one line."""
+        replicas = ", ".join(r.address for r in self.replicas()) or "none"
+        return (
+            f"local sentinel set {self.name!r}: master {self.master().address}, replicas "
+            f"{replicas}, sentinels {', '.join(self.seeds)}"
+        )
 
     def master(self) -> LocalServer:
         """The data node that says it is the master now."""

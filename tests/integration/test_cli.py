@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
 from redis_ambassador.localcluster import LocalCluster
@@ -93,6 +94,43 @@ def test_dev_serves_a_local_cluster_and_ctrl_c_removes_every_process_and_file() 
             time.sleep(0.05)
         assert not [pid for pid in nodes if _alive(pid)]
         assert not [d for d in data_dirs if d.exists()]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize(
+    ("topology", "started", "processes"),
+    [
+        ("standalone", r"local standalone redis-server on 127\.0\.0\.1:\d+", 1),
+        ("sentinel", r"local sentinel set 'mymaster': master \S+, replicas \S+, sentinels", 5),
+    ],
+)
+def test_dev_topology_starts_that_shape_says_what_and_removes_it_on_ctrl_c(
+    topology: str, started: str, processes: int
+) -> None:
+    port = _free_port()
+    process = subprocess.Popen(
+        [*CLI, "dev", "--topology", topology, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        lines = _read_until(process, rf"ambassador serving on 127\.0\.0\.1:{port}", timeout=90)
+        assert re.search(started, lines), lines
+        servers = _children(process.pid)
+        assert len(servers) == processes, lines
+        with redis.Redis(port=port, protocol=2) as client:
+            assert client.mset({"a": "1", "b": "2"}) is True  # two slots: no CROSSSLOT
+            with pytest.raises(redis.ResponseError, match="cluster support disabled"):
+                client.execute_command("CLUSTER", "INFO")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in servers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [pid for pid in servers if _alive(pid)]
     finally:
         if process.poll() is None:
             process.kill()

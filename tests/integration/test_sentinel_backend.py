@@ -61,7 +61,9 @@ def test_a_sentinel_failover_is_followed_with_errors_only_during_the_promotion(
     config = tmp_path / "ambassador.toml"
     config.write_text("[cluster]\nrefresh_interval = 1.0\n")
     ambassador = start_ambassador(
-        sentinel_set, extra_args=("--read-policy", "prefer-replica", "--config", str(config))
+        sentinel_set,
+        extra_args=("--read-policy", "prefer-replica", "--config", str(config)),
+        admin=True,
     )
     old = sentinel_set.master()
     outcomes: list[tuple[float, str]] = []  # (when, "ok" or the error)
@@ -97,11 +99,12 @@ def test_a_sentinel_failover_is_followed_with_errors_only_during_the_promotion(
         writer.join(20)
     assert new is not old
     assert ambassador.process.poll() is None
+    assert ambassador.metric("backend_masters", backend="sentinel", master=new.address) == 1
+    assert ambassador.metric("backend_masters", backend="sentinel", master=old.address) == 0
     errors = [(t, e) for t, e in outcomes if e != "ok"]
     assert all(started <= t <= promoted + 1 for t, _ in errors), errors
     assert sum(1 for t, e in outcomes if e == "ok" and t > promoted) > 20
     assert len(errors) <= 5, errors
-    print(f"{len(outcomes)} INCRs, {len(errors)} errors: {errors}")
     # Once the old master replicates the new one, it is the replica reads go to.
     sentinel_set.wait_settled(new)
     reset_stats(old, new)

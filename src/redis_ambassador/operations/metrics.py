@@ -166,6 +166,15 @@ class AmbassadorCollector(Collector):
             self._loop.time() - stats.refreshed_at,
         )
         yield _gauge("slots_covered", "slots with a master", self._router.slots_covered)
+        backend, masters = self._router.backend_masters()
+        in_use = GaugeMetricFamily(
+            _PREFIX + "backend_masters",
+            "1 for each master commands go to now (a Sentinel failover moves it), by backend",
+            labels=["backend", "master"],
+        )
+        for master in masters:
+            in_use.add_metric([backend, master], 1)
+        yield in_use
         yield _gauge("ready", "1 when every slot has a reachable master", self._ready())
         yield from self._chaos()
 

@@ -1098,6 +1098,11 @@ class Router:
     def slots_covered(self) -> int:
         return self._covered
 
+    def backend_masters(self) -> tuple[str, list[str]]:
+        """The backend (``cluster.backend``) and the masters commands go to now."""
+        backend = "cluster" if self._one_shard is None else self._one_shard.name
+        return backend, [pool.name for pool in self._masters]
+
     def _every_node(self) -> list[NodePool]:
         """Masters, then replicas (their pools open on first use and stay while they do)."""
         replicas = sorted(self._replicas, key=str)
