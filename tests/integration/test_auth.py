@@ -349,3 +349,43 @@ def test_an_acl_user_runs_with_its_own_permissions_and_gets_redis_own_noperm(
     log = ambassador.stderr_text()
     assert APP_PASSWORD not in log and CLUSTER_PASSWORD not in log
     assert "circuit breaker" not in log, log
+
+
+def test_an_acl_users_changed_password_fails_only_that_users_commands(
+    secured: LocalCluster,
+    start_ambassador: Callable[..., Ambassador],
+    password_file: Path,
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path, password_file, client_auth="acl")
+    ambassador = _start(start_ambassador, secured, config)
+    with (
+        RawConnection(ambassador.host, ambassador.port) as app,
+        ambassador.client(password=CLUSTER_PASSWORD) as other,
+    ):
+        assert (
+            app.exchange(resp("AUTH", "app", APP_PASSWORD) + resp("SET", "app:x", "1"), 2)
+            == [b"+OK\r\n"] * 2
+        )
+        assert other.set("warm", 1)
+        admins = [secured.client(node) for node in secured.nodes]
+        try:
+            for admin in admins:  # the user's password changes, and its connections drop
+                admin.execute_command("ACL", "SETUSER", "app", "resetpass", ">rotated-pw")
+                admin.execute_command("CLIENT", "KILL", "USER", "app")
+            failed = app.exchange(resp("SET", "app:x", "2"))[0]
+            assert failed.startswith(b"-ERR redis-ambassador: node ")
+            assert b"authentication failed: WRONGPASS" in failed
+            assert b"rotated-pw" not in failed and APP_PASSWORD.encode() not in failed
+            # Signing in with the new password works; other users never noticed.
+            assert app.exchange(resp("AUTH", "app", "rotated-pw") + resp("GET", "app:x"), 2) == [
+                b"+OK\r\n",
+                b"$1\r\n1\r\n",
+            ]
+            for n in range(20):
+                assert other.set(f"key{n}", n)
+        finally:
+            for admin in admins:
+                admin.execute_command("ACL", "SETUSER", "app", "resetpass", f">{APP_PASSWORD}")
+                admin.close()
+    assert "circuit breaker" not in ambassador.stderr_text()
