@@ -28,6 +28,7 @@ METRICS: dict[str, frozenset[str]] = {
     "redis_ambassador_redirects_total": frozenset({"kind"}),
     "redis_ambassador_retries_total": frozenset(),
     "redis_ambassador_topology_refreshes_total": frozenset({"result"}),
+    "redis_ambassador_name_lookups_total": frozenset({"result"}),
     "redis_ambassador_slot_map_age_seconds": frozenset(),
     "redis_ambassador_slots_covered": frozenset(),
     "redis_ambassador_client_bytes_received_total": frozenset(),
