@@ -576,7 +576,7 @@ class Router:
             conn is None
             or conn.closed
             or (conn.protocol != client.protocol and not conn.pending)
-            or conn.auth is not client.upstream_auth  # the client signed in as another user
+            or conn.auth != client.upstream_auth  # the client signed in as another user
         ):
             if conn is not None:
                 conn.close()
