@@ -6,7 +6,7 @@ its replicas are that master's readers), so node pools, circuit breakers, retrie
 and ``read_policy`` are the cluster's code unchanged. The router is told it has such a backend
 (``Router(..., backend=...)``) and then never checks slots: keys in "different slots" go to the
 one server together, as they would to a plain Redis (a Redis Cluster backend has no object
-here: ``topology.discover`` is how it is found).
+here: ``discovery.discover`` is how it is found).
 
 Sentinel: the master's address comes from ``SENTINEL GET-MASTER-ADDR-BY-NAME`` (the first
 sentinel that knows the name), confirmed by the master's own ``ROLE``; its replicas from
