@@ -277,6 +277,7 @@ def test_without_client_auth_auth_is_answered_as_by_a_redis_without_a_password(
         assert conn.exchange(resp("AUTH", "default", "x")) == [b"+OK\r\n"]
         assert conn.exchange(resp("AUTH", "someone", "x")) == [WRONGPASS]
         assert conn.exchange(resp("PING")) == [b"+PONG\r\n"]
+        assert conn.exchange(resp("ACL", "WHOAMI")) == [b"$7\r\ndefault\r\n"]
 
 
 def test_failed_auths_are_counted_and_an_address_over_the_limit_is_refused_unchecked(
@@ -338,6 +339,7 @@ def test_an_acl_user_runs_with_its_own_permissions_and_gets_redis_own_noperm(
         assert conn.exchange(resp("SUBSCRIBE", "news", "sports")) == [NOPERM_CHANNELS]
         assert conn.exchange(resp("PING")) == [b"+PONG\r\n"]
         assert conn.exchange(resp("CLIENT", "INFO"))[0].find(b" user=app ") > 0
+        assert conn.exchange(resp("ACL", "WHOAMI")) == [b"$3\r\napp\r\n"]
     # redis-py's HELLO 3 AUTH user pass.
     with ambassador.client(protocol=3, username="app", password=APP_PASSWORD) as client:
         assert client.get("app:1") == b"v"

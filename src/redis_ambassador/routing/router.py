@@ -48,7 +48,7 @@ from redis_ambassador.faults.rules import Faults, Rule
 from redis_ambassador.operations.histogram import LatencyHistogram
 from redis_ambassador.operations.monitor import monitor_line
 from redis_ambassador.operations.ratelimit import LimitedLog
-from redis_ambassador.protocol.replies import OK
+from redis_ambassador.protocol.replies import OK, bulk
 from redis_ambassador.protocol.requests import encode_command
 from redis_ambassador.routing.admin import ADMIN, ClusterView, Plan, To, uptime
 from redis_ambassador.routing.discovery import discover
@@ -479,6 +479,9 @@ class Router:
             if self._injector is None or not self._inject_local(client, spec, args, batch, i):
                 batch.fill(i, local(client, args, self.facts))
             return base == "reset"  # the client's identity and protocol may have changed
+        if name == "acl|whoami":  # who the client signed in as (the rest of ACL is refused)
+            batch.fill(i, bulk(client.user) if len(args) == 2 else errors.wrong_arity(name))
+            return False
         reason = REFUSED.get(name) or REFUSED.get(base)
         if reason is not None:
             batch.fill(i, errors.not_supported(args, reason))
