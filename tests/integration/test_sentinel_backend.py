@@ -53,6 +53,27 @@ def test_the_named_master_is_served_and_reads_go_to_its_replica(
     assert calls(master, "get") == 0
 
 
+def test_addresses_the_sentinels_give_are_mapped_by_address_map(
+    sentinel_set: LocalSentinelSet, start_ambassador: Callable[..., Ambassador], tmp_path: Path
+) -> None:
+    """A Docker-style set: the sentinels name addresses the ambassador must dial otherwise."""
+    master, (replica,) = sentinel_set.master(), sentinel_set.replicas()
+    mapped = {master: f"localhost:{master.port}", replica: f"localhost:{replica.port}"}
+    pairs = ", ".join(f'"{node.address}" = "{to}"' for node, to in mapped.items())
+    config = tmp_path / "ambassador.toml"
+    config.write_text(f"[cluster]\naddress_map = {{ {pairs} }}\n")
+    ambassador = start_ambassador(
+        sentinel_set, extra_args=("--config", str(config), "--read-policy", "replica"), admin=True
+    )
+    with ambassador.client(protocol=2) as client:
+        assert client.set("k", "v")
+        with replica.client() as on_replica:
+            wait_until(lambda: on_replica.get("k") == b"v", "the replica to have the write")
+        assert client.get("k") == b"v"
+    assert ambassador.metric("backend_masters", backend="sentinel", master=mapped[master]) == 1
+    assert ambassador.metric("upstream_commands_total", node=mapped[replica]) >= 1
+
+
 def test_a_sentinel_failover_is_followed_with_errors_only_during_the_promotion(
     sentinel_set: LocalSentinelSet, start_ambassador: Callable[..., Ambassador], tmp_path: Path
 ) -> None:

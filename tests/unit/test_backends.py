@@ -3,7 +3,7 @@ answer offers for reads, and which sentinel events concern the master."""
 
 from __future__ import annotations
 
-from redis_ambassador.config import Address
+from redis_ambassador.config import Address, AddressMap
 from redis_ambassador.routing.backends import Sentinel, _online_replica, one_shard
 from redis_ambassador.routing.topology import SLOTS
 from redis_ambassador.upstream.credentials import Credentials
@@ -45,7 +45,7 @@ def test_a_replica_is_read_from_only_while_up_linked_and_replicating_the_master(
 
 
 def test_only_events_about_the_named_master_concern_it() -> None:
-    sentinel = Sentinel([Address("s", 26379)], "cache", 1.0, Credentials())
+    sentinel = Sentinel([Address("s", 26379)], "cache", 1.0, Credentials(), AddressMap())
     assert sentinel._concerns(b"+switch-master", b"cache 10.0.0.1 6379 10.0.0.2 6379")
     assert not sentinel._concerns(b"+switch-master", b"other 10.0.0.1 6379 10.0.0.2 6379")
     event = b"slave 10.0.0.3:6379 10.0.0.3 6379 @ cache 10.0.0.1 6379"

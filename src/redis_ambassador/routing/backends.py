@@ -25,7 +25,7 @@ import anyio
 import redis.asyncio
 from redis.exceptions import RedisError
 
-from redis_ambassador.config import Address, Config
+from redis_ambassador.config import Address, AddressMap, Config
 from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap, control_client
 from redis_ambassador.upstream.credentials import Credentials
 
@@ -75,7 +75,9 @@ def backend_for(config: Config, credentials: Credentials) -> OneShard | None:
     if cluster.backend == "standalone":
         return Standalone(cluster.seeds[0], timeout, credentials)
     if cluster.backend == "sentinel":
-        return Sentinel(cluster.seeds, cluster.sentinel_master, timeout, credentials)
+        return Sentinel(
+            cluster.seeds, cluster.sentinel_master, timeout, credentials, cluster.address_map
+        )
     return None
 
 
@@ -121,11 +123,13 @@ class Sentinel:
         master_name: str,
         timeout: float,
         credentials: Credentials,
+        address_map: AddressMap,
     ) -> None:
         self.sentinels = tuple(sentinels)
         self.master_name = master_name
         self._timeout = timeout
         self._credentials = credentials  # the data nodes' (sentinels are asked without)
+        self._reachable = address_map  # from the addresses the sentinels give (NAT, Docker)
 
     async def fetch(self) -> SlotMap:
         """Ask the sentinels in turn; the first that knows the master decides."""
@@ -152,7 +156,8 @@ class Sentinel:
         )
 
     async def _ask(self, sentinel: Address) -> tuple[Address, list[Address]] | None:
-        """The master's address and its online replicas, as ``sentinel`` sees them."""
+        """The master's address and its online replicas, as ``sentinel`` sees them (mapped by
+        ``cluster.address_map``)."""
         client = await control_client(sentinel, self._timeout, Credentials())
         try:
             reply = await client.execute_command(
@@ -164,7 +169,8 @@ class Sentinel:
             replicas = await client.execute_command("SENTINEL", "REPLICAS", self.master_name)
         finally:
             await client.aclose()
-        return master, [a for a in (_online_replica(r, master) for r in replicas) if a]
+        online = [a for a in (_online_replica(r, master) for r in replicas) if a]
+        return self._reachable(master), [self._reachable(a) for a in online]
 
     async def _is_master(self, address: Address) -> bool:
         try:
