@@ -45,14 +45,19 @@ def empty(standalone_backend: LocalStandalone) -> Iterator[None]:
 
 
 def same_as_the_server(
-    server: LocalStandalone, ambassador: Ambassador, raw: Raw, requests: list[bytes]
+    server: LocalStandalone,
+    ambassador: Ambassador,
+    raw: Raw,
+    requests: list[bytes],
+    replies: int | None = None,
 ) -> list[bytes]:
     """Send ``requests`` in one write to the server, then (data reset) to the ambassador; the
-    replies must be identical. Returns them."""
-    direct = raw(server.host, server.port).exchange(b"".join(requests), len(requests))
+    ``replies`` (default: one per request) must be identical. Returns them."""
+    count = len(requests) if replies is None else replies
+    direct = raw(server.host, server.port).exchange(b"".join(requests), count)
     with server.client() as client:
         client.flushall()
-    via = raw(ambassador.host, ambassador.port).exchange(b"".join(requests), len(requests))
+    via = raw(ambassador.host, ambassador.port).exchange(b"".join(requests), count)
     assert via == direct
     return via
 
@@ -139,6 +144,22 @@ def test_scan_cursors_and_keyspace_commands_are_the_servers(
          resp("SCAN", "x"), resp("DBSIZE"), resp("KEYS", "key:1*")],
     )  # fmt: skip
     assert replies[-2] == b":40\r\n"
+
+
+def test_a_subscribed_session_and_blocking_commands_are_byte_for_byte_the_servers(
+    standalone_backend: LocalStandalone, through: Ambassador, raw: Raw
+) -> None:
+    replies = same_as_the_server(
+        standalone_backend, through, raw,
+        [resp("BLPOP", A, B, "0.05"), resp("LPUSH", C, "x"),
+         resp("BLMOVE", C, A, "LEFT", "LEFT", "1"),
+         resp("SUBSCRIBE", A, B), resp("PSUBSCRIBE", "n*"), resp("SSUBSCRIBE", A, C),
+         resp("PING"), resp("PING", "hi"), resp("GET", A), resp("UNSUBSCRIBE", A),
+         resp("PUNSUBSCRIBE"), resp("SUNSUBSCRIBE", C), resp("UNSUBSCRIBE")],
+        replies=15,  # (S|P)SUBSCRIBE confirm each channel
+    )  # fmt: skip
+    assert replies[0] == b"*-1\r\n"  # BLPOP timed out
+    assert replies[-1].startswith(b"*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n")
 
 
 def test_cluster_commands_get_the_servers_own_error(
