@@ -16,6 +16,7 @@ import logging
 import re
 import resource
 import socket
+import ssl
 import time
 from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING
@@ -37,6 +38,8 @@ from redis_ambassador.routing.router import Router, ServerFacts
 from redis_ambassador.routing.topology import ClusterUnreachable, SlotMap, control_client
 from redis_ambassador.server.auth import ClientAuth
 from redis_ambassador.server.client import ClientConnection, ClientRegistry
+from redis_ambassador.server.tls_listener import HANDSHAKE_TIMEOUT, watch_handshakes
+from redis_ambassador.tls import NodeTLS, load_tls
 from redis_ambassador.upstream.credentials import Credentials
 from redis_ambassador.upstream.health import run_health_checks
 from redis_ambassador.upstream.names import Lookup, Names, system_lookup
@@ -65,12 +68,17 @@ class _Facts(ServerFacts):
 
 
 async def _learn_cluster(
-    slot_map: SlotMap, via: Address, timeout: float, credentials: Credentials, names: Names
+    slot_map: SlotMap,
+    via: Address,
+    timeout: float,
+    credentials: Credentials,
+    names: Names,
+    tls: NodeTLS | None = None,
 ) -> tuple[CommandTable, bytes]:
     """The command table (from the node that described the cluster) and the version to report:
     the lowest among all its masters and replicas, so a client never relies on a feature that
     some node lacks (during a rolling upgrade, say)."""
-    client = await control_client(via, timeout, credentials)
+    client = await control_client(via, timeout, credentials, tls)
     try:
         table = CommandTable.from_reply(await client.execute_command("COMMAND"))
     finally:
@@ -78,7 +86,7 @@ async def _learn_cluster(
     versions: list[bytes] = []
     async with anyio.create_task_group() as tg:
         for address in sorted(slot_map.masters | slot_map.replicas | {via}, key=str):
-            tg.start_soon(_collect_version, address, timeout, credentials, versions, names)
+            tg.start_soon(_collect_version, address, timeout, credentials, versions, names, tls)
     return table, lowest_version(versions)
 
 
@@ -88,12 +96,13 @@ async def _collect_version(
     credentials: Credentials,
     versions: list[bytes],
     names: Names,
+    tls: NodeTLS | None,
 ) -> None:
     """Append the node's ``redis_version``; a node that does not answer is left out (a replica
     that is down must not stop the ambassador from starting)."""
     try:
         dial = (await names.resolve(address))[0]
-        client = await control_client(dial, timeout, credentials)
+        client = await control_client(dial, timeout, credentials, tls, address)
         try:
             info = await client.execute_command("INFO", "server")
         finally:
@@ -135,17 +144,44 @@ def _listen_socket(address: Address) -> socket.socket:
     return sock
 
 
+def _tls_socket(config: Config, plain: socket.socket) -> socket.socket | None:
+    """Bind the TLS listener's port, if one is configured (closing the plain one if it fails)."""
+    if config.server.tls_listen is None:
+        return None
+    try:
+        return _listen_socket(config.server.tls_listen)
+    except ListenError as exc:
+        plain.close()
+        raise ListenError(f"TLS listener: {exc} (choose another with --tls-listen)") from None
+
+
+async def _serve_tls(
+    sock: socket.socket, context: ssl.SSLContext, router: Router, clients: ClientRegistry
+) -> asyncio.Server:
+    """The TLS listener: ClientConnections as on the plain one, once their handshake is done."""
+    return await asyncio.get_running_loop().create_server(
+        lambda: ClientConnection(router, clients),
+        sock=sock,
+        ssl=watch_handshakes(context, clients),
+        ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+    )
+
+
 class Running:
     """A serving ambassador, as the process steers it: ``stop`` (drain, then ``serve``
     returns) and ``reload``."""
 
     def __init__(
-        self, config: Config, router: Router, clients: ClientRegistry, server: asyncio.Server
+        self,
+        config: Config,
+        router: Router,
+        clients: ClientRegistry,
+        servers: list[asyncio.Server],
     ) -> None:
         self.config = config
         self._router = router
         self._clients = clients
-        self._server = server
+        self._servers = servers  # the plain listener, and the TLS one if configured
         self._stop_requested = anyio.Event()
         self._stop_reasons: list[str] = []  # for the log: which signals
         self._drain_scope = anyio.CancelScope()  # cancelled by a second stop
@@ -180,7 +216,8 @@ class Running:
     async def _serve_until_stopped(self) -> None:
         await self._stop_requested.wait()
         # Refuse new connections at once; answer what every client already sent, then close it.
-        self._server.close()
+        for server in self._servers:
+            server.close()
         clients = self._clients
         timeout = self.config.server.drain_timeout
         started = time.monotonic()
@@ -233,7 +270,9 @@ async def serve(
     # Secrets read before binding: an unreadable file stops the start with a clear error.
     credentials = Credentials.from_config(config.upstream)
     client_auth = ClientAuth.from_config(config.server)
+    tls = load_tls(config)  # so are certificates
     sock = _listen_socket(config.server.listen)
+    tls_sock = _tls_socket(config, sock)
     routes = AdminRoutes(config.server.admin_token)
     admin = None
     try:
@@ -244,7 +283,7 @@ async def serve(
             admin_address = Address(config.server.admin.host, admin_sock.getsockname()[1])
             log.info("admin HTTP on http://%s (/metrics, /healthz, /readyz)", admin_address)
         names = Names(lookup, config.cluster.resolve_interval, timeout)
-        backend = backend_for(config, credentials)
+        backend = backend_for(config, credentials, tls.nodes)
         found = None
         if backend is None:
             cluster = config.cluster
@@ -255,13 +294,16 @@ async def serve(
                 cluster.refresh_nodes,
                 cluster.address_map,
                 credentials,
+                tls.nodes,
             )
             slot_map, via = found.slot_map, found.via
         else:
             slot_map, via = await _first_master(backend)
-        table, version = await _learn_cluster(slot_map, via, timeout, credentials, names)
+        table, version = await _learn_cluster(slot_map, via, timeout, credentials, names, tls.nodes)
     except BaseException:
         sock.close()
+        if tls_sock is not None:
+            tls_sock.close()
         if admin is not None:
             admin.close()
         raise
@@ -272,7 +314,7 @@ async def serve(
     clients = ClientRegistry()
     facts = _Facts(version, clients)
     async with anyio.create_task_group() as tg:
-        upstream = Upstream(tg, config.upstream, names, credentials)
+        upstream = Upstream(tg, config.upstream, names, credentials, tls.nodes)
         if backend is not None:
             # A server without cluster support refuses READONLY; its replicas read without it.
             upstream.readonly = False
@@ -281,7 +323,9 @@ async def serve(
         router.apply(slot_map)
         if found is not None:
             router.stats.epoch, router.stats.views = found.epoch, found.answered
-        server = await loop.create_server(lambda: ClientConnection(router, clients), sock=sock)
+        servers = [await loop.create_server(lambda: ClientConnection(router, clients), sock=sock)]
+        if tls_sock is not None and tls.listener is not None:
+            servers.append(await _serve_tls(tls_sock, tls.listener, router, clients))
         tg.start_soon(router.run_refresher, name="topology refresher")
         if backend is not None:
             tg.start_soon(backend.watch, router.request_refresh, name="backend events")
@@ -296,12 +340,18 @@ async def serve(
         tg.start_soon(_return_memory_after_departures, clients, name="memory")
         if faults is not None:
             tg.start_soon(_follow_partition_windows, faults, upstream, name="chaos partitions")
-        running = Running(config, router, clients, server)
+        running = Running(config, router, clients, servers)
         tg.start_soon(_sweep_clients, running, clients, name="client sweep")
         chaos = None if faults is None else ChaosApi(faults, nodes)
         routes.attach(registry_for(router, upstream, clients), running.unready, chaos)
         address = Address(config.server.listen.host, sock.getsockname()[1])
         log.info("serving Redis on %s", address)
+        if tls_sock is not None and config.server.tls_listen is not None:
+            log.info(
+                "serving Redis over TLS on %s%s",
+                Address(config.server.tls_listen.host, tls_sock.getsockname()[1]),
+                " (mutual TLS)" if config.server.tls_listen_ca_file else "",
+            )
         # Start-up objects (command table, slot table) live forever: keep them out of the
         # collector's full passes, which then only walk what the traffic allocates.
         gc.freeze()
@@ -311,7 +361,8 @@ async def serve(
         try:
             await running._serve_until_stopped()
         finally:
-            server.close()
+            for server in servers:
+                server.close()
             if admin is not None:
                 admin.close()
             for client in list(clients.connected):

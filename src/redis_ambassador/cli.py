@@ -27,6 +27,7 @@ from redis_ambassador.config import (
 from redis_ambassador.faults import cli as chaos_cli
 from redis_ambassador.faults.nodes import NodeActions
 from redis_ambassador.routing.topology import ClusterUnreachable
+from redis_ambassador.tls import load_tls
 
 log = logging.getLogger("redis_ambassador")
 
@@ -87,7 +88,36 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sentinel-master", metavar="NAME", help="the sentinels' name for the master"
     )
+    _add_tls_flags(parser)
     _add_tuning_flags(parser)
+
+
+def _add_tls_flags(parser: argparse.ArgumentParser) -> None:
+    tls = parser.add_argument_group("TLS (see config.example.toml)")
+    tls.add_argument(
+        "--tls", action="store_const", const=True, help="connect to the nodes over TLS"
+    )
+    tls.add_argument("--tls-ca-file", metavar="FILE", help="CAs the nodes' certificates chain to")
+    tls.add_argument("--tls-cert-file", metavar="FILE", help="client certificate for the nodes")
+    tls.add_argument("--tls-key-file", metavar="FILE", help="its private key")
+    tls.add_argument("--tls-server-name", metavar="NAME", help="name nodes' certificates carry")
+    tls.add_argument(
+        "--tls-no-check-hostname",
+        dest="tls_check_hostname",
+        action="store_const",
+        const=False,
+        help="check nodes' certificate chains, not the names in them",
+    )
+    tls.add_argument(
+        "--tls-listen", metavar="HOST:PORT|off", help="TLS listener for clients (default off)"
+    )
+    tls.add_argument("--tls-listen-cert-file", metavar="FILE", help="its certificate")
+    tls.add_argument("--tls-listen-key-file", metavar="FILE", help="its private key")
+    tls.add_argument(
+        "--tls-listen-ca-file",
+        metavar="FILE",
+        help="mutual TLS: CAs clients' certificates chain to",
+    )
 
 
 def _add_log_flags(parser: argparse.ArgumentParser, default: object) -> None:
@@ -146,7 +176,23 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "chaos.enabled": args.chaos,
         "chaos.seed": args.chaos_seed,
         "chaos.in_band": args.chaos_in_band,
+        **{dotted: getattr(args, dotted.partition(".")[2], None) for dotted in _TLS_KEYS},
     }
+
+
+# Set by the `serve` flags of the same names (--tls-ca-file: upstream.tls_ca_file).
+_TLS_KEYS = (
+    "upstream.tls",
+    "upstream.tls_ca_file",
+    "upstream.tls_cert_file",
+    "upstream.tls_key_file",
+    "upstream.tls_server_name",
+    "upstream.tls_check_hostname",
+    "server.tls_listen",
+    "server.tls_listen_cert_file",
+    "server.tls_listen_key_file",
+    "server.tls_listen_ca_file",
+)
 
 
 def _flag_names() -> dict[str, str]:
@@ -174,6 +220,7 @@ def _config_check(args: argparse.Namespace) -> int:
     a config file); a secret key's value is masked."""
     config, settings = explain_config(args.config, overrides=_overrides(args))
     _require_seeds(config)
+    load_tls(config)  # a certificate file that cannot be loaded is a config error
     flags = _flag_names()
     lines = [(f"{s.key} = {s.shown}", _where(s, flags)) for s in settings]
     width = max((len(line) for line, _ in lines if len(line) <= 60), default=0)

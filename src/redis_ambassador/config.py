@@ -254,6 +254,27 @@ class ServerConfig:
         "blocked and subscribed clients are exempt (0: never, like Redis's timeout)",
         allow_zero=True,
     )
+    tls_listen: Address | None = field(
+        default=None,
+        metadata={
+            "help": "address of a TLS listener for clients, beside the plain one (like Redis's "
+            "tls-port), host:port, or 'off'"
+        },
+    )
+    tls_listen_cert_file: str = field(
+        default="",
+        metadata={"help": "PEM certificate (chain) the TLS listener presents to clients"},
+    )
+    tls_listen_key_file: str = field(
+        default="", metadata={"help": "PEM private key of tls_listen_cert_file"}
+    )
+    tls_listen_ca_file: str = field(
+        default="",
+        metadata={
+            "help": "PEM CA bundle; set: mutual TLS, every TLS client must present a "
+            "certificate signed by one of these CAs ('': no client certificate asked)"
+        },
+    )
     slow_log_threshold: float = _seconds(
         0.1,
         "seconds from reading a client's commands to writing their replies above which the "
@@ -406,6 +427,39 @@ class UpstreamConfig:
     breaker_successes: int = _int(2, "successful probes that close a half-open breaker")
     health_check_interval: float = _seconds(1.0, "seconds between PINGs to each node")
     health_check_timeout: float = _seconds(1.0, "seconds a health-check PING may take")
+    tls: bool = field(
+        default=False,
+        metadata={"help": "connect to nodes over TLS (nodes with tls-port and tls-cluster yes)"},
+    )
+    tls_ca_file: str = field(
+        default="",
+        metadata={
+            "help": "PEM CA bundle that nodes' certificates must chain to ('': the system's "
+            "trusted CAs)"
+        },
+    )
+    tls_cert_file: str = field(
+        default="",
+        metadata={
+            "help": "PEM client certificate presented to nodes (needed when they say "
+            "tls-auth-clients yes)"
+        },
+    )
+    tls_key_file: str = field(default="", metadata={"help": "PEM private key of tls_cert_file"})
+    tls_server_name: str = field(
+        default="",
+        metadata={
+            "help": "name sent as SNI and checked in every node's certificate ('': each node's "
+            "own address)"
+        },
+    )
+    tls_check_hostname: bool = field(
+        default=True,
+        metadata={
+            "help": "check that each node's certificate names it (false: only its chain is "
+            "checked, for certificates that do not name the nodes' IP addresses)"
+        },
+    )
     read_policy: str = field(
         default="master",
         metadata={

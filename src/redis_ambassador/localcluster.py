@@ -30,7 +30,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-__all__ = ["LocalCluster", "LocalClusterError", "LocalNode", "RedisServerNotFound"]
+__all__ = ["ClusterTLS", "LocalCluster", "LocalClusterError", "LocalNode", "RedisServerNotFound"]
 
 SLOT_COUNT = 16384
 BUS_PORT_OFFSET = 10000
@@ -77,6 +77,36 @@ class _PortInUse(Exception):
     """A node exited at start-up because its port or bus port was taken."""
 
 
+@dataclass(frozen=True)
+class ClusterTLS:
+    """TLS for every node: it listens on TLS only (``port 0``, ``tls-port``), and the cluster
+    bus and replication use TLS too (``tls-cluster``, ``tls-replication``)."""
+
+    cert_file: Path  # each node's certificate, also presented to the others as a client's
+    key_file: Path
+    ca_file: Path  # the CAs a node trusts: the other nodes' certificates and its clients'
+    auth_clients: bool = True  # tls-auth-clients: a client must present a certificate
+
+    def conf_lines(self) -> list[str]:
+        return [
+            "tls-cluster yes",
+            "tls-replication yes",
+            f"tls-cert-file {self.cert_file}",
+            f"tls-key-file {self.key_file}",
+            f"tls-ca-cert-file {self.ca_file}",
+            f"tls-auth-clients {'yes' if self.auth_clients else 'no'}",
+        ]
+
+    def client_options(self) -> dict[str, Any]:
+        """redis-py's options for a client of the nodes (with the nodes' own certificate)."""
+        return {
+            "ssl": True,
+            "ssl_certfile": str(self.cert_file),
+            "ssl_keyfile": str(self.key_file),
+            "ssl_ca_certs": str(self.ca_file),
+        }
+
+
 @dataclass(eq=False)
 class LocalNode:
     """One redis-server process of a LocalCluster."""
@@ -118,6 +148,7 @@ class LocalCluster:
         host: str = "127.0.0.1",
         node_timeout_ms: int = 2000,
         password: str | None = None,
+        tls: ClusterTLS | None = None,
     ) -> None:
         if masters < 1:
             raise ValueError("a cluster needs at least one master")
@@ -131,6 +162,7 @@ class LocalCluster:
         self.node_timeout_ms = node_timeout_ms
         # requirepass (and masterauth) of every node: a password-protected cluster.
         self.password = password
+        self.tls = tls
         self._nodes: list[LocalNode] = []
         self._paused: set[int] = set()  # ports of SIGSTOPped nodes: never query them
         self._dir: Path | None = None
@@ -263,8 +295,9 @@ class LocalCluster:
 
     def client(self, node: LocalNode, **options: Any) -> redis.Redis:
         """A plain redis-py client to one node (bytes responses, no silent retries; signed in
-        with the cluster's password, if it has one)."""
-        return plain_client(node.host, node.port, **{"password": self.password, **options})
+        with the cluster's password, if it has one; over TLS for a TLS cluster)."""
+        defaults = {"password": self.password, **self._tls_options()}
+        return plain_client(node.host, node.port, **{**defaults, **options})
 
     # -- node actions ------------------------------------------------------------------
 
@@ -444,8 +477,11 @@ class LocalCluster:
             self._nodes.append(node)
 
     def _write_conf(self, node: LocalNode) -> None:
+        ports = [f"port {node.port}"]
+        if self.tls is not None:
+            ports = ["port 0", f"tls-port {node.port}", *self.tls.conf_lines()]
         lines = [
-            f"port {node.port}",
+            *ports,
             f"bind {node.host}",
             "protected-mode no",
             "cluster-enabled yes",
@@ -663,7 +699,11 @@ class LocalCluster:
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
             password=self.password,
+            **self._tls_options(),
         )
+
+    def _tls_options(self) -> dict[str, Any]:
+        return {} if self.tls is None else self.tls.client_options()
 
     def _queryable(self) -> list[LocalNode]:
         return [n for n in self._nodes if n.is_running() and n.port not in self._paused]

@@ -86,7 +86,9 @@ def run_discover(
 ) -> tuple[discovery.Discovered, list[Address]]:
     asked: list[Address] = []
 
-    async def fetch(address: Address, timeout: float, credentials: Credentials) -> View:
+    async def fetch(
+        address: Address, timeout: float, credentials: Credentials, tls: object, announced: Address
+    ) -> View:
         asked.append(address)
         answer = answers.get(address, ConnectionRefusedError("refused"))
         if answer is HANGS:

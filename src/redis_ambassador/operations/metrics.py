@@ -73,6 +73,12 @@ class AmbassadorCollector(Collector):
             "AUTHs refused unchecked: too many failures from the address (auth_max_failures)",
             failed.refused,
         )
+        yield _counter(
+            "client_tls_handshake_failures",
+            "TLS clients closed because their handshake failed (no or an untrusted certificate "
+            "under mutual TLS, not TLS at all)",
+            clients.tls_handshake_failures,
+        )
         commands = CounterMetricFamily(
             _PREFIX + "commands", "commands received, by name", labels=["command"]
         )

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from redis_ambassador.config import Address, AddressMap, Config
 from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap, control_client
+from redis_ambassador.tls import NodeTLS
 from redis_ambassador.upstream.credentials import Credentials
 
 log = logging.getLogger(__name__)
@@ -67,13 +68,15 @@ def one_shard(master: Address | None, readers: Iterable[Address] = ()) -> SlotMa
     )
 
 
-def backend_for(config: Config, credentials: Credentials) -> OneShard | None:
+def backend_for(
+    config: Config, credentials: Credentials, tls: NodeTLS | None = None
+) -> OneShard | None:
     """The backend ``cluster.backend`` names (its data nodes signed in to with
-    ``credentials``); None for a Redis Cluster."""
+    ``credentials``, over ``tls`` if set); None for a Redis Cluster."""
     cluster = config.cluster
     timeout = config.upstream.connect_timeout
     if cluster.backend == "standalone":
-        return Standalone(cluster.seeds[0], timeout, credentials)
+        return Standalone(cluster.seeds[0], timeout, credentials, tls)
     if cluster.backend == "sentinel":
         return Sentinel(
             cluster.seeds, cluster.sentinel_master, timeout, credentials, cluster.address_map
@@ -86,15 +89,22 @@ class Standalone:
 
     name = "standalone"
 
-    def __init__(self, server: Address, timeout: float, credentials: Credentials) -> None:
+    def __init__(
+        self,
+        server: Address,
+        timeout: float,
+        credentials: Credentials,
+        tls: NodeTLS | None = None,
+    ) -> None:
         self.server = server
         self._timeout = timeout
         self._credentials = credentials
+        self._tls = tls
 
     async def fetch(self) -> SlotMap:
         """The server, once it answered (a cluster node is refused: it would answer MOVED)."""
         try:
-            client = await control_client(self.server, self._timeout, self._credentials)
+            client = await control_client(self.server, self._timeout, self._credentials, self._tls)
             try:
                 info = await client.execute_command("INFO", "cluster")
             finally:

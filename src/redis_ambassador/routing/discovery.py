@@ -18,7 +18,14 @@ import anyio
 from redis.exceptions import RedisError, ResponseError
 
 from redis_ambassador.config import Address
-from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap, control_client
+from redis_ambassador.routing.topology import (
+    SLOTS,
+    ClusterUnreachable,
+    SlotMap,
+    control_client,
+    failure,
+)
+from redis_ambassador.tls import NodeTLS
 from redis_ambassador.upstream.credentials import Credentials
 from redis_ambassador.upstream.names import Names
 
@@ -75,13 +82,22 @@ def choose(views: Sequence[View]) -> View:
     return replace(best, slot_map=replace(best.slot_map, nodes=nodes))
 
 
-async def fetch_view(address: Address, timeout: float, credentials: Credentials) -> View:
-    """Ask one node (at a dialable address) for its view."""
-    client = await control_client(address, timeout, credentials)
+async def fetch_view(
+    address: Address,
+    timeout: float,
+    credentials: Credentials,
+    tls: NodeTLS | None = None,
+    announced: Address | None = None,
+) -> View:
+    """Ask one node (at a dialable address; known to the cluster as ``announced``) for its
+    view."""
+    client = await control_client(address, timeout, credentials, tls, announced)
     try:
         try:
             slot_map = SlotMap.from_shards(
-                await client.execute_command("CLUSTER", "SHARDS"), current_host=address.host
+                await client.execute_command("CLUSTER", "SHARDS"),
+                current_host=address.host,
+                tls=tls is not None,
             )
         except ResponseError as exc:
             if "unknown subcommand" not in str(exc).lower():
@@ -103,6 +119,7 @@ async def discover(
     wanted: int,
     address_map: Callable[[Address], Address],
     credentials: Credentials,
+    tls: NodeTLS | None = None,
 ) -> Discovered:
     """Views from up to ``wanted`` candidates (asked ``wanted`` at a time, in order, until
     that many answered), the best chosen; raises ClusterUnreachable if none answers.
@@ -138,13 +155,13 @@ async def discover(
 
         async def ask_at(dial: Address, address: Address) -> None:
             try:
-                views.append(await fetch_view(dial, timeout, credentials))
+                views.append(await fetch_view(dial, timeout, credentials, tls, address))
                 answered.set()
             except (RedisError, OSError, TimeoutError, RuntimeError) as exc:
                 # RuntimeError: uvloop's, when a node dies while redis-py is still connecting
                 # ("unable to perform operation on <TCPTransport closed=True>").
                 named = str(address) if dial == address else f"{address} ({dial})"
-                problems.append(f"{named}: {exc or type(exc).__name__}")
+                problems.append(f"{named}: {failure(exc)}")
 
         async with anyio.create_task_group() as tg:
             for address in addresses:

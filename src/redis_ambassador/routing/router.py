@@ -1477,6 +1477,7 @@ class Router:
                 cluster.refresh_nodes,
                 cluster.address_map,
                 self._upstream.credentials,
+                self._upstream.tls,
             )
             slot_map = found.slot_map
             self.stats.epoch, self.stats.views = found.epoch, found.answered

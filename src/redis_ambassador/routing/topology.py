@@ -7,8 +7,10 @@ both replies. ``discovery.py`` asks the nodes and picks among their views.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio
 from redis.asyncio.retry import Retry
@@ -16,6 +18,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import parse_cluster_shards_unified, parse_cluster_slots
 
 from redis_ambassador.config import Address
+from redis_ambassador.tls import NodeTLS, connect_options, describe
 from redis_ambassador.upstream.credentials import Credentials
 
 log = logging.getLogger(__name__)
@@ -40,9 +43,10 @@ class SlotMap:
     nodes: Mapping[str, Address] = field(default_factory=dict)
 
     @classmethod
-    def from_shards(cls, reply: list, current_host: str = "") -> SlotMap:
+    def from_shards(cls, reply: list, current_host: str = "", tls: bool = False) -> SlotMap:
         """From the raw RESP2 reply of ``CLUSTER SHARDS``; a node whose address is not known
-        (a one-node cluster never learns its own) is at ``current_host``, the one asked."""
+        (a one-node cluster never learns its own) is at ``current_host``, the one asked;
+        ``tls``: the nodes' TLS ports."""
         owners: list[Address | None] = [None] * SLOTS
         replicas: set[Address] = set()
         readers: dict[Address, tuple[Address, ...]] = {}
@@ -51,7 +55,7 @@ class SlotMap:
             master = None
             online: list[Address] = []
             for node in shard["nodes"]:
-                address = _shard_node_address(node, current_host)
+                address = _shard_node_address(node, current_host, tls)
                 if address is None:
                     continue
                 health = _text(node.get("health", "online"))
@@ -126,32 +130,69 @@ class SlotMap:
         return ", ".join(ranges)
 
 
-def _shard_node_address(node: dict, current_host: str) -> Address | None:
+def _shard_node_address(node: dict, current_host: str, tls: bool) -> Address | None:
     host = _text(node.get("endpoint") or node.get("ip") or current_host)
-    port = node.get("port") or node.get("tls-port")
+    # A node with both ports lists both ("port" is the plain one); else only the one it has.
+    plain, secure = node.get("port"), node.get("tls-port")
+    port = (secure or plain) if tls else (plain or secure)
     if not host or host == "?" or not port:
         return None
     return Address(host, int(port))
 
 
+class _TLSConnection(redis.asyncio.Connection):
+    """redis-py's connection over the ambassador's own TLS context (redis-py's SSLConnection
+    would build a second one from file names, and could not check a name other than the one
+    dialed)."""
+
+    def __init__(self, *, tls_options: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._tls_options = tls_options
+
+    def _connection_arguments(self) -> Mapping[str, Any]:
+        return {**super()._connection_arguments(), **self._tls_options}
+
+
 async def control_client(
-    address: Address, timeout: float, credentials: Credentials
+    address: Address,
+    timeout: float,
+    credentials: Credentials,
+    tls: NodeTLS | None = None,
+    announced: Address | None = None,
 ) -> redis.asyncio.Redis:
     """A redis-py client for control-plane queries, with raw (unparsed) replies, signed in
-    with the ambassador's credentials."""
-    client = redis.asyncio.Redis(
-        host=address.host,
-        port=address.port,
+    with the ambassador's credentials; over TLS, the node's certificate must name it as
+    ``announced`` (by default the address dialed)."""
+    options: dict[str, Any] = {
+        "host": address.host,
+        "port": address.port,
         **credentials.redis_options(),
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        protocol=2,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "protocol": 2,
         # No silent retries (redis-py's default waits seconds between them): a node that does
         # not answer is reported at once, and discovery moves on to the next one.
-        retry=Retry(NoBackoff(), 0),
-    )
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if tls is None:
+        client = redis.asyncio.Redis(**options)
+    else:
+        tls_options = connect_options(tls, announced or address, timeout)
+        pool = redis.asyncio.ConnectionPool(
+            connection_class=_TLSConnection, tls_options=tls_options, **options
+        )
+        client = redis.asyncio.Redis.from_pool(pool)
     client.response_callbacks.clear()
     return client
+
+
+def failure(exc: BaseException) -> str:
+    """Why a control-plane query failed, in one line (redis-py wraps a failed TLS handshake
+    in its ConnectionError: the TLS reason is the one that helps)."""
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, ssl.SSLError):
+        return describe(cause)
+    return describe(exc) or type(exc).__name__
 
 
 class ClusterUnreachable(RuntimeError):

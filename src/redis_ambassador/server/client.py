@@ -65,6 +65,7 @@ class ClientRegistry:
         # Clients whose unread replies are over max_output_buffer, and since when (the soft
         # output buffer limit's clock); few, so the sweep does not walk every client.
         self.over_soft_limit: dict[ClientConnection, float] = {}
+        self.tls_handshake_failures = 0  # TLS listener's clients refused before connecting
         self._all_gone: asyncio.Event | None = None  # set once draining and none is left
 
     def add(self, client: ClientConnection) -> None:

@@ -15,6 +15,7 @@ import logging
 import anyio
 
 from redis_ambassador.config import Address
+from redis_ambassador.tls import NodeTLS, connect_options, describe
 from redis_ambassador.upstream.breaker import State
 from redis_ambassador.upstream.names import Names
 from redis_ambassador.upstream.pool import NodePool, Upstream
@@ -32,10 +33,13 @@ _TICK = 0.1
 class Prober:
     """One node's probe connection."""
 
-    def __init__(self, address: Address, names: Names, auth: bytes) -> None:
+    def __init__(
+        self, address: Address, names: Names, auth: bytes, tls: NodeTLS | None = None
+    ) -> None:
         self.address = address
         self._names = names
         self._auth = auth  # sent on each new probe connection, before its first PING
+        self._tls = tls
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -45,7 +49,10 @@ class Prober:
             with anyio.fail_after(timeout):
                 if self._reader is None or self._writer is None:
                     dial = (await self._names.resolve(self.address))[0]
-                    self._reader, self._writer = await asyncio.open_connection(dial.host, dial.port)
+                    tls = connect_options(self._tls, self.address, timeout)
+                    self._reader, self._writer = await asyncio.open_connection(
+                        dial.host, dial.port, **tls
+                    )
                     if self._auth:
                         self._writer.write(self._auth)
                         line = await self._reader.readline()
@@ -60,7 +67,7 @@ class Prober:
         except (OSError, RuntimeError) as exc:
             # RuntimeError: uvloop's, for a transport the node closed under us.
             self.close()
-            return str(exc) or type(exc).__name__
+            return describe(exc) or type(exc).__name__
         if line.startswith(b"+PONG"):
             return None
         self.close()
@@ -98,7 +105,9 @@ async def run_health_checks(upstream: Upstream, interval: float, timeout: float)
                     prober = probers.get(pool.address)
                     if prober is None:
                         auth = upstream.credentials.auth_frame
-                        prober = probers[pool.address] = Prober(pool.address, upstream.names, auth)
+                        prober = probers[pool.address] = Prober(
+                            pool.address, upstream.names, auth, upstream.tls
+                        )
                     upstream.start_soon(
                         lambda p=pool, q=prober: _check(p, q, timeout, loop),
                         name=f"health check {pool.name}",

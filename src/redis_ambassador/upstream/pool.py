@@ -26,6 +26,7 @@ from anyio.abc import TaskGroup
 
 from redis_ambassador.config import Address, UpstreamConfig
 from redis_ambassador.operations.histogram import LatencyHistogram
+from redis_ambassador.tls import NodeTLS, connect_options, describe
 from redis_ambassador.upstream.breaker import BreakerSettings, CircuitBreaker, State
 from redis_ambassador.upstream.connection import UNOPENED, ConnectionOwner, Entry, NodeConnection
 from redis_ambassador.upstream.credentials import Credentials
@@ -119,9 +120,15 @@ class Upstream(ConnectionOwner):
     """All node pools; owns their connect tasks and flushes dirty connections once per tick."""
 
     def __init__(
-        self, task_group: TaskGroup, config: UpstreamConfig, names: Names, credentials: Credentials
+        self,
+        task_group: TaskGroup,
+        config: UpstreamConfig,
+        names: Names,
+        credentials: Credentials,
+        tls: NodeTLS | None = None,
     ) -> None:
         self.names = names  # node host names: resolved on each connect, at most so often
+        self.tls = tls  # every connection to a node uses it (health probes and discovery too)
         self.pool_size = config.pool_size
         self.credentials = credentials
         # Each block of lanes and who its connections sign in as; block 0 is the ambassador's.
@@ -232,9 +239,11 @@ class Upstream(ConnectionOwner):
                 if address in self.partitioned:
                     raise ConnectionRefusedError(errno.ECONNREFUSED, _PARTITIONED)
                 dial = (await self.names.resolve(address))[0]
-                await self._loop.create_connection(lambda: conn, dial.host, dial.port)
+                tls = connect_options(self.tls, address, self._connect_timeout)
+                await self._loop.create_connection(lambda: conn, dial.host, dial.port, **tls)
         except (OSError, TimeoutError, RuntimeError) as exc:
-            log.warning("cannot connect to node %s: %s", address, exc or "timed out")
+            # ssl.SSLError is an OSError: a failed handshake is a failed connect (the breaker's).
+            log.warning("cannot connect to node %s: %s", address, describe(exc) or "timed out")
             if isinstance(conn, NodeConnection) and not conn.closing:
                 conn.failure = "cannot connect"
             conn.connection_lost(exc)
