@@ -380,3 +380,47 @@ def test_a_node_whose_certificate_stops_verifying_opens_its_breaker_until_fixed(
     for key in keys:
         client.set(key, 1)
     assert client.mget(keys) == [b"1"] * 32
+
+
+def test_subscribers_and_transactions_over_tls_both_ways(
+    mutual: TLSAmbassador, certs: Certs
+) -> None:
+    """Pub/sub and WATCH/MULTI get node connections of their own: TLS ones too."""
+    secure = mutual.tls_client(certs, certs.app)
+    plain = mutual.process.client()
+    pubsub = secure.pubsub()
+    pubsub.subscribe("tls:news")
+    pubsub.ssubscribe("tls:shard-news")
+    for _ in range(2):
+        assert pubsub.get_message(timeout=5)["type"] in ("subscribe", "ssubscribe")
+    assert plain.publish("tls:news", "hello") == 1
+    assert plain.spublish("tls:shard-news", "sharded") == 1
+    got = [pubsub.get_message(timeout=5) for _ in range(2)]
+    assert sorted(m["data"] for m in got) == [b"hello", b"sharded"]
+    pubsub.close()
+    with secure.pipeline(transaction=True) as pipe:
+        pipe.watch("tls:counter")
+        pipe.multi()
+        pipe.incr("tls:counter")
+        assert pipe.execute() == [int(plain.get("tls:counter"))]
+
+
+def test_config_check_loads_the_certificates(certs: Certs, tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "redis_ambassador", "config", "check", "--seed", "a:1", "--tls"]
+    cert, key = certs.ambassador
+    good = subprocess.run(
+        [*args, "--tls-ca-file", str(certs.ca), "--tls-cert-file", str(cert),
+         "--tls-key-file", str(key)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert good.returncode == 0, good.stderr
+    assert f'upstream.tls_ca_file = "{certs.ca}"' in good.stdout
+    assert re.search(r"upstream\.tls = true\s+# flag --tls\n", good.stdout)
+    bad = subprocess.run(
+        [*args, "--tls-cert-file", str(cert)], capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr == (
+        "config error: upstream.tls_key_file is empty: it is required with upstream.tls_cert_file\n"
+    )
