@@ -164,3 +164,37 @@ def test_commands_wait_for_the_promotion_when_the_master_dies(
         assert promoted.get("k") == b"during"
         assert promoted.role()[0] == b"master"
     assert ambassador.process.poll() is None
+
+
+def pubsub_clients(server: LocalServer) -> int:
+    """Subscribed connections on ``server``, the sentinels' own (hello channel) not counted."""
+    with server.client() as client:
+        listed = client.client_list(_type="pubsub")
+    return sum(1 for c in listed if not str(c.get("name", "")).startswith("sentinel-"))
+
+
+def test_subscribers_move_to_the_new_master_at_the_switch(
+    sentinel_set: LocalSentinelSet, start_ambassador: Callable[..., Ambassador]
+) -> None:
+    """After SENTINEL FAILOVER the old master runs on, a master still, until a sentinel demotes
+    it (up to 10 s later); subscribers there would hear nothing published on the new one."""
+    ambassador = start_ambassador(sentinel_set)
+    old = sentinel_set.master()
+    with ambassador.client(protocol=2) as subscriber, ambassador.client(protocol=2) as publisher:
+        pubsub = subscriber.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe("news")
+        pubsub.ssubscribe("shard-news")
+        wait_until(lambda: pubsub_clients(old) == 2, "both subscriptions on the master")
+        new = sentinel_set.failover()
+        wait_until(lambda: pubsub_clients(new) == 2, "the subscriptions on the new master", 5)
+        assert pubsub_clients(old) == 0
+        assert publisher.publish("news", "after") == 1
+        assert publisher.spublish("shard-news", "sharded") == 1
+        got: list[tuple[str, bytes]] = []
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.5)  # None also for a confirmation
+            if message is not None:
+                got.append((message["type"], message["data"]))
+        assert got == [("message", b"after"), ("smessage", b"sharded")]
+        pubsub.close()

@@ -271,7 +271,20 @@ class Subscriptions:
         if link is None or conn.closing:
             return
         self._placement.refresh()
-        failed = errors.node_unavailable(str(conn.address), conn.failure)
+        if link.active:
+            log.info("subscriber connection to %s lost: subscribing again elsewhere", conn.address)
+        self._replace(link, errors.node_unavailable(str(conn.address), conn.failure))
+
+    def leave(self, address: Address) -> None:
+        """``address`` no longer serves what is subscribed there, though it still runs (a
+        master Sentinel demotes only later): subscribe again where the topology says now."""
+        for link in [self._classic, *self._shard.values()]:
+            if link is not None and link.conn.address == address:
+                link.conn.close()
+                self._replace(link, errors.node_unavailable(str(address), "no longer the master"))
+
+    def _replace(self, link: _Link, failed: bytes) -> None:
+        """Drop ``link`` (confirmations it owed get ``failed``); resubscribe what it held."""
         for owed in link.owed:
             if owed.batch is not None:
                 owed.batch.fill(owed.index, failed)
@@ -279,9 +292,8 @@ class Subscriptions:
         if link is self._classic:
             self._classic = None
         else:
-            self._shard.pop(conn.address, None)
+            self._shard.pop(link.conn.address, None)
         if link.active:
-            log.info("subscriber connection to %s lost: subscribing again elsewhere", conn.address)
             self._resubscribe(link, _RESUBSCRIBE_ATTEMPTS)
 
     def _slot_moved(self, link: _Link, reply: bytes) -> None:

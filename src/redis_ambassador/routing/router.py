@@ -1101,6 +1101,15 @@ class Router:
     def slots_covered(self) -> int:
         return self._covered
 
+    def _subscribers_leave(self, demoted: set[Address]) -> None:
+        """With one server behind, a master replaced by a failover may still run (Sentinel
+        demotes it seconds later) and its subscribers would miss what is published on the new
+        one: move them now."""
+        for client in self.facts.clients:  # type: ignore[attr-defined]
+            if client.subscriptions is not None:
+                for address in demoted:
+                    client.subscriptions.leave(address)
+
     def backend_masters(self) -> tuple[str, list[str]]:
         """The backend (``cluster.backend``) and the masters commands go to now."""
         backend = "cluster" if self._one_shard is None else self._one_shard.name
@@ -1485,6 +1494,8 @@ class Router:
         self.apply(slot_map)
         if list(slot_map.owners) != previous:
             log.info("topology changed: %s", slot_map.describe())
+            if self._one_shard is not None:
+                self._subscribers_leave({a for a in previous if a is not None} - slot_map.masters)
         return slot_map
 
     async def run_refresher(self) -> None:
