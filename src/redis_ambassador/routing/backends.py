@@ -79,7 +79,7 @@ def backend_for(
         return Standalone(cluster.seeds[0], timeout, credentials, tls)
     if cluster.backend == "sentinel":
         return Sentinel(
-            cluster.seeds, cluster.sentinel_master, timeout, credentials, cluster.address_map
+            cluster.seeds, cluster.sentinel_master, timeout, credentials, cluster.address_map, tls
         )
     return None
 
@@ -134,11 +134,14 @@ class Sentinel:
         timeout: float,
         credentials: Credentials,
         address_map: AddressMap,
+        tls: NodeTLS | None = None,
     ) -> None:
         self.sentinels = tuple(sentinels)
         self.master_name = master_name
         self._timeout = timeout
-        self._credentials = credentials  # the data nodes' (sentinels are asked without)
+        # The data nodes' credentials and TLS (sentinels are asked without either).
+        self._credentials = credentials
+        self._tls = tls
         self._reachable = address_map  # from the addresses the sentinels give (NAT, Docker)
 
     async def fetch(self) -> SlotMap:
@@ -184,7 +187,7 @@ class Sentinel:
 
     async def _is_master(self, address: Address) -> bool:
         try:
-            client = await control_client(address, self._timeout, self._credentials)
+            client = await control_client(address, self._timeout, self._credentials, self._tls)
             try:
                 role = await client.execute_command("ROLE")
             finally:
