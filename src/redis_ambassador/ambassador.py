@@ -74,18 +74,19 @@ async def _learn_cluster(
     credentials: Credentials,
     names: Names,
     tls: NodeTLS | None = None,
+    via_named: Address | None = None,
 ) -> tuple[CommandTable, bytes]:
     """The command table (from the node that described the cluster) and the version to report:
     the lowest among all its masters and replicas, so a client never relies on a feature that
     some node lacks (during a rolling upgrade, say)."""
-    client = await control_client(via, timeout, credentials, tls)
+    client = await control_client(via, timeout, credentials, tls, via_named)
     try:
         table = CommandTable.from_reply(await client.execute_command("COMMAND"))
     finally:
         await client.aclose()
     versions: list[bytes] = []
     async with anyio.create_task_group() as tg:
-        for address in sorted(slot_map.masters | slot_map.replicas | {via}, key=str):
+        for address in sorted(slot_map.masters | slot_map.replicas | {via_named or via}, key=str):
             tg.start_soon(_collect_version, address, timeout, credentials, versions, names, tls)
     return table, lowest_version(versions)
 
@@ -299,7 +300,10 @@ async def serve(
             slot_map, via = found.slot_map, found.via
         else:
             slot_map, via = await _first_master(backend)
-        table, version = await _learn_cluster(slot_map, via, timeout, credentials, names, tls.nodes)
+        named = None if found is None else found.via_named
+        table, version = await _learn_cluster(
+            slot_map, via, timeout, credentials, names, tls.nodes, named
+        )
     except BaseException:
         sock.close()
         if tls_sock is not None:

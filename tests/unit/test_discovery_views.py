@@ -3,6 +3,7 @@ with the network replaced by a function (which node answers what)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 
@@ -96,7 +97,7 @@ def run_discover(
             raise TimeoutError("timed out")
         if isinstance(answer, Exception):
             raise answer
-        return answer
+        return dataclasses.replace(answer, via_named=announced)  # as fetch_view makes it
 
     monkeypatch.setattr(discovery, "fetch_view", fetch)
     names = Names(lambda host, port: (lookup or {})[host], 1.0, 1.0)
@@ -153,6 +154,8 @@ def test_a_seed_name_is_asked_at_each_of_its_addresses(monkeypatch: pytest.Monke
     found, asked = run_discover(monkeypatch, answers, [at(6379, "redis.example")], 3, lookup=lookup)
     assert set(asked) == {at(6379, "10.0.0.1"), at(6379, "10.0.0.2")}
     assert found.via == at(6379, "10.0.0.2")
+    # The name it was asked by goes with it: a TLS certificate is checked for the name.
+    assert found.via_named == at(6379, "redis.example")
 
 
 def test_announced_addresses_are_mapped_in_the_result(monkeypatch: pytest.MonkeyPatch) -> None:

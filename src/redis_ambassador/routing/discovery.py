@@ -44,6 +44,8 @@ class View:
     slot_map: SlotMap
     epoch: int
     via: Address  # the address that answered (as dialed)
+    # ... and as it was named (a seed's host name): what its TLS certificate is checked for
+    via_named: Address | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Discovered:
     via: Address
     epoch: int
     answered: int  # nodes whose views were compared
+    via_named: Address | None = None  # via as it was named, if a name (see View)
 
 
 def config_epoch(cluster_nodes: bytes) -> int:
@@ -109,7 +112,7 @@ async def fetch_view(
     finally:
         with anyio.CancelScope(shield=True):  # a straggler cut off still closes its socket
             await client.aclose()
-    return View(slot_map, epoch, address)
+    return View(slot_map, epoch, address, announced)
 
 
 async def discover(
@@ -178,4 +181,6 @@ async def discover(
     if not views:
         raise ClusterUnreachable("no cluster node answered: " + "; ".join(problems or ["no seeds"]))
     best = choose(views)
-    return Discovered(best.slot_map.translated(address_map), best.via, best.epoch, len(views))
+    return Discovered(
+        best.slot_map.translated(address_map), best.via, best.epoch, len(views), best.via_named
+    )
