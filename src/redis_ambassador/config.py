@@ -1247,6 +1247,14 @@ def _check_consistency(values: Mapping[str, tuple[object, str]]) -> None:
             key="cluster.seeds",
             source=seeds_source,
         )
+    policy, policy_source = values["upstream.read_policy"]
+    if backend == "standalone" and policy == "replica":
+        raise ConfigError(
+            f"upstream.read_policy = 'replica' (from {policy_source}): the standalone backend "
+            f"has no replicas, so every read would fail (cluster.backend from {backend_source})",
+            key="upstream.read_policy",
+            source=policy_source,
+        )
     name, name_source = values["cluster.sentinel_master"]
     if backend == "sentinel" and not str(name).strip():
         raise ConfigError(

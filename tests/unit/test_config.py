@@ -583,6 +583,13 @@ def test_backend_with_another_word_and_an_empty_master_name_are_errors(tmp_path:
     )
 
 
+def test_a_standalone_backend_has_no_replicas_to_read_from() -> None:
+    env = {"REDIS_AMBASSADOR_BACKEND": "standalone", "REDIS_AMBASSADOR_READ_POLICY": "replica"}
+    assert "the standalone backend has no replicas, so every read would fail" in error_of(env=env)
+    env["REDIS_AMBASSADOR_READ_POLICY"] = "prefer-replica"  # falls back to the server
+    assert load_config(None, env=env).upstream.read_policy == "prefer-replica"
+
+
 def test_a_standalone_backend_takes_one_seed() -> None:
     env = {"REDIS_AMBASSADOR_BACKEND": "standalone", "REDIS_AMBASSADOR_SEEDS": "a:1 b:2"}
     assert error_of(env=env) == (
