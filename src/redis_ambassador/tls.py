@@ -26,6 +26,7 @@ class NodeTLS:
 
     context: ssl.SSLContext
     server_name: str  # '' : each node's own host
+    client_certificate: bool = False  # one is presented (tls-auth-clients yes needs it)
 
     def server_hostname(self, address: Address) -> str:
         """The name sent as SNI and checked against the node's certificate."""
@@ -85,7 +86,7 @@ def _node_tls(config: Config) -> NodeTLS | None:
         ("upstream.tls_key_file", upstream.tls_key_file),
         required=False,
     )
-    return NodeTLS(context, upstream.tls_server_name)
+    return NodeTLS(context, upstream.tls_server_name, bool(upstream.tls_cert_file))
 
 
 def _listener_context(config: Config) -> ssl.SSLContext | None:

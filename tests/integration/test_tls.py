@@ -17,20 +17,18 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 import redis
 import trustme
+from conftest import Ambassador
 from prometheus_client.parser import text_string_to_metric_families
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
 
 from redis_ambassador.localcluster import ClusterTLS, LocalCluster
-
-if TYPE_CHECKING:
-    from conftest import Ambassador
 
 
 @dataclass(frozen=True)
@@ -41,6 +39,7 @@ class Certs:
     rogue_ca: Path
     nodes_ca: Path  # what the nodes trust: both CAs (a node's certificate is swapped below)
     node: tuple[Path, Path]  # the nodes' certificate and key (names 127.0.0.1 and localhost)
+    named_node: tuple[Path, Path]  # a node's that names "localhost" only, not its IP
     rogue_node: tuple[Path, Path]  # the same names, signed by rogue_ca
     ambassador: tuple[Path, Path]  # the ambassador's: to the nodes, and to its TLS clients
     app: tuple[Path, Path]  # a client of the ambassador's TLS listener
@@ -67,6 +66,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
         rogue_ca=directory / "rogue-ca.pem",
         nodes_ca=directory / "nodes-ca.pem",
         node=_write(directory, "node", ca, "127.0.0.1", "localhost"),
+        named_node=_write(directory, "named-node", ca, "localhost"),
         rogue_node=_write(directory, "rogue-node", rogue, "127.0.0.1", "localhost"),
         ambassador=_write(directory, "ambassador", ca, "127.0.0.1", "localhost"),
         app=_write(directory, "app", ca, "app.example"),
@@ -272,7 +272,7 @@ def _serve(cluster: LocalCluster, *flags: str, timeout: float = 30) -> subproces
             r"TLS handshake failed: certificate verify failed: self.signed certificate in "
             r"certificate chain",
         ),
-        ("no client certificate", r"TLS handshake failed: .*certificate required"),
+        ("no client certificate", r"certificate required|closes connections without a client cert"),
         ("wrong name", r"certificate verify failed: Hostname mismatch.*'wrong\.example'"),
         ("plain", r""),  # a node that does not speak plain TCP closes the connection
     ],
@@ -424,3 +424,38 @@ def test_config_check_loads_the_certificates(certs: Certs, tmp_path: Path) -> No
     assert bad.stderr == (
         "config error: upstream.tls_key_file is empty: it is required with upstream.tls_cert_file\n"
     )
+
+
+def test_nodes_announced_by_host_name_are_checked_for_that_name(
+    certs: Certs, tmp_path: Path
+) -> None:
+    """A node announced by name (cluster-preferred-endpoint-type hostname) whose certificate
+    names only that: every connection checks the name (discovery by a seed name, the start-up
+    queries, the pools, the health checks); the same node dialed by its IP is refused."""
+    cert, key = certs.named_node
+    with LocalCluster(1, 0, tls=ClusterTLS(cert, key, certs.nodes_ca)) as local:
+        node = local.nodes[0]
+        admin = local.client(node)
+        admin.config_set("cluster-announce-hostname", "localhost")
+        admin.config_set("cluster-preferred-endpoint-type", "hostname")
+        shards = admin.execute_command("CLUSTER", "SHARDS")
+        assert shards[0][b"nodes"][0][b"endpoint"] == b"localhost"
+        ambassador = Ambassador.start(
+            [f"localhost:{node.port}"], tmp_path, extra_args=_upstream_flags(certs), admin=True
+        )
+        try:
+            client = ambassador.client()
+            for i in range(20):
+                client.set(f"tls:named:{i}", i)
+            assert client.get("tls:named:7") == b"7"
+            time.sleep(1.5)  # health checks, on connections of their own
+            assert (
+                _metric(ambassador, "redis_ambassador_breaker_state", node=f"localhost:{node.port}")
+                == 0
+            )
+            assert "Hostname mismatch" not in ambassador.stderr_text()
+        finally:
+            ambassador.stop()
+        done = _serve(local, *_upstream_flags(certs))  # seeds by IP
+        assert done.returncode == 1
+        assert "IP address mismatch, certificate is not valid for '127.0.0.1'" in done.stderr

@@ -164,7 +164,7 @@ async def discover(
                 # RuntimeError: uvloop's, when a node dies while redis-py is still connecting
                 # ("unable to perform operation on <TCPTransport closed=True>").
                 named = str(address) if dial == address else f"{address} ({dial})"
-                problems.append(f"{named}: {failure(exc)}")
+                problems.append(f"{named}: {failure(exc, tls)}")
 
         async with anyio.create_task_group() as tg:
             for address in addresses:

@@ -16,6 +16,7 @@ import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.cluster import parse_cluster_shards_unified, parse_cluster_slots
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from redis_ambassador.config import Address
 from redis_ambassador.tls import NodeTLS, connect_options, describe
@@ -186,13 +187,22 @@ async def control_client(
     return client
 
 
-def failure(exc: BaseException) -> str:
+def failure(exc: BaseException, tls: NodeTLS | None = None) -> str:
     """Why a control-plane query failed, in one line (redis-py wraps a failed TLS handshake
     in its ConnectionError: the TLS reason is the one that helps)."""
     cause = exc.__cause__ or exc.__context__
     if isinstance(cause, ssl.SSLError):
         return describe(cause)
-    return describe(exc) or type(exc).__name__
+    reason = describe(exc) or type(exc).__name__
+    lost = isinstance(exc, RedisConnectionError | ConnectionError)
+    if tls is not None and not tls.client_certificate and lost:
+        # TLS 1.3: a node refuses a missing client certificate after the handshake, and the
+        # alert saying so may be lost behind the closed connection.
+        reason += (
+            " (a node with tls-auth-clients yes closes connections without a client "
+            "certificate: set upstream.tls_cert_file and tls_key_file)"
+        )
+    return reason
 
 
 class ClusterUnreachable(RuntimeError):
