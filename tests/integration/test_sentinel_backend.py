@@ -138,18 +138,21 @@ def test_a_sentinel_failover_is_followed_with_errors_only_during_the_promotion(
 
 
 def test_commands_wait_for_the_promotion_when_the_master_dies(
-    sentinel_set: LocalSentinelSet, start_ambassador: Callable[..., Ambassador]
+    sentinel_set: LocalSentinelSet, start_ambassador: Callable[..., Ambassador], tmp_path: Path
 ) -> None:
     """SIGKILL the master: the sentinels see it down after 1 s and promote the replica; the
     writes sent meanwhile wait for it (upstream.retry_deadline) instead of failing."""
-    ambassador = start_ambassador(sentinel_set)
+    config = tmp_path / "ambassador.toml"
+    # A few seconds usually; room for a slow, shared machine.
+    config.write_text("[upstream]\nretry_deadline = 20.0\nretry_attempts = 100\n")
+    ambassador = start_ambassador(sentinel_set, extra_args=("--config", str(config)))
     old, (replica,) = sentinel_set.master(), sentinel_set.replicas()
     with ambassador.client(protocol=2) as client:
         assert client.set("k", "before")
     answers: list[object] = []
 
     def write_during_the_failover() -> None:
-        with ambassador.client(protocol=2, socket_timeout=20) as client:
+        with ambassador.client(protocol=2, socket_timeout=30) as client:
             try:
                 answers.append(client.set("k", "during"))
             except redis.RedisError as exc:
@@ -158,7 +161,7 @@ def test_commands_wait_for_the_promotion_when_the_master_dies(
     old.kill()
     writer = threading.Thread(target=write_during_the_failover)
     writer.start()
-    writer.join(20)
+    writer.join(30)
     assert answers == [True]
     with replica.client() as promoted:
         assert promoted.get("k") == b"during"
