@@ -356,6 +356,21 @@ class ClusterConfig:
         default="mymaster",
         metadata={"help": "backend 'sentinel': the name the sentinels monitor the master by"},
     )
+    sentinel_password: str = field(
+        default="",
+        metadata={
+            "help": "backend 'sentinel': the password the sentinels ask for (their "
+            "requirepass; '': none)",
+            "secret": True,
+        },
+    )
+    sentinel_password_file: str = field(
+        default="",
+        metadata={
+            "help": "a file holding cluster.sentinel_password (a Kubernetes secret mount), "
+            "read at start"
+        },
+    )
     refresh_interval: float = _seconds(30.0, "seconds between periodic topology refreshes")
     min_refresh_interval: float = _seconds(
         0.1, "seconds; no two topology refreshes closer than this (coalescing)"
@@ -1218,6 +1233,7 @@ def _check_consistency(values: Mapping[str, tuple[object, str]]) -> None:
         )
     for secret, path in (
         ("upstream.password", "upstream.password_file"),
+        ("cluster.sentinel_password", "cluster.sentinel_password_file"),
         ("server.requirepass", "server.requirepass_file"),
     ):
         if values[secret][0] and values[path][0]:

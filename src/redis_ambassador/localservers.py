@@ -48,8 +48,11 @@ _BIND_ATTEMPTS = 8
 class LocalServer:
     """One redis-server process (a data node or a sentinel) on a port of its own."""
 
-    def __init__(self, binary: str, directory: Path, host: str, sentinel: bool = False) -> None:
+    def __init__(
+        self, binary: str, directory: Path, host: str, sentinel: bool = False, password: str = ""
+    ) -> None:
         self.binary = binary
+        self.password = password  # its requirepass ("": none)
         self.dir = directory
         self.host = host
         self.sentinel = sentinel
@@ -65,7 +68,7 @@ class LocalServer:
 
     def client(self, **options: Any) -> redis.Redis:
         """redis-py to this server: bytes replies, no silent retries."""
-        return plain_client(self.host, self.port, **options)
+        return plain_client(self.host, self.port, **{"password": self.password or None, **options})
 
     def start(self, conf: Callable[[int], list[str]]) -> None:
         """Launch with the config lines ``conf(port)`` on a free port; return once it answers
@@ -189,12 +192,16 @@ class _Processes:
         raise NotImplementedError
 
     def _server(
-        self, name: str, conf: Callable[[int], list[str]], sentinel: bool = False
+        self,
+        name: str,
+        conf: Callable[[int], list[str]],
+        sentinel: bool = False,
+        password: str = "",
     ) -> LocalServer:
         assert self._dir is not None
         directory = self._dir / name
         directory.mkdir()
-        server = LocalServer(self._binary, directory, self.host, sentinel)
+        server = LocalServer(self._binary, directory, self.host, sentinel, password)
         self.servers.append(server)
         server.start(conf)
         return server
@@ -254,9 +261,11 @@ class LocalSentinelSet(_Processes):
         *,
         host: str = "127.0.0.1",
         down_after_ms: int = 1000,
+        sentinel_password: str = "",
     ) -> None:
         super().__init__(host)
         self.name = name
+        self.sentinel_password = sentinel_password  # the sentinels' requirepass ("": none)
         self.replica_count = replicas
         self.sentinel_count = sentinels
         self.down_after_ms = down_after_ms
@@ -275,8 +284,14 @@ class LocalSentinelSet(_Processes):
             f"sentinel failover-timeout {self.name} 10000",
             f"sentinel parallel-syncs {self.name} 1",
         ]
+        if self.sentinel_password:
+            # Sentinels that ask clients for a password also give it to each other.
+            monitor += [
+                f"requirepass {self.sentinel_password}",
+                f"sentinel sentinel-pass {self.sentinel_password}",
+            ]
         self.sentinels = [
-            self._server(f"sentinel-{i}", lambda port: monitor, sentinel=True)
+            self._server(f"sentinel-{i}", lambda port: monitor, True, self.sentinel_password)
             for i in range(self.sentinel_count)
         ]
         self.wait_settled(master)

@@ -201,3 +201,22 @@ def test_subscribers_move_to_the_new_master_at_the_switch(
                 got.append((message["type"], message["data"]))
         assert got == [("message", b"after"), ("smessage", b"sharded")]
         pubsub.close()
+
+
+def test_sentinels_that_ask_for_a_password_get_it_from_a_secret_file(
+    start_ambassador: Callable[..., Ambassador], tmp_path: Path
+) -> None:
+    secret = tmp_path / "sentinel-password"
+    secret.write_text("s3cret\n")  # as `echo` or an editor leaves it
+    config = tmp_path / "ambassador.toml"
+    config.write_text(f'[cluster]\nsentinel_password_file = "{secret}"\n')
+    with LocalSentinelSet(sentinel_password="s3cret") as protected:
+        ambassador = start_ambassador(protected, extra_args=("--config", str(config)))
+        with ambassador.client(protocol=2) as client:
+            assert client.set("k", "v")
+            new = protected.failover()
+            # The switch is heard on the sentinels' (password-protected) event channel.
+            wait_until(lambda: "+switch-master" in ambassador.stderr_text(), "the switch event")
+            with new.client() as direct:
+                wait_until(lambda: client.set("k", "after") and direct.get("k") == b"after",
+                           "writes on the new master")  # fmt: skip

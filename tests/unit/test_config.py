@@ -18,6 +18,7 @@ from redis_ambassador.config import (
     UpstreamConfig,
     describe_keys,
     env_var_name,
+    explain_config,
     load_config,
 )
 
@@ -588,6 +589,18 @@ def test_a_standalone_backend_has_no_replicas_to_read_from() -> None:
     assert "the standalone backend has no replicas, so every read would fail" in error_of(env=env)
     env["REDIS_AMBASSADOR_READ_POLICY"] = "prefer-replica"  # falls back to the server
     assert load_config(None, env=env).upstream.read_policy == "prefer-replica"
+
+
+def test_the_sentinel_password_is_given_one_way_and_never_shown(tmp_path: Path) -> None:
+    env = {
+        "REDIS_AMBASSADOR_SENTINEL_PASSWORD": "s3cret",
+        "REDIS_AMBASSADOR_SENTINEL_PASSWORD_FILE": str(tmp_path / "secret"),
+    }
+    assert "are both set: give the password one way" in error_of(env=env)
+    del env["REDIS_AMBASSADOR_SENTINEL_PASSWORD_FILE"]
+    _, settings = explain_config(None, env=env)
+    (shown,) = [s.shown for s in settings if s.key == "cluster.sentinel_password"]
+    assert "s3cret" not in shown
 
 
 def test_a_standalone_backend_takes_one_seed() -> None:

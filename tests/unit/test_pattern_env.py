@@ -239,6 +239,7 @@ def test_explain_config_says_where_each_value_came_from(tmp_path: Path) -> None:
     assert [s.key for s in settings if s.secret] == [
         "server.admin_token",
         "server.requirepass",
+        "cluster.sentinel_password",
         "upstream.password",
     ]
 

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from redis_ambassador.config import Address, AddressMap, Config
 from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap, control_client
 from redis_ambassador.tls import NodeTLS
-from redis_ambassador.upstream.credentials import Credentials
+from redis_ambassador.upstream.credentials import Credentials, read_secret_file
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,26 @@ def backend_for(
         return Standalone(cluster.seeds[0], timeout, credentials, tls)
     if cluster.backend == "sentinel":
         return Sentinel(
-            cluster.seeds, cluster.sentinel_master, timeout, credentials, cluster.address_map, tls
+            cluster.seeds,
+            cluster.sentinel_master,
+            timeout,
+            credentials,
+            cluster.address_map,
+            tls,
+            _sentinel_credentials(config),
         )
     return None
+
+
+def _sentinel_credentials(config: Config) -> Credentials:
+    """What the sentinels ask for (``cluster.sentinel_password`` or its file)."""
+    cluster = config.cluster
+    password = cluster.sentinel_password
+    if cluster.sentinel_password_file:
+        password = read_secret_file(
+            cluster.sentinel_password_file, "cluster.sentinel_password_file"
+        )
+    return Credentials(password=password.encode())
 
 
 class Standalone:
@@ -135,13 +152,15 @@ class Sentinel:
         credentials: Credentials,
         address_map: AddressMap,
         tls: NodeTLS | None = None,
+        sentinel_auth: Credentials | None = None,
     ) -> None:
         self.sentinels = tuple(sentinels)
         self.master_name = master_name
         self._timeout = timeout
-        # The data nodes' credentials and TLS (sentinels are asked without either).
+        # The data nodes' credentials and TLS (sentinels are asked in plain text).
         self._credentials = credentials
         self._tls = tls
+        self._auth = sentinel_auth or Credentials()  # the sentinels' own password, if any
         self._reachable = address_map  # from the addresses the sentinels give (NAT, Docker)
 
     async def fetch(self) -> SlotMap:
@@ -171,7 +190,7 @@ class Sentinel:
     async def _ask(self, sentinel: Address) -> tuple[Address, list[Address]] | None:
         """The master's address and its online replicas, as ``sentinel`` sees them (mapped by
         ``cluster.address_map``)."""
-        client = await control_client(sentinel, self._timeout, Credentials())
+        client = await control_client(sentinel, self._timeout, self._auth)
         try:
             reply = await client.execute_command(
                 "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name
@@ -210,6 +229,7 @@ class Sentinel:
                 port=sentinel.port,
                 socket_connect_timeout=self._timeout,
                 protocol=2,
+                **self._auth.redis_options(),
             )
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
