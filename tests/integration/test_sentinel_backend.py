@@ -4,6 +4,8 @@ follow ``read_policy`` to its replica, and a failover is followed without a rest
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -11,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import redis
+from conftest import _free_port
 
-from redis_ambassador.localservers import LocalSentinelSet, LocalServer
+from redis_ambassador.localservers import LocalSentinelSet, LocalServer, LocalStandalone
 
 if TYPE_CHECKING:
     from conftest import Ambassador
@@ -220,3 +223,17 @@ def test_sentinels_that_ask_for_a_password_get_it_from_a_secret_file(
             with new.client() as direct:
                 wait_until(lambda: client.set("k", "after") and direct.get("k") == b"after",
                            "writes on the new master")  # fmt: skip
+
+
+def test_a_seed_that_is_no_sentinel_stops_start_up_with_one_line(
+    standalone_redis: LocalStandalone,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "redis_ambassador", "serve", "--listen", f"127.0.0.1:{_free_port()}",
+         "--backend", "sentinel", "--seed", standalone_redis.seeds[0]],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "no sentinel answered for master 'mymaster'" in result.stderr
+    assert "unknown command 'SENTINEL'" in result.stderr

@@ -7,6 +7,8 @@ ambassador (the data reset in between) must get the same replies, errors include
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,9 +17,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 import redis
-from conftest import resp
+from conftest import _free_port, resp
 from redis.crc import key_slot
 
+from redis_ambassador.localcluster import LocalCluster
 from redis_ambassador.localservers import LocalStandalone
 
 if TYPE_CHECKING:
@@ -247,3 +250,16 @@ def test_a_restarted_server_is_used_again_without_restarting_the_ambassador(
                         raise
                     time.sleep(0.1)
             assert client.get(A) == b"after"
+
+
+def test_a_cluster_node_as_the_standalone_server_stops_start_up_with_one_line(
+    cluster: LocalCluster,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "redis_ambassador", "serve", "--listen", f"127.0.0.1:{_free_port()}",
+         "--backend", "standalone", "--seed", cluster.seeds[0]],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"{cluster.seeds[0]} is a Redis Cluster node: serve it with" in result.stderr

@@ -44,6 +44,12 @@ def test_a_replica_is_read_from_only_while_up_linked_and_replicating_the_master(
     assert _online_replica(replica(master_port=b"6380"), MASTER) is None
 
 
+def test_a_malformed_replica_entry_is_skipped_not_raised() -> None:
+    assert _online_replica(replica(port=b"x"), MASTER) is None
+    assert _online_replica(replica(ip=b""), MASTER) is None
+    assert _online_replica([b"flags", b"slave", b"master-link-status", b"ok"], MASTER) is None
+
+
 def test_only_events_about_the_named_master_concern_it() -> None:
     sentinel = Sentinel([Address("s", 26379)], "cache", 1.0, Credentials(), AddressMap())
     assert sentinel._concerns(b"+switch-master", b"cache 10.0.0.1 6379 10.0.0.2 6379")

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 # Failures of one control-plane exchange (RuntimeError: uvloop's, for a node dying while
 # redis-py is still connecting).
 _EXCHANGE_ERRORS = (RedisError, OSError, TimeoutError, RuntimeError)
+# A reply not shaped as a sentinel's (another server on that port): that sentinel's problem.
+_MALFORMED = (ValueError, IndexError, TypeError, AttributeError)
 # Sentinel events that may change where the master or its readers are (the rest are noise).
 _EVENTS = ("+switch-master", "+slave", "+sdown", "-sdown")
 # Seconds a sentinel's event subscription waits before connecting again after losing it.
@@ -169,7 +171,7 @@ class Sentinel:
         for sentinel in self.sentinels:
             try:
                 found = await self._ask(sentinel)
-            except _EXCHANGE_ERRORS as exc:
+            except (*_EXCHANGE_ERRORS, *_MALFORMED) as exc:
                 problems.append(f"{sentinel}: {exc or type(exc).__name__}")
                 continue
             if found is None:
@@ -275,6 +277,9 @@ def _online_replica(fields: list[bytes], master: Address) -> Address | None:
         return None
     if info.get(b"master-link-status") != b"ok":
         return None
-    if Address(info[b"master-host"].decode(), int(info[b"master-port"])) != master:
-        return None
-    return Address(info[b"ip"].decode(), int(info[b"port"]))
+    try:
+        if Address(info[b"master-host"].decode(), int(info[b"master-port"])) != master:
+            return None
+        return Address(info[b"ip"].decode(), int(info[b"port"]))
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return None  # not what a sentinel sends: not a replica to read from
