@@ -257,3 +257,52 @@ def test_large_replies_of_a_split_mget_are_counted_and_delivered_whole(
         assert bystander.set(key, value) is True
     assert bystander.mget(list(values)) == list(values.values())
     _assert_serving(limited, bystander)
+
+
+def test_a_pipeline_longer_than_the_pending_limit_in_one_write_is_answered_in_order(
+    limited: Ambassador, bystander: redis.Redis
+) -> None:
+    # 3000 commands in a few reads, against max_inflight_per_client 16: sent 16 at a time.
+    conn = limited.raw(timeout=20)
+    ns = uuid.uuid4().hex
+    pipeline = b"".join(
+        resp("SET", f"{ns}:{i}", str(i)) + resp("GET", f"{ns}:{i}") for i in range(1500)
+    )
+    replies = conn.exchange(pipeline, replies=3000)
+    assert replies == [
+        r for i in range(1500) for r in (b"+OK\r\n", b"$%d\r\n%d\r\n" % (len(str(i)), i))
+    ]
+
+
+def test_nothing_after_quit_runs_even_past_the_pending_limit(
+    limited: Ambassador, bystander: redis.Redis
+) -> None:
+    key = f"limits:after-quit:{uuid.uuid4().hex}"
+    conn = limited.raw()
+    conn.send(resp("PING") * 100 + resp("QUIT") + resp("SET", key, "ran") * 100)
+    assert conn.read_until_closed() == b"+PONG\r\n" * 100 + b"+OK\r\n"
+    assert bystander.exists(key) == 0
+
+
+def test_small_replies_of_one_huge_read_cannot_outgrow_the_hard_limit(
+    limited: Ambassador, bystander: redis.Redis
+) -> None:
+    # 16 KB values are under the size counted on arrival, and a 64 KB read holds 6500 of these
+    # inline GETs: sent together, they would owe 100 MB at once. Past 16 pending, the rest wait
+    # their turn, so what is owed goes through the output buffer and meets its hard limit.
+    key = "lim:s"
+    assert bystander.set(key, b"s" * 16000) is True
+    before = limited.metric("client_disconnects_total", reason="output_buffer_hard_limit")
+    rss_before = limited.rss_bytes()
+    greedy = _not_reading_client(limited)
+    greedy.sendall(b"GET %s\n" % key.encode() * 20000)
+    peak = 0
+    deadline = time.monotonic() + 20
+    while limited.metric("client_disconnects_total", reason="output_buffer_hard_limit") == before:
+        assert time.monotonic() < deadline, "not disconnected at the hard limit"
+        peak = max(peak, limited.rss_bytes() - rss_before)
+        time.sleep(0.05)
+    greedy.close()
+    peak = max(peak, limited.rss_bytes() - rss_before)
+    assert peak < 64 * MB, f"RSS grew by {peak / MB:.0f} MB for a 24 MB hard limit"
+    _assert_serving(limited, bystander)

@@ -476,6 +476,9 @@ class ClientConnection(asyncio.Protocol):
     # -- internals ------------------------------------------------------------------------------
 
     def _dispatch(self, commands: list[list[bytes]], frames: list[bytes], read_at: float) -> None:
+        if len(commands) > self._max_inflight:
+            self._dispatch_in_turns(commands, frames, read_at)
+            return
         batch = Batch(self, len(commands), read_at, commands[0])
         registry = self._registry
         registry.sample_in -= 1
@@ -485,6 +488,36 @@ class ClientConnection(asyncio.Protocol):
         self._batches.append(batch)
         self._inflight += len(commands)
         self._router.dispatch(self, batch, commands, frames)
+
+    def _dispatch_in_turns(
+        self, commands: list[list[bytes]], frames: list[bytes], read_at: float
+    ) -> None:
+        """One read brought more commands than ``max_inflight_per_client``: send that many,
+        and keep the rest until their replies are written, as if behind a blocking command.
+        Sending thousands at once would let their replies (small ones are not counted until
+        written) pile up past the output buffer limits."""
+        cap = self._max_inflight
+        self._registry.paused_by["pending_requests"] += 1
+        at = 0
+        while True:
+            self._dispatch(commands[at : at + cap], frames[at : at + cap], read_at)
+            at += cap
+            transport = self._transport
+            if (
+                at >= len(commands)
+                or transport is None
+                or transport.is_closing()  # a QUIT, answered and written
+                or (self._batches and self._batches[-1].close_after)  # a QUIT, not yet
+            ):
+                return
+            if self._batches or self._held is not None:
+                break  # replies owed: the rest waits for them
+        held = self._held
+        if held is None:
+            self._held = (commands[at:], frames[at:])
+        else:
+            self._held = (held[0] + commands[at:], held[1] + frames[at:])
+        self._pause_reading()
 
     def _timed(self, batch: Batch) -> None:
         """A timed batch's replies were written: the latency sample, the slow log."""
