@@ -69,12 +69,6 @@ def _node_tls(config: Config) -> NodeTLS | None:
                     key=f"upstream.{name}",
                 )
         return None
-    if config.cluster.backend == "sentinel":
-        raise ConfigError(
-            "upstream.tls = true: not supported with cluster.backend = 'sentinel' yet (the "
-            "sentinels themselves are asked in plain TCP); use it with 'cluster' or 'standalone'",
-            key="upstream.tls",
-        )
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     context.minimum_version = _MINIMUM_VERSION
     context.check_hostname = upstream.tls_check_hostname

@@ -119,9 +119,3 @@ def test_mutual_tls_requires_client_certificates_only_with_a_ca(pem: dict[str, s
     assert plain.verify_mode is ssl.CERT_NONE
     mutual = tls_of(**listener, **{"server.tls_listen_ca_file": pem["ca"]})
     assert mutual.listener.verify_mode is ssl.CERT_REQUIRED  # type: ignore[attr-defined]
-
-
-def test_tls_to_a_sentinel_backend_is_refused_plainly() -> None:
-    overrides = {"upstream.tls": "true", "cluster.backend": "sentinel"}
-    with pytest.raises(ConfigError, match=r"not supported with cluster.backend = 'sentinel'"):
-        tls_of(**overrides)
