@@ -38,6 +38,9 @@ METRICS: dict[str, frozenset[str]] = {
     "redis_ambassador_request_duration_seconds_bucket": frozenset({"command", "le"}),
     "redis_ambassador_node_latency_seconds_bucket": frozenset({"node", "le"}),
     "redis_ambassador_chaos_faults_total": frozenset({"rule", "action"}),
+    "redis_ambassador_client_connections_rejected_total": frozenset(),
+    "redis_ambassador_client_disconnects_total": frozenset({"reason"}),
+    "redis_ambassador_client_reads_paused_total": frozenset({"reason"}),
 }
 # Labels Prometheus adds to every scraped series.
 TARGET_LABELS = frozenset({"instance", "job"})
