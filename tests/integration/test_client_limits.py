@@ -306,3 +306,25 @@ def test_small_replies_of_one_huge_read_cannot_outgrow_the_hard_limit(
     peak = max(peak, limited.rss_bytes() - rss_before)
     assert peak < 64 * MB, f"RSS grew by {peak / MB:.0f} MB for a 24 MB hard limit"
     _assert_serving(limited, bystander)
+
+
+def test_a_subscriber_not_reading_its_messages_is_closed_at_the_output_limit_and_counted(
+    limited: Ambassador, bystander: redis.Redis
+) -> None:
+    channel = f"limits:{uuid.uuid4().hex}"
+    before = limited.metric("client_disconnects_total", reason="pubsub_output_buffer")
+    subscriber = _not_reading_client(limited)
+    subscriber.sendall(resp("SUBSCRIBE", channel))
+    assert subscriber.recv(64).startswith(b"*3\r\n$9\r\nsubscribe\r\n")  # subscribed
+    message = b"m" * 100_000
+    deadline = time.monotonic() + 20
+    # Publishers cannot be paused: past max_output_buffer (1 MB, once the kernel's socket
+    # buffers are full) the subscriber is closed.
+    while limited.metric("client_disconnects_total", reason="pubsub_output_buffer") == before:
+        assert time.monotonic() < deadline, "the subscriber was never closed"
+        for _ in range(20):
+            bystander.publish(channel, message)
+    assert _closed_within(subscriber, 5)
+    subscriber.close()
+    assert "messages unread over server.max_output_buffer" in limited.stderr_text()
+    _assert_serving(limited, bystander)
