@@ -433,6 +433,25 @@ def test_min_refresh_interval_above_refresh_interval(tmp_path: Path) -> None:
     )
 
 
+def test_output_buffer_hard_limit_below_the_soft_one(tmp_path: Path) -> None:
+    path = write(tmp_path, "[server]\nmax_output_buffer = 2000\n")
+    message = error_of(path=path, env={"REDIS_AMBASSADOR_OUTPUT_BUFFER_HARD_LIMIT": "1000"})
+    assert message == (
+        "config error: server.output_buffer_hard_limit = 1000 "
+        "(from REDIS_AMBASSADOR_OUTPUT_BUFFER_HARD_LIMIT): "
+        f"must be >= server.max_output_buffer (2000, from {path})"
+    )
+
+
+def test_client_limits_default_to_redis_values() -> None:
+    server = load_config(env={}).server
+    assert server.max_clients == 10_000  # maxclients
+    assert server.max_query_buffer == 1024**3  # client-query-buffer-limit 1gb
+    # client-output-buffer-limit, replica class: 256mb 64mb 60
+    assert (server.output_buffer_hard_limit, server.max_output_buffer) == (256 * 2**20, 64 * 2**20)
+    assert server.output_buffer_soft_seconds == 60.0
+
+
 def test_config_error_carries_key_and_source() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(env={"REDIS_AMBASSADOR_POOL_SIZE": "x"})
