@@ -144,6 +144,13 @@ def debug_unknown_subcommand(sub: bytes) -> bytes:
     )
 
 
+CHAOS_NOAUTH = error(
+    "NOAUTH CHAOS needs the admin token (server.admin_token): send CHAOS AUTH <token> first"
+)
+CHAOS_WRONG_TOKEN = error("WRONGPASS invalid admin token")
+CHAOS_NO_TOKEN = error("ERR CHAOS AUTH called without server.admin_token configured")
+
+
 def invalid_rule(problem: str) -> bytes:
     """CHAOS ADD with a rule that does not validate; the problem names the field."""
     return error(f"ERR invalid chaos rule: {problem}")

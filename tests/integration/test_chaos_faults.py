@@ -353,3 +353,32 @@ def test_commands_the_ambassador_answers_are_faulted_when_a_rule_names_them(
             b"-LOADING Redis is loading the dataset in memory\r\n"
         ]
         assert raw.exchange(resp("PING")) == [b"+PONG\r\n"]
+
+
+def test_with_an_admin_token_the_chaos_command_asks_for_it_first(
+    cluster: LocalCluster, start_ambassador: Callable[..., Ambassador], tmp_path: Path
+) -> None:
+    config = tmp_path / "token.toml"
+    config.write_text(
+        '[server]\nadmin_token = "s3cret"\n\n[chaos]\nenabled = true\nin_band = true\n'
+    )
+    guarded = start_ambassador(cluster, extra_args=("--config", str(config)))
+    with guarded.raw() as raw:
+        assert raw.exchange(resp("CHAOS", "LIST")) == [
+            b"-NOAUTH CHAOS needs the admin token (server.admin_token): send CHAOS AUTH "
+            b"<token> first\r\n"
+        ]
+        assert raw.exchange(resp("CHAOS", "AUTH", "guess")) == [
+            b"-WRONGPASS invalid admin token\r\n"
+        ]
+        assert raw.exchange(resp("CHAOS", "AUTH", "s3cret")) == [b"+OK\r\n"]
+        assert raw.exchange(resp("CHAOS", "CLEAR")) == [b":0\r\n"]
+        assert raw.exchange(resp("RESET")) == [b"+RESET\r\n"]
+        assert raw.exchange(resp("CHAOS", "CLEAR"))[0].startswith(b"-NOAUTH")
+
+
+def test_chaos_auth_without_a_token_configured(chaotic: Ambassador) -> None:
+    with chaotic.raw() as raw:
+        assert raw.exchange(resp("CHAOS", "AUTH", "x")) == [
+            b"-ERR CHAOS AUTH called without server.admin_token configured\r\n"
+        ]

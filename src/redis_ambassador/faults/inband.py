@@ -5,16 +5,23 @@ that port is reachable (``chaos.in_band``; off by default under ``serve``).
     CHAOS LIST                 -> every rule and its counters, as JSON (bulk string)
     CHAOS REMOVE <id>          -> :1 if removed, :0 if there was no such rule
     CHAOS CLEAR                -> how many rules were removed
+    CHAOS AUTH <token>         -> +OK; with ``server.admin_token`` set, every subcommand but
+                                  HELP needs it first on the connection (RESET forgets it)
     CHAOS HELP
 """
 
 from __future__ import annotations
 
+import hmac
 import json
+from typing import TYPE_CHECKING
 
 from redis_ambassador import errors
 from redis_ambassador.faults.rules import Faults, RuleError
-from redis_ambassador.protocol.replies import array, bulk, integer, status
+from redis_ambassador.protocol.replies import OK, array, bulk, integer, status
+
+if TYPE_CHECKING:
+    from redis_ambassador.server.client import ClientConnection
 
 _HELP = [
     "CHAOS <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -26,14 +33,17 @@ _HELP = [
     "    Remove one rule.",
     "CLEAR",
     "    Remove every rule.",
+    "AUTH <token>",
+    "    Give the admin token (server.admin_token), when one is set, before the rest.",
     "HELP",
     "    Print this help.",
 ]
-_ARITY = {b"add": 3, b"list": 2, b"remove": 3, b"clear": 2, b"help": 2}
+_ARITY = {b"add": 3, b"list": 2, b"remove": 3, b"clear": 2, b"help": 2, b"auth": 3}
 
 
-def chaos_command(faults: Faults, args: list[bytes]) -> bytes:
-    """The reply to one CHAOS command (Redis's wording for arity and unknown subcommands)."""
+def chaos_command(faults: Faults, client: ClientConnection, args: list[bytes], token: str) -> bytes:
+    """The reply to one CHAOS command (Redis's wording for arity and unknown subcommands);
+    ``token``: the admin token the client must give first ("": none)."""
     if len(args) < 2:
         return errors.wrong_arity("chaos")
     sub = args[1].lower()
@@ -42,6 +52,15 @@ def chaos_command(faults: Faults, args: list[bytes]) -> bytes:
         return errors.unknown_subcommand(args[1], "chaos")
     if len(args) != arity:
         return errors.wrong_arity(f"chaos|{sub.decode()}")
+    if sub == b"auth":
+        if not token:
+            return errors.CHAOS_NO_TOKEN
+        if not hmac.compare_digest(args[2], token.encode()):
+            return errors.CHAOS_WRONG_TOKEN
+        client.chaos_admin = True
+        return OK
+    if token and not client.chaos_admin and sub != b"help":
+        return errors.CHAOS_NOAUTH
     if sub == b"add":
         try:
             spec = json.loads(args[2])

@@ -434,7 +434,8 @@ class Router:
                 and self._config.chaos.in_band
                 and args[0].lower() == b"chaos"
             ):
-                batch.fill(i, chaos_command(self.faults, args))
+                token = self.settings.admin_token
+                batch.fill(i, chaos_command(self.faults, client, args, token))
                 return False
             # Unknown here means unknown to the cluster too: its node words the error.
             self._send_anywhere(client, batch, i, frame)

@@ -189,6 +189,7 @@ class ClientConnection(asyncio.Protocol):
         "_batches", "_closing", "_held", "_held_error", "_inflight", "_lane_base", "_lane_block",
         "_max_inflight", "_max_output", "_max_output_hard", "_parser", "_pool_size", "_reading",
         "_registry", "_replies_held", "_router", "_transport", "_write_paused", "authenticated",
+        "chaos_admin",
         "connected_at", "fd", "id", "lane", "last_read", "lib_name", "lib_ver", "local_address",
         "name", "no_evict", "no_touch", "peer", "private", "protocol", "reply_mode",
         "subscriptions", "transaction", "upstream_auth", "user", "watched_slot", "watching",
@@ -204,6 +205,7 @@ class ClientConnection(asyncio.Protocol):
         # the router's slow path, which answers NOAUTH. ACL users' commands travel the lanes of
         # their user's block (``_lane_block``, its first lane), signed in with ``upstream_auth``.
         self.authenticated = not router.client_auth.required
+        self.chaos_admin = False  # gave server.admin_token with CHAOS AUTH
         self.user = b"default"
         self._lane_block = 0
         self.upstream_auth = router.upstream_auth
@@ -277,6 +279,7 @@ class ClientConnection(asyncio.Protocol):
         router = self._router
         self.sign_in(b"default", 0, router.upstream_auth)
         self.authenticated = not router.client_auth.required
+        self.chaos_admin = False
 
     # -- asyncio's side -----------------------------------------------------------------------
 
