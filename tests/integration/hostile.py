@@ -43,7 +43,7 @@ from redis_ambassador.protocol.requests import (
     encode_command,
 )
 
-# The ambassador's defaults, which the reference reader must share.
+# The ambassador's defaults (server.max_*), which the reference reader must share.
 MAX_BULK = 512 * 1024 * 1024
 MAX_MULTIBULK = 1024 * 1024
 MAX_QUERY = 1024 * 1024 * 1024
@@ -233,20 +233,28 @@ class Expected:
     counted: bool  # every command has exactly one reply (see _ONE_REPLY)
 
 
-def expected(stream: bytes, known: frozenset[bytes]) -> Expected:
-    reader = ExactReader(MAX_BULK, MAX_MULTIBULK, MAX_QUERY)
-    reader.feed(stream)
-    commands: list[list[bytes]] = []
-    error = None
-    try:
-        while (args := reader.next_command()) is not None:
-            if args:
-                commands.append(args)
-    except ProtocolError as exc:
-        error = errors.protocol(str(exc))
-    names = {c[0].lower() for c in commands}
-    counted = all(name in _ONE_REPLY or name not in known for name in names)
-    return Expected(commands, error, counted)
+@dataclass(frozen=True)
+class Reference:
+    """Redis's reader with the ambassador's limits, and the command names Redis knows."""
+
+    known: frozenset[bytes]
+    max_bulk_len: int = MAX_BULK
+    max_multibulk_len: int = MAX_MULTIBULK
+
+    def expected(self, stream: bytes) -> Expected:
+        reader = ExactReader(self.max_bulk_len, self.max_multibulk_len, MAX_QUERY)
+        reader.feed(stream)
+        commands: list[list[bytes]] = []
+        error = None
+        try:
+            while (args := reader.next_command()) is not None:
+                if args:
+                    commands.append(args)
+        except ProtocolError as exc:
+            error = errors.protocol(str(exc))
+        names = {c[0].lower() for c in commands}
+        counted = all(name in _ONE_REPLY or name not in self.known for name in names)
+        return Expected(commands, error, counted)
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -362,11 +370,11 @@ def _check(index: int, stream: bytes, want: Expected, got: list[object], closed:
             problem(f"protocol error {reply!r} where Redis finds none")
 
 
-async def _session(host: str, port: int, index: int, seed: int, known: frozenset[bytes],
+async def _session(host: str, port: int, index: int, seed: int, reference: Reference,
                    report: Report, timeout: float) -> None:  # fmt: skip
     rng = random.Random(f"{seed}:{index}")
     stream, count = session_stream(rng)
-    want = expected(stream, known)
+    want = reference.expected(stream)
     # Some clients vanish (a reset) as soon as they have sent, their replies still in flight:
     # what the nodes send for them must go nowhere, and nobody else's replies may shift.
     vanish = rng.random() < 0.05
@@ -425,7 +433,7 @@ async def _slow_loris(host: str, port: int, index: int, stop: asyncio.Event,
                       report: Report) -> None:  # fmt: skip
     """One SET a byte at a time for as long as the run lasts; then the rest, and its +OK."""
     reader, writer = await asyncio.open_connection(host, port)
-    command = encode_command([b"SET", b"fuzz:loris:%d" % index, b"x" * 4000])
+    command = encode_command([b"SET", b"fuzz:loris:%d" % index, b"x" * 500])
     sent = 0
     try:
         while not stop.is_set() and sent < len(command) - 1:
@@ -445,10 +453,12 @@ async def _slow_loris(host: str, port: int, index: int, stop: asyncio.Event,
 
 
 async def _run(host: str, port: int, seed: int, frames: int, connections: int,
-               rss: Callable[[], int] | None, timeout: float) -> Report:  # fmt: skip
+               rss: Callable[[], int] | None, timeout: float,
+               limits: dict[str, int]) -> Report:  # fmt: skip
     report = Report(seed)
     with redis.Redis(host=host, port=port, socket_timeout=10) as control:
         known = frozenset(name.lower() for name in control.command_list())
+    reference = Reference(known, **limits)
     baseline = rss() if rss is not None else 0
     stop = asyncio.Event()
     started = time.monotonic()
@@ -461,7 +471,7 @@ async def _run(host: str, port: int, seed: int, frames: int, connections: int,
         while report.frames < frames:
             index = next_session
             next_session += 1
-            await _session(host, port, index, seed, known, report, timeout)
+            await _session(host, port, index, seed, reference, report, timeout)
 
     async def sample_rss() -> None:
         while not stop.is_set():
@@ -480,10 +490,12 @@ async def _run(host: str, port: int, seed: int, frames: int, connections: int,
 
 
 def run(host: str, port: int, *, seed: int, frames: int, connections: int = 32,
-        rss: Callable[[], int] | None = None, timeout: float = 10.0) -> Report:  # fmt: skip
+        rss: Callable[[], int] | None = None, timeout: float = 10.0,
+        **limits: int) -> Report:  # fmt: skip
     """Fuzz the ambassador at host:port with at least ``frames`` frames; ``rss`` reads its
-    resident memory (sampled every 0.1 s)."""
-    return asyncio.run(_run(host, port, seed, frames, connections, rss, timeout))
+    resident memory (sampled every 0.1 s); ``limits``: the ambassador's ``max_bulk_len`` and
+    ``max_multibulk_len`` when not the defaults."""
+    return asyncio.run(_run(host, port, seed, frames, connections, rss, timeout, limits))
 
 
 def main(argv: list[str] | None = None) -> int:
