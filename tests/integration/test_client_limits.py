@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
+import struct
 import sys
 import time
 import uuid
@@ -328,3 +329,25 @@ def test_a_subscriber_not_reading_its_messages_is_closed_at_the_output_limit_and
     subscriber.close()
     assert "messages unread over server.max_output_buffer" in limited.stderr_text()
     _assert_serving(limited, bystander)
+
+
+def test_replies_to_a_client_that_vanished_are_dropped_as_they_arrive(
+    ambassador: Ambassador,
+) -> None:
+    # The session's ambassador, default limits: all 300 GETs are sent to the node at once.
+    other = ambassador.client(single_connection_client=True, socket_timeout=10)
+    key = "limits:vanished"
+    assert other.set(key, b"w" * MB) is True
+    rss_before = ambassador.rss_bytes()
+    gone = socket.create_connection((ambassador.host, ambassador.port))
+    gone.sendall(resp("GET", key) * 300)  # 300 MB owed
+    time.sleep(0.05)  # read and sent to the node
+    gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    gone.close()  # a reset: the replies have nowhere to go
+    peak = 0
+    for _ in range(40):
+        peak = max(peak, ambassador.rss_bytes() - rss_before)
+        time.sleep(0.05)
+    assert peak < 64 * MB, f"RSS grew by {peak / MB:.0f} MB for a client that is gone"
+    assert other.get(key) == b"w" * MB
+    other.close()
