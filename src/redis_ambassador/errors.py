@@ -44,6 +44,12 @@ def node_unavailable(address: str, detail: str) -> bytes:
     return error(f"ERR redis-ambassador: node {address} unavailable: {detail}")
 
 
+def no_master(backend: str) -> bytes:
+    """A standalone or Sentinel backend has no usable master now (what CLUSTERDOWN says of a
+    slot in front of a cluster)."""
+    return error(f"MASTERDOWN redis-ambassador: no reachable master ({backend} backend)")
+
+
 def no_replica(master: str) -> bytes:
     """``read_policy = "replica"`` and no replica of the slot's master is usable."""
     return error(f"ERR redis-ambassador: no replica of {master} available (read_policy replica)")

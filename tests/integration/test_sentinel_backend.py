@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import redis
-from conftest import _free_port
+from conftest import _free_port, resp
 
 from redis_ambassador.localservers import LocalSentinelSet, LocalServer, LocalStandalone
 
@@ -237,3 +237,25 @@ def test_a_seed_that_is_no_sentinel_stops_start_up_with_one_line(
     assert "Traceback" not in result.stderr
     assert "no sentinel answered for master 'mymaster'" in result.stderr
     assert "unknown command 'SENTINEL'" in result.stderr
+
+
+def test_with_no_master_left_commands_get_masterdown_after_waiting(
+    sentinel_set: LocalSentinelSet, start_ambassador: Callable[..., Ambassador], tmp_path: Path
+) -> None:
+    config = tmp_path / "ambassador.toml"
+    config.write_text("[upstream]\nretry_deadline = 0.5\n")
+    ambassador = start_ambassador(sentinel_set, extra_args=("--config", str(config)), admin=True)
+    for node in sentinel_set.data:
+        node.kill()
+    expected = b"-MASTERDOWN redis-ambassador: no reachable master (sentinel backend)\r\n"
+    replies: list[bytes] = []
+
+    def masterdown() -> bool:
+        with ambassador.raw(timeout=10) as conn:
+            replies.extend(conn.exchange(resp("SET", "k", "v")))
+        return replies[-1] == expected
+
+    wait_until(masterdown, "MASTERDOWN")
+    assert ambassador.metric("ready") == 0
+    # Logged once, not at each of the refreshes the waiting commands asked for.
+    assert ambassador.stderr_text().count("which is not a reachable master") == 1

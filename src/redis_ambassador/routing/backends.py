@@ -163,6 +163,7 @@ class Sentinel:
         self._credentials = credentials
         self._tls = tls
         self._auth = sentinel_auth or Credentials()  # the sentinels' own password, if any
+        self._unconfirmed: Address | None = None  # logged once, not at every refresh
         self._reachable = address_map  # from the addresses the sentinels give (NAT, Docker)
 
     async def fetch(self) -> SlotMap:
@@ -181,8 +182,14 @@ class Sentinel:
             if not await self._is_master(master):
                 # Mid-failover: the sentinels' choice is not promoted yet, or the old master
                 # is not reachable. No master for now: commands wait, the refresher asks again.
-                log.info("sentinel %s names %s, which is not a reachable master", sentinel, master)
+                if master != self._unconfirmed:
+                    self._unconfirmed = master
+                    log.warning(
+                        "sentinel %s names %s, which is not a reachable master (yet)",
+                        sentinel, master,
+                    )  # fmt: skip
                 return one_shard(None)
+            self._unconfirmed = None
             return one_shard(master, replicas)
         raise ClusterUnreachable(
             "no sentinel answered for master "

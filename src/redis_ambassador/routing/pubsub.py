@@ -95,12 +95,14 @@ class Placement:
         connect: Callable[[SubscriberConnection, Address], None],
         refresh: Callable[[], None],
         slot_of: Callable[[bytes], int] = key_slot,
+        uncovered: bytes = errors.CLUSTERDOWN_UNCOVERED,
     ) -> None:
         self.any_master = any_master
         self.owner = owner
         self.connect = connect
         self.refresh = refresh
         self.slot_of = slot_of  # a shard channel's slot (always 0 with one server behind)
+        self.uncovered = uncovered  # the error when no master can take a subscription
 
 
 class Subscriptions:
@@ -134,7 +136,7 @@ class Subscriptions:
         an error reply instead when no node can take them."""
         link = self._classic_link()
         if link is None:
-            return errors.CLUSTERDOWN_UNCOVERED
+            return self._placement.uncovered
         self._send(link, batch, i, args)
         return None
 
@@ -147,7 +149,7 @@ class Subscriptions:
                 # Nothing to leave; Redis still confirms once, with a null channel.
                 link = self._shard_link(key_slot(b""))
                 if link is None:
-                    return errors.CLUSTERDOWN_UNCOVERED
+                    return self._placement.uncovered
                 links = [link]
             # One reply made of every connection's confirmations, in a fixed order.
             gather = Gather(batch, i, len(links), b"".join)
@@ -160,7 +162,7 @@ class Subscriptions:
             return errors.CROSSSLOT
         link = self._shard_link(slot)
         if link is None:
-            return errors.CLUSTERDOWN_UNCOVERED
+            return self._placement.uncovered
         self._send(link, batch, i, args)
         return None
 

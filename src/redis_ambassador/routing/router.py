@@ -197,6 +197,10 @@ class Router:
         # so no command is refused or split for its keys' slots.
         self._one_shard = backend
         self._slot_of: Callable[[bytes], int] = key_slot if backend is None else _only_slot
+        # The error for a command no master can take now (once it has waited its turn).
+        self._uncovered = (
+            errors.CLUSTERDOWN_UNCOVERED if backend is None else errors.no_master(backend.name)
+        )
         self._upstream = upstream
         self._table = table
         self.facts = facts
@@ -233,6 +237,7 @@ class Router:
             connect=upstream.connect,
             refresh=self.request_refresh,
             slot_of=self._slot_of,
+            uncovered=self._uncovered,
         )
         upstream.on_redirect = self._redirected
         upstream.on_failure = self._connection_failed
@@ -527,7 +532,7 @@ class Router:
             # retry budget, rather than fail at once.
             self.request_refresh()
             if not self._wait(None, (batch, i, frame, 0)):
-                batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
+                batch.fill(i, self._uncovered)
             return False
         if self._reads.spreads and "readonly" in spec.flags and client.watching is None:
             reader = self._reads.choose(pool, self._readers.get(pool.address, ()), _usable)
@@ -657,7 +662,7 @@ class Router:
         one would change its user); what the client sent after it waits for the verdict."""
         master = self._any_master()
         if master is None:
-            batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
+            batch.fill(i, self._uncovered)
             return False
         credentials = Credentials(user if user is not None else b"default", password)
         conn = self._upstream.private(master.address, 2, b"")
@@ -954,7 +959,7 @@ class Router:
             pool = self._owners[tx.slot] if tx.slot is not None else self._any_master()
             if pool is None:
                 self.request_refresh()
-                batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
+                batch.fill(i, self._uncovered)
                 return
             lane = pool.lane(client.lane)
             if lane is None:
@@ -992,7 +997,7 @@ class Router:
         """Send each part to its pool (None: no master serves it yet) and merge the replies."""
         if not parts:
             self.request_refresh()
-            batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
+            batch.fill(i, self._uncovered)
             return
         gather = Gather(batch, i, len(parts), merge)
         for j, (pool, frame) in enumerate(parts):
@@ -1001,7 +1006,7 @@ class Router:
                 continue
             self.request_refresh()
             if not self._wait(None, (gather, j, frame, 0)):  # type: ignore[arg-type]
-                gather.fill(j, errors.CLUSTERDOWN_UNCOVERED)
+                gather.fill(j, self._uncovered)
 
     def _scan(self, batch: Batch, i: int, args: list[bytes]) -> None:
         """SCAN walks the masters one after another behind one cursor (see ScanPlan)."""
@@ -1011,7 +1016,7 @@ class Router:
         starts = self._range_starts
         plan = ScanPlan(starts, args[1])
         if not plan.valid:
-            batch.fill(i, errors.INVALID_CURSOR if starts else errors.CLUSTERDOWN_UNCOVERED)
+            batch.fill(i, errors.INVALID_CURSOR if starts else self._uncovered)
             return
         self._fan_out(batch, i, [(self._owners[plan.slot], plan.request(args))], plan.merge)
 
@@ -1038,7 +1043,7 @@ class Router:
                     batch.fill(i, bytes(plan.merge([])))
                     return
                 self.request_refresh()
-                batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
+                batch.fill(i, self._uncovered)
                 return
             # Each part is for its node: one that fails answers its error (the merge decides)
             # instead of going to another node (a second CONFIG SET there, its SLOWLOG twice).
@@ -1065,7 +1070,7 @@ class Router:
         pool = self._owners[slot]
         if pool is None:
             self.request_refresh()
-            batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
+            batch.fill(i, self._uncovered)
         return pool
 
     def answered(self, client: ClientConnection, batch: Batch, elapsed: float) -> None:
@@ -1155,7 +1160,7 @@ class Router:
         pool = self._any_master()
         if pool is None:
             self.request_refresh()
-            batch.fill(i, errors.CLUSTERDOWN_UNCOVERED)
+            batch.fill(i, self._uncovered)
             return
         if (
             spec is not None
@@ -1420,7 +1425,7 @@ class Router:
             self.request_refresh()  # to learn of the promotion as soon as it happens
             if not self._wait(address, entry):
                 if pool is None:
-                    self._fail(entry, errors.CLUSTERDOWN_UNCOVERED)
+                    self._fail(entry, self._uncovered)
                 else:
                     self._fail(entry, errors.node_unavailable(pool.name, "circuit breaker open"))
             return
