@@ -58,8 +58,8 @@ class ListenError(RuntimeError):
 class _Facts(ServerFacts):
     """HELLO's version, plus the clients connected to this ambassador (CLIENT LIST)."""
 
-    def __init__(self, version: bytes, clients: ClientRegistry) -> None:
-        super().__init__(version)
+    def __init__(self, version: bytes, clients: ClientRegistry, one_server: bool) -> None:
+        super().__init__(version, one_server)
         self._registry = clients
 
     @property
@@ -316,7 +316,7 @@ async def serve(
         config.cluster.backend, via, len(slot_map.masters), len(table), version.decode(),
     )  # fmt: skip
     clients = ClientRegistry()
-    facts = _Facts(version, clients)
+    facts = _Facts(version, clients, backend is not None)
     async with anyio.create_task_group() as tg:
         upstream = Upstream(tg, config.upstream, names, credentials, tls.nodes)
         if backend is not None:

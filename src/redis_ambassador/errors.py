@@ -16,6 +16,11 @@ CROSSSLOT = error("CROSSSLOT Keys in request don't hash to the same slot")
 INVALID_CURSOR = error("ERR invalid cursor")
 CLUSTERDOWN_UNCOVERED = error("CLUSTERDOWN Hash slot not served")
 SELECT_IN_CLUSTER = error("ERR SELECT is not allowed in cluster mode")
+# In front of one server there is no "cluster mode" to blame: the shared connections are why.
+SELECT_ONE_SERVER = error(
+    "ERR redis-ambassador serves database 0 only: its connections to the server are shared "
+    "by every client"
+)
 NOT_AN_INTEGER = error("ERR value is not an integer or out of range")
 INT_OUT_OF_RANGE = error("ERR value is out of range, value must between -2147483648 and 2147483647")
 NOPROTO = error("NOPROTO unsupported protocol version")

@@ -176,6 +176,15 @@ def test_cluster_commands_get_the_servers_own_error(
     assert replies[0] == b"-ERR This instance has cluster support disabled\r\n"
 
 
+def test_select_keeps_to_database_0_and_says_why(through: Ambassador, raw: Raw) -> None:
+    replies = raw(through.host, through.port).exchange(resp("SELECT", "0") + resp("SELECT", "1"), 2)
+    assert replies == [
+        b"+OK\r\n",
+        b"-ERR redis-ambassador serves database 0 only: its connections to the server are "
+        b"shared by every client\r\n",
+    ]
+
+
 def test_cluster_view_single_still_describes_a_one_node_cluster(
     standalone_backend: LocalStandalone,
     start_ambassador: Callable[..., Ambassador],

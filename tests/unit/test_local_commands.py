@@ -48,6 +48,7 @@ class Session:
 class Facts:
     version: bytes = b"7.0.15"
     clients: list[Session] = field(default_factory=list)
+    one_server: bool = False
 
 
 def run(*args: bytes, session: Session | None = None, facts: Facts | None = None) -> bytes:
@@ -149,6 +150,15 @@ def test_local_reply_matches_redis_for_edge_case_arguments(
     args: tuple[bytes, ...], reply: bytes
 ) -> None:
     assert run(*args) == reply
+
+
+def test_select_of_another_database_in_front_of_one_server_says_why_without_cluster_mode() -> None:
+    facts = Facts(one_server=True)
+    assert run(b"SELECT", b"0", facts=facts) == b"+OK\r\n"
+    assert run(b"SELECT", b"1", facts=facts) == (
+        b"-ERR redis-ambassador serves database 0 only: its connections to the server are "
+        b"shared by every client\r\n"
+    )
 
 
 def test_client_setname_then_getname_returns_the_name_and_empty_name_clears_it() -> None:

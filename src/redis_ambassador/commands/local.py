@@ -45,6 +45,7 @@ class ServerFacts(Protocol):
     """What the ambassador reports about the server the client believes it talks to."""
 
     version: bytes  # HELLO's version: the lowest among the cluster's nodes
+    one_server: bool  # a standalone or Sentinel backend, not a cluster
 
     @property
     def clients(self) -> Collection[Session]:
@@ -75,7 +76,9 @@ def _select(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
         return errors.NOT_AN_INTEGER
     if not -(2**31) <= db < 2**31:
         return errors.INT_OUT_OF_RANGE
-    return OK if db == 0 else errors.SELECT_IN_CLUSTER
+    if db == 0:
+        return OK
+    return errors.SELECT_ONE_SERVER if facts.one_server else errors.SELECT_IN_CLUSTER
 
 
 def _ok(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:

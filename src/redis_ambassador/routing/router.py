@@ -172,8 +172,9 @@ class RouterStats:
 class ServerFacts:
     """What the ambassador tells clients about "the server" (HELLO)."""
 
-    def __init__(self, version: bytes) -> None:
+    def __init__(self, version: bytes, one_server: bool = False) -> None:
         self.version = version
+        self.one_server = one_server  # a standalone or Sentinel backend, not a cluster
 
 
 class Router:
