@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from redis_ambassador.faults.rules import Faults, RuleError, glob_pattern
+from redis_ambassador.faults.rules import Command, Faults, RuleError, glob_pattern
 
 
 class Clock:
@@ -21,10 +21,8 @@ def faults(seed: int = 7, clock: Clock | None = None) -> Faults:
 
 
 def decide(table: Faults, name: str = "get", key: bytes = b"k", **kw: object) -> object:
-    args = {"categories": frozenset(), "keys": [key], "slot": 1, "node": "h:1",
-            "replica": False, "client": b""}  # fmt: skip
-    args.update(kw)
-    return table.decide(name, **args)  # type: ignore[arg-type]
+    fields = {"keys": [key], "slot": 1, "node": "h:1", **kw}
+    return table.decide(Command(name, **fields))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from redis_ambassador.faults.rules import Faults, Rule
+from redis_ambassador.faults.rules import Command, Faults, Rule
 from redis_ambassador.operations.ratelimit import LimitedLog
 
 if TYPE_CHECKING:
@@ -141,12 +141,7 @@ class Injector:
     def inject(
         self,
         client: ClientConnection,
-        name: str,
-        categories: frozenset[str],
-        keys: list[bytes],
-        slot: int | None,
-        node: str,
-        replica: bool,
+        command: Command,
         batch: Batch,
         index: int,
         send: Callable[[Batch | Catch], None],
@@ -155,13 +150,14 @@ class Injector:
         """Apply the rule that fires for this command, if any (True: it took the command over;
         ``send`` sends it on, with the batch whose reply slot it fills; ``redirect`` forges
         the rule's redirection)."""
-        rule = self.faults.decide(name, categories, keys, slot, node, replica, client.name)
+        rule = self.faults.decide(command)
         if rule is None:
             return False
         if self._log is not None:
             self._log.log(
                 self._loop.time(), "chaos: rule %s (%s) on %s from %s to node %s",
-                rule.id, rule.action, name.upper(), client.describe(), node,
+                rule.id, rule.action, command.name.upper(), client.describe(),
+                command.node or "(the ambassador)",
             )  # fmt: skip
         delay = rule.delay_seconds()
         action = rule.action

@@ -13,7 +13,7 @@ import itertools
 import math
 import random
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,19 @@ _SLOTS = 16384
 
 class RuleError(ValueError):
     """An invalid rule; the message begins with the field at fault ("probability: ...")."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """What rules match a command on, as it is about to be sent."""
+
+    name: str  # lower case; "client|list" for a subcommand
+    categories: frozenset[str] = frozenset()  # its ACL categories, "@read", ...
+    keys: Sequence[bytes] = ()
+    slot: int | None = None
+    node: str = ""  # "host:port" it goes to; "": the ambassador answers it itself
+    replica: bool = False  # that node is a replica
+    client: bytes = b""  # the client's CLIENT SETNAME name
 
 
 @dataclass(slots=True)
@@ -186,24 +199,14 @@ class Faults:
             if rule.action == "partition" and rule.active(now)
         )  # fmt: skip
 
-    def decide(
-        self,
-        name: str,
-        categories: frozenset[str],
-        keys: Collection[bytes],
-        slot: int | None,
-        node: str,
-        replica: bool,
-        client: bytes,
-    ) -> Rule | None:
-        """The rule that fires for a command about to be sent to ``node`` ("": answered by
-        the ambassador itself, which only rules naming the command act on), if any: the first
-        active rule that matches it and wins its probability draw. Counts the hit."""
+    def decide(self, command: Command) -> Rule | None:
+        """The rule that fires for ``command``, if any: the first active rule that matches it
+        and wins its probability draw. Counts the hit."""
         now = self._clock()
         for rule in self.rules:
             if rule.action == "partition" or not rule.active(now):
                 continue
-            if not _matches(rule, name, categories, keys, slot, node, replica, client):
+            if not _matches(rule, command):
                 continue
             rule.matched += 1
             if rule.probability < 1.0 and rule.rng.random() >= rule.probability:
@@ -217,35 +220,28 @@ class Faults:
         return None
 
 
-def _matches(
-    rule: Rule,
-    name: str,
-    categories: frozenset[str],
-    keys: Collection[bytes],
-    slot: int | None,
-    node: str,
-    replica: bool,
-    client: bytes,
-) -> bool:
-    if not node and (rule.node is not None or not _names_command(rule, name)):
+def _matches(rule: Rule, command: Command) -> bool:
+    name = command.name
+    if not command.node and (rule.node is not None or not _names_command(rule, name)):
         return False
     restricted = rule.commands is not None or rule.categories
-    if restricted and not _names_command(rule, name) and not (rule.categories & categories):
+    if restricted and not _names_command(rule, name) and not (rule.categories & command.categories):
         return False
-    if rule.key is not None and not any(rule.key.fullmatch(key) for key in keys):
+    if rule.key is not None and not any(rule.key.fullmatch(key) for key in command.keys):
         return False
+    slot = command.slot
     if rule.slots is not None and (slot is None or not rule.slots[0] <= slot <= rule.slots[1]):
         return False
     if rule.node is not None:
         if rule.node == "master":
-            if replica:
+            if command.replica:
                 return False
         elif rule.node == "replica":
-            if not replica:
+            if not command.replica:
                 return False
-        elif rule.node != node:
+        elif rule.node != command.node:
             return False
-    return rule.client is None or rule.client.fullmatch(client) is not None
+    return rule.client is None or rule.client.fullmatch(command.client) is not None
 
 
 def _names_command(rule: Rule, name: str) -> bool:

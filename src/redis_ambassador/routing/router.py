@@ -44,7 +44,7 @@ from redis_ambassador.commands.transaction import (
 from redis_ambassador.config import Address, Config
 from redis_ambassador.faults.inband import chaos_command
 from redis_ambassador.faults.inject import Catch, Injector
-from redis_ambassador.faults.rules import Faults, Rule
+from redis_ambassador.faults.rules import Command, Faults, Rule
 from redis_ambassador.operations.histogram import LatencyHistogram
 from redis_ambassador.operations.monitor import monitor_line
 from redis_ambassador.operations.ratelimit import LimitedLog
@@ -1196,10 +1196,11 @@ class Router:
         def redirect(rule: Rule) -> None:
             self._forge_redirect(rule, client, pool, (batch, i, frame, 0), slot)
 
-        return self._injector.inject(
-            client, spec.name, spec.categories, keys, slot, pool.name,
-            pool.address in self._replicas, batch, i, send, redirect,
+        command = Command(
+            spec.name, spec.categories, keys, slot, pool.name, pool.address in self._replicas,
+            client.name,
         )  # fmt: skip
+        return self._injector.inject(client, command, batch, i, send, redirect)
 
     def _inject_local(
         self, client: ClientConnection, spec: CommandSpec, args: list[bytes], batch: Batch, i: int
@@ -1212,10 +1213,9 @@ class Router:
         def answer(target: Batch | Catch) -> None:
             target.fill(i if target is batch else 0, local(client, args, self.facts))
 
-        return self._injector.inject(
-            client, spec.name, spec.categories, [], None, "", False, batch, i, answer,
-            lambda rule: answer(batch),  # no node to be redirected from: answered as usual
-        )  # fmt: skip
+        command = Command(spec.name, spec.categories, client=client.name)
+        # No node to be redirected from: a forged redirection is answered as usual.
+        return self._injector.inject(client, command, batch, i, answer, lambda _: answer(batch))
 
     def _forge_redirect(
         self, rule: Rule, client: ClientConnection, pool: NodePool, entry: Entry, slot: int | None
