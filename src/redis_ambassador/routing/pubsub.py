@@ -335,6 +335,9 @@ class Subscriptions:
             self._retry(lost, attempts)
 
     def _retry(self, lost: _Link, attempts: int) -> None:
+        # The topology still names the node that gave them up: ask again, since one refresh
+        # may have read a view from before the move (refreshes coalesce and are rate-limited).
+        self._placement.refresh()
         if attempts > 1:
             self._resubscribe(lost, attempts - 1)
         else:
