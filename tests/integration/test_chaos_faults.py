@@ -11,6 +11,7 @@ import contextlib
 import json
 import re
 import socket
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -19,7 +20,9 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import Ambassador, RawConnection, StandaloneRedis, resp
+from redis.backoff import NoBackoff
 from redis.crc import key_slot
+from redis.retry import Retry
 from traffic import no_retry_client
 
 from redis_ambassador.localcluster import LocalCluster
@@ -382,3 +385,49 @@ def test_chaos_auth_without_a_token_configured(chaotic: Ambassador) -> None:
         assert raw.exchange(resp("CHAOS", "AUTH", "x")) == [
             b"-ERR CHAOS AUTH called without server.admin_token configured\r\n"
         ]
+
+
+def test_every_fault_at_once_under_load_harms_nothing_lasting(
+    chaotic: Ambassador, client: redis.Redis
+) -> None:
+    """Twelve clients pipelining through every action at once (catch-all rules at a few
+    percent each): the ambassador neither crashes nor logs a traceback nor grows, and once the
+    rules are cleared every client is answered correctly again."""
+    spread = [
+        {"delay_ms": 20, "jitter_ms": 20}, {"error": "LOADING Redis is loading the dataset"},
+        {"redirect": "moved", "to": "wrong"}, {"redirect": "ask"}, {"timeout": True},
+        {"drop": "before"}, {"drop": "after"}, {"reset": "before"}, {"reset": "after"},
+        {"split": 3}, {"bandwidth": 200_000},
+    ]  # fmt: skip
+    ids = [add(client, key="chaos:load:*", probability=0.01, **rule) for rule in spread]
+    rss_before = chaotic.rss_bytes()
+    stop = time.monotonic() + 4
+
+    def worker(n: int) -> None:
+        conn = chaotic.client(socket_timeout=0.5, retry=Retry(NoBackoff(), 0))
+        while time.monotonic() < stop:
+            pipe = conn.pipeline(transaction=False)
+            for i in range(8):
+                pipe.set(f"chaos:load:{n}:{i}", i).get(f"chaos:load:{n}:{i}")
+                pipe.incr(f"chaos:load:{n}")
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                pipe.execute(raise_on_error=False)
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    hits = {rule["id"]: rule["hits"] for rule in rules(client)["rules"]}
+    assert all(hits[rule_id] > 0 for rule_id in ids), hits
+    client.execute_command("CHAOS", "CLEAR")
+    assert chaotic.process.poll() is None
+    assert "Traceback" not in chaotic.stderr_text()
+    assert chaotic.rss_bytes() - rss_before < 32 * 1024 * 1024
+    fresh = chaotic.client(socket_timeout=5)
+    pipe = fresh.pipeline(transaction=False)
+    for i in range(200):
+        pipe.set(f"chaos:load:after:{i}", i).get(f"chaos:load:after:{i}")
+    assert pipe.execute() == [x for i in range(200) for x in (True, str(i).encode())]
+    fresh.close()
