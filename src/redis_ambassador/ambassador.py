@@ -18,11 +18,11 @@ import resource
 import socket
 import ssl
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import TYPE_CHECKING
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 from redis.exceptions import RedisError
 
 from redis_ambassador.commands.table import CommandTable
@@ -330,22 +330,23 @@ async def serve(
         servers = [await loop.create_server(lambda: ClientConnection(router, clients), sock=sock)]
         if tls_sock is not None and tls.listener is not None:
             servers.append(await _serve_tls(tls_sock, tls.listener, router, clients))
-        tg.start_soon(router.run_refresher, name="topology refresher")
+        supervise(tg, "topology refresher", router.run_refresher)
         if backend is not None:
-            tg.start_soon(backend.watch, router.request_refresh, name="backend events")
-        tg.start_soon(upstream.run_watchdog, config.upstream.command_timeout, name="watchdog")
-        tg.start_soon(
+            supervise(tg, "backend events", backend.watch, router.request_refresh)
+        supervise(tg, "watchdog", upstream.run_watchdog, config.upstream.command_timeout)
+        supervise(
+            tg,
+            "health checks",
             run_health_checks,
             upstream,
             config.upstream.health_check_interval,
             config.upstream.health_check_timeout,
-            name="health checks",
         )
-        tg.start_soon(_return_memory_after_departures, clients, name="memory")
+        supervise(tg, "memory", _return_memory_after_departures, clients)
         if faults is not None:
-            tg.start_soon(_follow_partition_windows, faults, upstream, name="chaos partitions")
+            supervise(tg, "chaos partitions", _follow_partition_windows, faults, upstream)
         running = Running(config, router, clients, servers)
-        tg.start_soon(_sweep_clients, running, clients, name="client sweep")
+        supervise(tg, "client sweep", _sweep_clients, running, clients)
         chaos = None if faults is None else ChaosApi(faults, nodes)
         routes.attach(registry_for(router, upstream, clients), running.unready, chaos)
         address = Address(config.server.listen.host, sock.getsockname()[1])
@@ -373,6 +374,28 @@ async def serve(
                 client.abort()
             upstream.close()
             tg.cancel_scope.cancel()
+
+
+def supervise(
+    tg: TaskGroup, name: str, run: Callable[..., Awaitable[object]], *args: object
+) -> None:
+    """Start one of the ambassador's lifelong tasks in ``tg``. An unexpected exception in it is
+    logged and the task started again a second later: a bug in a housekeeping loop must not
+    end the task group, and with it every client's service."""
+
+    async def supervised() -> None:
+        while True:
+            try:
+                await run(*args)
+                return
+            except Exception:
+                log.exception("%s failed unexpectedly; restarting it in %gs", name, _RESTART_AFTER)
+                await anyio.sleep(_RESTART_AFTER)
+
+    tg.start_soon(supervised, name=name)
+
+
+_RESTART_AFTER = 1.0
 
 
 def _chaos(config: Config, table: CommandTable) -> Faults | None:

@@ -127,6 +127,10 @@ async def _check(
 ) -> None:
     try:
         problem = await prober.ping(timeout)
+    except Exception:  # a bug: the node is not known to be fine, and the checks go on
+        log.exception("health check of %s failed unexpectedly", pool.name)
+        prober.close()
+        problem = "unexpected error"
     finally:
         pool.checking = False
     if problem is None:

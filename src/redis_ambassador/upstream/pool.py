@@ -241,9 +241,13 @@ class Upstream(ConnectionOwner):
                 dial = (await self.names.resolve(address))[0]
                 tls = connect_options(self.tls, address, self._connect_timeout)
                 await self._loop.create_connection(lambda: conn, dial.host, dial.port, **tls)
-        except (OSError, TimeoutError, RuntimeError) as exc:
+        except Exception as exc:
             # ssl.SSLError is an OSError: a failed handshake is a failed connect (the breaker's).
-            log.warning("cannot connect to node %s: %s", address, describe(exc) or "timed out")
+            # Anything else is a bug, logged in full, but still only this connect's failure.
+            if isinstance(exc, OSError | TimeoutError | RuntimeError):
+                log.warning("cannot connect to node %s: %s", address, describe(exc) or "timed out")
+            else:
+                log.exception("cannot connect to node %s: unexpected error", address)
             if isinstance(conn, NodeConnection) and not conn.closing:
                 conn.failure = "cannot connect"
             conn.connection_lost(exc)
