@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -135,47 +136,40 @@ def start_ambassador(
 StandaloneRedis = LocalStandalone
 
 
-def _start_or_fail(local: LocalStandalone | LocalSentinelSet) -> None:
+Local = TypeVar("Local", LocalStandalone, LocalSentinelSet)
+
+
+def _running(local: Local) -> Iterator[Local]:
+    """Start ``local`` (a missing redis-server fails the test, never skips it); stop it after."""
     try:
         local.start()
     except RedisServerNotFound as exc:
         pytest.fail(str(exc), pytrace=False)
+    try:
+        yield local
+    finally:
+        local.stop()
 
 
 @pytest.fixture(scope="session")
 def standalone_redis() -> Iterator[LocalStandalone]:
     """A plain standalone redis-server for the whole session, to compare the ambassador with.
     Tests that write to it flush it first; it is killed at the end of the session."""
-    server = LocalStandalone()
-    _start_or_fail(server)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running(LocalStandalone())
 
 
 @pytest.fixture(scope="module")
 def standalone_backend() -> Iterator[LocalStandalone]:
     """A standalone redis-server for one test module to serve through the ambassador
     (``start_ambassador(standalone_backend)`` passes ``--backend standalone``)."""
-    server = LocalStandalone()
-    _start_or_fail(server)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running(LocalStandalone())
 
 
 @pytest.fixture
 def sentinel_set() -> Iterator[LocalSentinelSet]:
     """A master, one replica and three sentinels monitoring them as "mymaster", for one test
     (failovers change it)."""
-    local = LocalSentinelSet()
-    _start_or_fail(local)
-    try:
-        yield local
-    finally:
-        local.stop()
+    yield from _running(LocalSentinelSet())
 
 
 # -- raw sockets, for byte-level tests -------------------------------------------------------------
