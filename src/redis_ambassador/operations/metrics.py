@@ -79,20 +79,18 @@ class AmbassadorCollector(Collector):
             "under mutual TLS, not TLS at all)",
             clients.tls_handshake_failures,
         )
-        commands = CounterMetricFamily(
-            _PREFIX + "commands", "commands received, by name", labels=["command"]
+        yield _by_label(
+            "commands",
+            "commands received, by name",
+            "command",
+            dict(sorted(stats.commands().items())),
         )
-        for name, n in sorted(stats.commands().items()):
-            commands.add_metric([name], n)
-        yield commands
-        errors = CounterMetricFamily(
-            _PREFIX + "command_errors",
+        yield _by_label(
+            "command_errors",
             "commands answered with an error (by a node or by the ambassador), by name",
-            labels=["command"],
+            "command",
+            dict(sorted(stats.errors.items())),
         )
-        for name, n in sorted(stats.errors.items()):
-            errors.add_metric([name], n)
-        yield errors
         connections = GaugeMetricFamily(
             _PREFIX + "upstream_connections", "open connections to each node", labels=["node"]
         )
@@ -131,12 +129,7 @@ class AmbassadorCollector(Collector):
         for name, histogram in sorted(stats.latency.items()):
             requests.add_metric([name], histogram.cumulative(), histogram.sum)
         yield requests
-        redirects = CounterMetricFamily(
-            _PREFIX + "redirects", "MOVED/ASK replies followed", labels=["kind"]
-        )
-        for kind, n in stats.redirects.items():
-            redirects.add_metric([kind], n)
-        yield redirects
+        yield _by_label("redirects", "MOVED/ASK replies followed", "kind", stats.redirects)
         yield _counter(
             "slow_requests",
             "requests answered slower than server.slow_log_threshold",
@@ -146,26 +139,21 @@ class AmbassadorCollector(Collector):
         yield _counter(
             "retry_budget_exhausted", "retries refused by the retry budget", stats.budget_exhausted
         )
-        refreshes = CounterMetricFamily(
-            _PREFIX + "topology_refreshes", "topology refreshes, by result", labels=["result"]
+        yield _by_label(
+            "topology_refreshes", "topology refreshes, by result", "result", stats.refreshes
         )
-        for result, n in stats.refreshes.items():
-            refreshes.add_metric([result], n)
-        yield refreshes
         yield _gauge(
             "topology_config_epoch",
             "config epoch of the view in use (the highest among the nodes asked)",
             stats.epoch,
         )
         yield _gauge("topology_views", "nodes whose views the last refresh compared", stats.views)
-        lookups = CounterMetricFamily(
-            _PREFIX + "name_lookups",
+        yield _by_label(
+            "name_lookups",
             "host name lookups (seeds and nodes announced by name), by result",
-            labels=["result"],
+            "result",
+            self._upstream.names.lookups,
         )
-        for result, n in self._upstream.names.lookups.items():
-            lookups.add_metric([result], n)
-        yield lookups
         yield _gauge(
             "slot_map_age_seconds",
             "seconds since the slot map was last refreshed",
