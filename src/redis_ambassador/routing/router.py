@@ -24,6 +24,12 @@ from redis.crc import key_slot
 
 from redis_ambassador import errors
 from redis_ambassador.commands.cluster import REAL_VIEW
+from redis_ambassador.commands.lanes import (
+    CROSS_PROTOCOL,
+    FORWARDED,
+    connection_state_commands,
+    sets_connection_state,
+)
 from redis_ambassador.commands.local import (
     BLOCKING_WITHOUT_KEYS,
     LOCAL,
@@ -103,8 +109,15 @@ _PRIVATE_CONNECTION = "subscriptions need a node connection of the client's own"
 # Commands a server without cluster support refuses ("cluster support disabled"): with one
 # server behind and cluster_view "real", it answers them itself.
 _CLUSTER_ONLY = frozenset(["cluster", "readonly", "readwrite", "asking"])
-# Answered here outside a transaction; inside one, the node's answer is the same.
-_NODE_ANSWERS_ALIKE = frozenset(["ping", "echo"])
+# Connection-state commands Redis queues, harmless there: UNWATCH inside MULTI clears watches
+# that EXEC would clear anyway, on the connection that runs the block (the client's own if it
+# watches; a shared one holds none).
+_QUEUED_ALIKE = frozenset(["unwatch"])
+# Why a command that sets connection state is refused when the ambassador has no handler for it.
+_SHARED_CONNECTION = (
+    "it would change the state of a node connection shared by every client, and the "
+    "ambassador does not emulate it"
+)
 # Commands that may carry a password: checked by the router, never queued in a transaction
 # (AUTH there would change the user of a shared node connection) nor shown to MONITOR.
 _SIGN_IN = frozenset(["auth", "hello"])
@@ -204,6 +217,9 @@ class Router:
         )
         self._upstream = upstream
         self._table = table
+        # Commands that set the state of the connection they run on (commands/lanes.py): each
+        # is handled before it could reach a shared lane, or refused.
+        self._connection_state = connection_state_commands(table)
         self.facts = facts
         self._owners: list[NodePool | None] = [None] * SLOTS
         self._masters: list[NodePool] = []
@@ -309,6 +325,7 @@ class Router:
             and spec.name not in _BLOCK_OPTION
             and "blocking" not in spec.flags
             and not spec.subcommands
+            and not sets_connection_state(spec)
         )
 
     # -- dispatch ---------------------------------------------------------------------------------
@@ -417,6 +434,12 @@ class Router:
         args = commands[i]
         frame = frames[i]
         base = name.split("|", 1)[0]
+        if spec is None and args[0].lower() in CROSS_PROTOCOL:
+            # An HTTP request sent to the Redis port: as Redis does, close the client before
+            # anything it sent after this runs, whatever state it is in.
+            client.cross_protocol_attack(args[0])
+            batch.cut_after(i)
+            return True
         if not client.authenticated:
             refusal = unauthenticated_reply(spec, args)
             if refusal is not None:
@@ -443,8 +466,14 @@ class Router:
                 token = self.settings.admin_token
                 batch.fill(i, chaos_command(self.faults, client, args, token))
                 return False
-            # Unknown here means unknown to the cluster too: its node words the error.
-            self._send_anywhere(client, batch, i, frame)
+            # Unknown to the cluster: never sent to a node, where it would share a lane.
+            batch.fill(i, errors.unknown_command(args))
+            return False
+        failed = check(spec, args) if spec.subcommands and base not in LOCAL else None
+        if failed is not None:
+            # A container command without a subcommand it knows (``CONFIG FOO``, ``OBJECT``):
+            # Redis's error, from here.
+            batch.fill(i, failed)
             return False
         if name in SOURCES:
             self._scripts.learn(name, args)
@@ -503,6 +532,12 @@ class Router:
             return False
         if self._blocks(spec, base, args):
             return self._blocking(client, batch, i, commands, frames, spec)
+        if name in self._connection_state and name not in self._to_node:
+            # It would change a connection every client shares, and nothing here emulates it.
+            # (``_to_node``'s READONLY and ASKING go to a server without cluster support,
+            # which refuses them: they change nothing there.)
+            batch.fill(i, errors.not_supported(args, _SHARED_CONNECTION))
+            return False
         merge = FANOUT.get(name) if self._one_shard is None else None
         if merge is not None:
             self._fan_out(batch, i, [(pool, frame) for pool in self._masters], merge)
@@ -828,8 +863,10 @@ class Router:
         base = name.split("|", 1)[0]
         if base in _PUBSUB_COMMANDS:
             return tx.fail(errors.not_in_transaction(args, _PRIVATE_CONNECTION))
-        if (base in LOCAL or base in _SIGN_IN) and base not in _NODE_ANSWERS_ALIKE:
+        if (base in LOCAL or base in _SIGN_IN) and base not in FORWARDED:
             return tx.fail(errors.not_in_transaction(args, "the ambassador answers it itself"))
+        if name in self._connection_state and name not in _QUEUED_ALIKE:
+            return tx.fail(errors.not_in_transaction(args, _SHARED_CONNECTION))
         denied = self._policy.check(name, args)
         if denied is not None:
             return tx.fail(denied)

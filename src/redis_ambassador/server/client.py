@@ -39,12 +39,14 @@ _client_errors = LimitedLog(log, logging.INFO, 10, "client errors")
 _limit_hits = LimitedLog(log, logging.WARNING, 10, "client limit hits")
 # Reading a client paused for backpressure: routine for a deep pipeline, so only at debug.
 _pauses = LimitedLog(log, logging.DEBUG, 10, "client reads paused")
+# HTTP requests sent to the Redis port (Redis logs these once a minute at most).
+_attacks = LimitedLog(log, logging.WARNING, 1, "possible security attacks")
 
 # Why the ambassador closed a client (client_disconnects_total's "reason"), and why it paused
 # reading one (client_reads_paused_total's): fixed words, so metric labels stay bounded.
 CLOSE_REASONS = (
     "idle_timeout", "protocol_error", "query_buffer_limit", "output_buffer_hard_limit",
-    "output_buffer_soft_limit", "pubsub_output_buffer",
+    "output_buffer_soft_limit", "pubsub_output_buffer", "cross_protocol",
 )  # fmt: skip
 PAUSE_REASONS = ("pending_requests", "output_buffer")
 
@@ -563,13 +565,24 @@ class ClientConnection(asyncio.Protocol):
         )
         return True
 
-    def disconnect(self, reason: str, why: str) -> None:
-        """Close at once for a limit (``reason``, one of CLOSE_REASONS), dropping whatever is
-        owed; counted and logged."""
+    def cross_protocol_attack(self, name: bytes) -> None:
+        """``POST`` or ``Host:`` as a command: an HTTP request sent to the Redis port (an app's
+        SSRF, say). As Redis does, the client is closed at once and nothing more is written
+        to it; what it sent after runs nowhere."""
+        self.disconnect(
+            "cross_protocol",
+            f"sent {name.decode(errors='replace')!r}, an HTTP request: possible SECURITY "
+            "ATTACK (cross-protocol scripting)",
+            _attacks,
+        )
+
+    def disconnect(self, reason: str, why: str, logged: LimitedLog = _limit_hits) -> None:
+        """Close at once for a limit or hostile input (``reason``, one of CLOSE_REASONS),
+        dropping whatever is owed; counted and logged."""
         registry = self._registry
         registry.closed_by[reason] += 1
         registry.over_soft_limit.pop(self, None)
-        _limit_hits.log(_monotonic(), "client %s: %s; closing", self.describe(), why)
+        logged.log(_monotonic(), "client %s: %s; closing", self.describe(), why)
         transport = self._transport
         self._closing = True
         # Gone from now on: nothing more is written, and what it was owed is let go at once.
