@@ -274,8 +274,14 @@ class Upstream(ConnectionOwner):
         # A client's user refused (its password changed since) is that client's problem, not
         # the node's: only the ambassador's own credentials failing counts against the node.
         theirs = conn.auth_refused and conn.auth != self.credentials.auth_frame
+        # A node closing a connection it accepted is only a hint: one client's command could
+        # make it do that (a limit of the node's), and must not cut every client off. A node
+        # that died is confirmed by the reconnect that fails, or by the health checks.
         if pool is not None and not conn.closing and not theirs:
-            pool.breaker.failure(self._loop.time(), conn.failure, len(sent))
+            hint = conn.closed_by_node
+            pool.breaker.failure(
+                self._loop.time(), conn.failure, 0 if hint else len(sent), conclusive=not hint
+            )
         self.on_failure(conn, unsent, sent)
 
     def errored(self, frame: bytes) -> None:
