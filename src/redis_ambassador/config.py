@@ -90,6 +90,7 @@ __all__ = [
     "env_var_name",
     "explain_config",
     "load_config",
+    "show_value",
 ]
 
 ENV_PREFIX = "REDIS_AMBASSADOR_"
@@ -890,15 +891,18 @@ def _show(value: object) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def show_value(dotted: str, value: object) -> str:
+    """A value of key ``dotted`` as log lines and errors show it (a secret key's as a mask)."""
+    return _show("<secret>" if _KEYS[dotted].secret else value)
+
+
 def _convert(key: _Key, raw: object, source: str, text_ok: bool) -> object:
     try:
         return _CONVERTERS[key.type](key, raw, text_ok)
     except _Bad as e:
         shown = raw if e.shown is None else e.shown
-        if key.secret:
-            shown = "<secret>"
         raise ConfigError(
-            f"{key.dotted} = {_show(shown)} (from {source}): {e.problem}",
+            f"{key.dotted} = {show_value(key.dotted, shown)} (from {source}): {e.problem}",
             key=key.dotted,
             source=source,
         ) from None

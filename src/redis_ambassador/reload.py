@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from redis_ambassador.config import Address, Config
+from redis_ambassador.config import Config, show_value
 
 # A key not listed here needs a restart: a new key is reported, never silently ignored, until
 # whoever makes it live (and applies it in Router.reconfigure) lists it.
@@ -75,7 +75,9 @@ class Reload:
         if not self.pending:
             return None
         verb = "needs" if len(self.pending) == 1 else "need"
-        running = ", ".join(f"{key} = {_show(_value(self.config, key))}" for key in self.pending)
+        running = ", ".join(
+            f"{key} = {show_value(key, _value(self.config, key))}" for key in self.pending
+        )
         return f"config reload: {', '.join(self.pending)} {verb} a restart; still using {running}"
 
 
@@ -105,11 +107,3 @@ def plan_reload(running: Config, loaded: Config) -> Reload:
 def _value(config: Config, dotted: str) -> object:
     section, name = dotted.split(".")
     return getattr(getattr(config, section), name)
-
-
-def _show(value: object) -> str:
-    if isinstance(value, Address):
-        return repr(str(value))
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_show(item) for item in value) + "]"
-    return repr(value)
