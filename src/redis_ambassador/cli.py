@@ -26,8 +26,8 @@ from redis_ambassador.config import (
 )
 from redis_ambassador.faults import cli as chaos_cli
 from redis_ambassador.faults.nodes import NodeActions
+from redis_ambassador.rotation import Secrets
 from redis_ambassador.routing.topology import ClusterUnreachable
-from redis_ambassador.tls import load_tls
 
 log = logging.getLogger("redis_ambassador")
 
@@ -220,7 +220,7 @@ def _config_check(args: argparse.Namespace) -> int:
     a config file); a secret key's value is masked."""
     config, settings = explain_config(args.config, overrides=_overrides(args))
     _require_seeds(config)
-    load_tls(config)  # a certificate file that cannot be loaded is a config error
+    Secrets.load(config)  # a password or certificate file that cannot be read is a config error
     flags = _flag_names()
     lines = [(f"{s.key} = {s.shown}", _where(s, flags)) for s in settings]
     width = max((len(line) for line, _ in lines if len(line) <= 60), default=0)

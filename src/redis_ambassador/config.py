@@ -611,6 +611,25 @@ class Config:
     commands: CommandsConfig = CommandsConfig()
     chaos: ChaosConfig = ChaosConfig()
 
+    def value(self, dotted: str) -> Any:
+        """The value of one key, e.g. ``config.value("upstream.pool_size")``."""
+        section, name = dotted.split(".")
+        return getattr(getattr(self, section), name)
+
+    def with_values(self, values: Mapping[str, object]) -> Config:
+        """This config with some keys (dotted) set to other values."""
+        sections: dict[str, dict[str, object]] = {}
+        for dotted, value in values.items():
+            section, name = dotted.split(".")
+            sections.setdefault(section, {})[name] = value
+        return dataclasses.replace(
+            self,
+            **{
+                section: dataclasses.replace(getattr(self, section), **changed)
+                for section, changed in sections.items()
+            },
+        )
+
 
 class ConfigError(ValueError):
     """A configuration problem; ``str(e)`` is one line naming the key, source and problem."""

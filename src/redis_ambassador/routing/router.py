@@ -192,8 +192,6 @@ class Router:
     ) -> None:
         self.pool_size = config.upstream.pool_size
         self.client_auth = client_auth
-        self.upstream_auth = upstream.credentials.auth_frame  # what a new client's own
-        # node connections sign in with
         # One server behind (standalone, Sentinel; None: a cluster): every key is in "slot 0",
         # so no command is refused or split for its keys' slots.
         self._one_shard = backend
@@ -586,7 +584,9 @@ class Router:
             conn is None
             or conn.closed
             or (conn.protocol != client.protocol and not conn.pending)
-            or conn.auth != client.upstream_auth  # the client signed in as another user
+            # The client signed in as another user (a reload's new credentials are the same
+            # user's: its connection already open stays).
+            or not self._upstream.signs_in_as(conn.auth, client.block)
         ):
             if conn is not None:
                 conn.close()
@@ -596,6 +596,11 @@ class Router:
         return conn
 
     # -- authentication (server/auth.py) -----------------------------------------------------
+
+    def upstream_auth(self, block: int) -> bytes:
+        """The AUTH frame a client's own node connection signs in with, opened now for a client
+        on the lanes of ``block``: its ACL user's, or for block 0 the ambassador's (current)."""
+        return self._upstream.blocks[block].auth_frame
 
     def _sign_in(
         self,
@@ -644,7 +649,7 @@ class Router:
         if not verdict.signed_in:
             batch.fill(i, verdict.reply)
             return False
-        client.sign_in(b"default", 0, self.upstream_auth)
+        client.sign_in(b"default", 0)
         batch.fill(i, hello_reply(client, hello, self.facts) if hello else verdict.reply)
         return True
 
@@ -682,8 +687,8 @@ class Router:
         batch = check.batch
         client = batch.client
         if reply.startswith(b"+OK"):
-            first_lane, auth = self._upstream.lanes_for(check.credentials)
-            client.sign_in(check.credentials.username, first_lane, auth)
+            block = self._upstream.block_for(check.credentials)
+            client.sign_in(check.credentials.username, block)
             if check.hello is not None:
                 reply = hello_reply(client, check.hello, self.facts)
         elif reply.startswith(b"-WRONGPASS"):

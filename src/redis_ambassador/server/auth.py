@@ -25,7 +25,6 @@ from redis_ambassador.commands.table import CommandSpec, arity_ok
 from redis_ambassador.config import ServerConfig
 from redis_ambassador.operations.ratelimit import LimitedLog
 from redis_ambassador.protocol.replies import OK
-from redis_ambassador.upstream.credentials import read_secret_file
 
 log = logging.getLogger(__name__)
 
@@ -126,17 +125,14 @@ class ClientAuth:
 
     def __init__(self, mode: str, requirepass: bytes, failures: FailedAuths) -> None:
         self.mode = mode
-        self._requirepass = requirepass
+        self.requirepass = requirepass  # replaced by a reload that rotates it (rotation.py)
         self.failures = failures
 
     @classmethod
-    def from_config(cls, config: ServerConfig) -> ClientAuth:
-        """The configured policy (``requirepass_file`` read now)."""
-        password = config.requirepass
-        if config.requirepass_file:
-            password = read_secret_file(config.requirepass_file, "server.requirepass_file")
+    def from_config(cls, config: ServerConfig, requirepass: bytes) -> ClientAuth:
+        """The configured policy, with the password (``requirepass`` or its file's) read."""
         failures = FailedAuths(config.auth_max_failures, config.auth_failure_window)
-        return cls(config.client_auth, password.encode(), failures)
+        return cls(config.client_auth, requirepass, failures)
 
     @property
     def required(self) -> bool:
@@ -156,6 +152,6 @@ class ClientAuth:
                 return Verdict(errors.AUTH_WITHOUT_PASSWORD, False, False)
             if default:
                 return Verdict(OK, True, False)
-        elif default and hmac.compare_digest(password, self._requirepass):
+        elif default and hmac.compare_digest(password, self.requirepass):
             return Verdict(OK, True, False)
         return Verdict(errors.WRONGPASS, False, True)
