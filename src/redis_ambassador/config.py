@@ -316,16 +316,22 @@ class ServerConfig:
     requirepass_file: str = field(
         default="",
         metadata={
-            "help": "a file holding server.requirepass (a Kubernetes secret mount), read at start"
+            "help": "a file holding server.requirepass (a Kubernetes secret mount), read at start "
+            "and on each reload"
         },
     )
     auth_max_failures: int = _int(
         10,
-        "failed AUTHs from one client address within auth_failure_window before its further "
-        "AUTHs are refused unchecked",
+        "failed AUTHs on one client connection after which its further failed AUTHs are "
+        "answered late (other connections, from the same address or not, are never slowed)",
     )
-    auth_failure_window: float = _seconds(
-        60.0, "seconds over which failed AUTHs are counted, and for which an address is refused"
+    auth_failure_delay: float = _seconds(
+        0.5,
+        "seconds the first late answer waits; doubled for each further failed AUTH on that "
+        "connection, up to auth_failure_max_delay; nothing it sent after the AUTH runs before",
+    )
+    auth_failure_max_delay: float = _seconds(
+        10.0, "seconds; the longest a failed AUTH's answer waits"
     )
 
 
@@ -369,7 +375,7 @@ class ClusterConfig:
         default="",
         metadata={
             "help": "a file holding cluster.sentinel_password (a Kubernetes secret mount), "
-            "read at start"
+            "read at start and on each reload"
         },
     )
     refresh_interval: float = _seconds(30.0, "seconds between periodic topology refreshes")
@@ -500,7 +506,8 @@ class UpstreamConfig:
     password_file: str = field(
         default="",
         metadata={
-            "help": "a file holding upstream.password (a Kubernetes secret mount), read at start"
+            "help": "a file holding upstream.password (a Kubernetes secret mount), read at start "
+            "and on each reload"
         },
     )
 
@@ -940,8 +947,28 @@ def _suggest(dotted: str) -> str:
     return f" (did you mean '{by_name[close[0]]}'?)" if close else ""
 
 
+# Keys that were, and what took their place: one set anywhere is an error saying so, never
+# silently ignored (an unknown REDIS_AMBASSADOR_* variable is, so theirs are looked for).
+_REMOVED = {
+    "server.auth_failure_window": "failed AUTHs are no longer refused per client address but "
+    "slowed per connection: see server.auth_max_failures, auth_failure_delay and "
+    "auth_failure_max_delay",
+}
+
+
+def _removed_in_env(env: Mapping[str, str]) -> None:
+    for dotted, instead in _REMOVED.items():
+        name = ENV_PREFIX + dotted.partition(".")[2].upper()
+        if env.get(name, "").strip():
+            raise ConfigError(f"{name} sets '{dotted}', which is gone: {instead}", source=name)
+
+
 def _unknown_key(dotted: str, where: str = "", source: str | None = None) -> ConfigError:
     place = f" {where}" if where else ""
+    if dotted in _REMOVED:
+        return ConfigError(
+            f"'{dotted}'{place} is gone: {_REMOVED[dotted]}", key=dotted, source=source
+        )
     return ConfigError(
         f"unknown key '{dotted}'{place}{_suggest(dotted)}", key=dotted, source=source
     )
@@ -1206,6 +1233,7 @@ def _load_values(
         values[key.dotted] = (value, source)
         origins[key.dotted] = "env"
 
+    _removed_in_env(env)
     for key in _KEYS.values():
         text = env.get(key.env, "")
         if text.strip():

@@ -635,17 +635,14 @@ class Router:
                 return False
             user, password = parsed
         auth = self.client_auth
-        now = self._loop.time()
-        address = client.peer.rpartition(":")[0] or client.peer
-        wait = auth.failures.retry_in(address, now)
-        if wait:
-            batch.fill(i, errors.auth_rate_limited(wait))
-            return False
         if auth.by_cluster:
             return self._verify(client, batch, i, commands, frames, user, password, hello)
         verdict = auth.check(user, password)
         if verdict.failed:
-            auth.failures.failed(address, now)
+            if not self._refuse_auth(batch, i, verdict.reply):
+                return False
+            client.hold(batch, i + 1, commands, frames)  # guesses on a connection never overlap
+            return True
         if not verdict.signed_in:
             batch.fill(i, verdict.reply)
             return False
@@ -665,7 +662,8 @@ class Router:
         hello: Hello | None,
     ) -> bool:
         """ACL mode: AUTH on a master, over a connection opened for it (an AUTH on a shared
-        one would change its user); what the client sent after it waits for the verdict."""
+        one would change its user); what the client sent after it (and reading more) waits
+        for the verdict."""
         master = self._any_master()
         if master is None:
             batch.fill(i, self._uncovered)
@@ -676,10 +674,8 @@ class Router:
         conn.send(
             check, 0, encode_command([b"AUTH", *([user] if user is not None else []), password])
         )  # type: ignore[arg-type]
-        if i + 1 < len(batch.replies):
-            client.hold(batch, i + 1, commands, frames)
-            return True
-        return False
+        client.hold(batch, i + 1, commands, frames)
+        return True
 
     def verified(self, check: _Verification, reply: bytes) -> None:
         """The cluster's verdict on an ACL-mode AUTH: the client is in as that user (its
@@ -692,9 +688,23 @@ class Router:
             if check.hello is not None:
                 reply = hello_reply(client, check.hello, self.facts)
         elif reply.startswith(b"-WRONGPASS"):
-            address = client.peer.rpartition(":")[0] or client.peer
-            self.client_auth.failures.failed(address, self._loop.time())
+            self._refuse_auth(batch, check.index, reply)
+            return
         batch.fill(check.index, reply)
+
+    def _refuse_auth(self, batch: Batch, i: int, reply: bytes) -> bool:
+        """A failed AUTH, counted on its connection: answered now, or (True) late once the
+        connection has failed too often; the caller holds what the client sent after it."""
+        client = batch.client
+        client.failed_auths += 1
+        failures = self.client_auth.failures
+        wait = failures.failed(client.describe(), client.failed_auths, self._loop.time())
+        if not wait:
+            batch.fill(i, reply)
+            return False
+        batch.read_at = 0.0  # slow on purpose: not a slow request
+        self._loop.call_later(wait, batch.fill, i, reply)
+        return True
 
     # -- MONITOR (operations/monitor.py) -------------------------------------------------------
 

@@ -189,8 +189,8 @@ class ClientConnection(asyncio.Protocol):
         "_batches", "_closing", "_held", "_held_error", "_inflight", "_lane_base",
         "_max_inflight", "_max_output", "_max_output_hard", "_parser", "_pool_size", "_reading",
         "_registry", "_replies_held", "_router", "_transport", "_write_paused", "authenticated",
-        "block", "chaos_admin",
-        "connected_at", "fd", "id", "lane", "last_read", "lib_name", "lib_ver", "local_address",
+        "block", "chaos_admin", "connected_at", "failed_auths", "fd", "id", "lane", "last_read",
+        "lib_name", "lib_ver", "local_address",
         "name", "no_evict", "no_touch", "peer", "private", "protocol", "reply_mode",
         "subscriptions", "transaction", "user", "watched_slot", "watching",
     )  # fmt: skip
@@ -206,6 +206,7 @@ class ClientConnection(asyncio.Protocol):
         # their user's block of lanes (``block``; 0: the ambassador's own user).
         self.authenticated = not router.client_auth.required
         self.chaos_admin = False  # gave server.admin_token with CHAOS AUTH
+        self.failed_auths = 0  # on this connection, ever: RESET must not wipe a guesser's count
         self.user = b"default"
         self.block = 0
         self.protocol = 2
@@ -454,8 +455,8 @@ class ClientConnection(asyncio.Protocol):
     def hold(
         self, batch: Batch, index: int, commands: list[list[bytes]], frames: list[bytes]
     ) -> None:
-        """Keep ``batch``'s commands from ``index`` on (``commands``, ``frames``) unsent until
-        every reply before them is written; stop reading meanwhile."""
+        """Keep ``batch``'s commands from ``index`` on (``commands``, ``frames``; maybe none)
+        unsent until every reply before them is written; stop reading meanwhile."""
         self._held = (commands[index:], frames[index:])
         self._inflight -= len(batch.replies) - index
         if index:
@@ -468,7 +469,8 @@ class ClientConnection(asyncio.Protocol):
         assert self._held is not None
         commands, frames = self._held
         self._held = None
-        self._dispatch(commands, frames, 0.0)  # its wait behind the blocking one is no news
+        if commands:
+            self._dispatch(commands, frames, 0.0)  # its wait behind the blocking one is no news
         if self._held is None and self._held_error is not None:
             self._refuse(self._held_error)
         elif self._held is None and self._closing and self._transport is not None:
