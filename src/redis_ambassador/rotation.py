@@ -19,7 +19,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from redis_ambassador.config import Config, ConfigError
+from redis_ambassador.config import Config, ConfigError, describe_keys
 from redis_ambassador.tls import NodeTLS, listener_context, node_tls
 from redis_ambassador.upstream.credentials import Credentials, read_secret_file
 
@@ -98,6 +98,10 @@ def _password(config: Config, dotted: str) -> str:
     return read_secret_file(path, dotted + "_file") if path else config.value(dotted)
 
 
+def _keys_starting(prefix: str) -> tuple[str, ...]:
+    return tuple(dotted for dotted, _, _ in describe_keys() if dotted.startswith(prefix))
+
+
 _SECRETS = (
     _Secret(
         "requirepass",
@@ -127,28 +131,12 @@ _SECRETS = (
             password=_password(config, "cluster.sentinel_password").encode()
         ),
     ),
-    _Secret(
-        "node_tls",
-        "TLS to the nodes",
-        (
-            "upstream.tls",
-            "upstream.tls_ca_file",
-            "upstream.tls_cert_file",
-            "upstream.tls_key_file",
-            "upstream.tls_server_name",
-            "upstream.tls_check_hostname",
-        ),
-        node_tls,
-    ),
+    # Every key of TLS to the nodes, and of the TLS listener (``server.tls_listen*``).
+    _Secret("node_tls", "TLS to the nodes", _keys_starting("upstream.tls"), node_tls),
     _Secret(
         "listener_tls",
         "TLS listener's certificate",
-        (
-            "server.tls_listen",
-            "server.tls_listen_cert_file",
-            "server.tls_listen_key_file",
-            "server.tls_listen_ca_file",
-        ),
+        _keys_starting("server.tls_listen"),
         listener_context,
     ),
 )
