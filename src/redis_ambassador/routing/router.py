@@ -205,8 +205,6 @@ class Router:
     ) -> None:
         self.pool_size = config.upstream.pool_size
         self.client_auth = client_auth
-        self.upstream_auth = upstream.credentials.auth_frame  # what a new client's own
-        # node connections sign in with
         # One server behind (standalone, Sentinel; None: a cluster): every key is in "slot 0",
         # so no command is refused or split for its keys' slots.
         self._one_shard = backend
@@ -621,7 +619,9 @@ class Router:
             conn is None
             or conn.closed
             or (conn.protocol != client.protocol and not conn.pending)
-            or conn.auth != client.upstream_auth  # the client signed in as another user
+            # The client signed in as another user (a reload's new credentials are the same
+            # user's: its connection already open stays).
+            or not self._upstream.signs_in_as(conn.auth, client.block)
         ):
             if conn is not None:
                 conn.close()
@@ -631,6 +631,11 @@ class Router:
         return conn
 
     # -- authentication (server/auth.py) -----------------------------------------------------
+
+    def upstream_auth(self, block: int) -> bytes:
+        """The AUTH frame a client's own node connection signs in with, opened now for a client
+        on the lanes of ``block``: its ACL user's, or for block 0 the ambassador's (current)."""
+        return self._upstream.blocks[block].auth_frame
 
     def _sign_in(
         self,
@@ -665,21 +670,18 @@ class Router:
                 return False
             user, password = parsed
         auth = self.client_auth
-        now = self._loop.time()
-        address = client.peer.rpartition(":")[0] or client.peer
-        wait = auth.failures.retry_in(address, now)
-        if wait:
-            batch.fill(i, errors.auth_rate_limited(wait))
-            return False
         if auth.by_cluster:
             return self._verify(client, batch, i, commands, frames, user, password, hello)
         verdict = auth.check(user, password)
         if verdict.failed:
-            auth.failures.failed(address, now)
+            if not self._refuse_auth(batch, i, verdict.reply):
+                return False
+            client.hold(batch, i + 1, commands, frames)  # guesses on a connection never overlap
+            return True
         if not verdict.signed_in:
             batch.fill(i, verdict.reply)
             return False
-        client.sign_in(b"default", 0, self.upstream_auth)
+        client.sign_in(b"default", 0)
         batch.fill(i, hello_reply(client, hello, self.facts) if hello else verdict.reply)
         return True
 
@@ -695,7 +697,8 @@ class Router:
         hello: Hello | None,
     ) -> bool:
         """ACL mode: AUTH on a master, over a connection opened for it (an AUTH on a shared
-        one would change its user); what the client sent after it waits for the verdict."""
+        one would change its user); what the client sent after it (and reading more) waits
+        for the verdict."""
         master = self._any_master()
         if master is None:
             batch.fill(i, self._uncovered)
@@ -706,10 +709,8 @@ class Router:
         conn.send(
             check, 0, encode_command([b"AUTH", *([user] if user is not None else []), password])
         )  # type: ignore[arg-type]
-        if i + 1 < len(batch.replies):
-            client.hold(batch, i + 1, commands, frames)
-            return True
-        return False
+        client.hold(batch, i + 1, commands, frames)
+        return True
 
     def verified(self, check: _Verification, reply: bytes) -> None:
         """The cluster's verdict on an ACL-mode AUTH: the client is in as that user (its
@@ -717,14 +718,28 @@ class Router:
         batch = check.batch
         client = batch.client
         if reply.startswith(b"+OK"):
-            first_lane, auth = self._upstream.lanes_for(check.credentials)
-            client.sign_in(check.credentials.username, first_lane, auth)
+            block = self._upstream.block_for(check.credentials)
+            client.sign_in(check.credentials.username, block)
             if check.hello is not None:
                 reply = hello_reply(client, check.hello, self.facts)
         elif reply.startswith(b"-WRONGPASS"):
-            address = client.peer.rpartition(":")[0] or client.peer
-            self.client_auth.failures.failed(address, self._loop.time())
+            self._refuse_auth(batch, check.index, reply)
+            return
         batch.fill(check.index, reply)
+
+    def _refuse_auth(self, batch: Batch, i: int, reply: bytes) -> bool:
+        """A failed AUTH, counted on its connection: answered now, or (True) late once the
+        connection has failed too often; the caller holds what the client sent after it."""
+        client = batch.client
+        client.failed_auths += 1
+        failures = self.client_auth.failures
+        wait = failures.failed(client.describe(), client.failed_auths, self._loop.time())
+        if not wait:
+            batch.fill(i, reply)
+            return False
+        batch.read_at = 0.0  # slow on purpose: not a slow request
+        self._loop.call_later(wait, batch.fill, i, reply)
+        return True
 
     # -- MONITOR (operations/monitor.py) -------------------------------------------------------
 
