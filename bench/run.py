@@ -776,7 +776,7 @@ def _git_state() -> dict[str, Any]:
 
     return {
         "commit": git("rev-parse", "HEAD"),
-        "src_dirty": bool(git("status", "--porcelain", "src")),
+        "src_dirty": bool(git("status", "--porcelain", "redis_ambassador")),
     }
 
 

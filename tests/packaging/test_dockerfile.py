@@ -152,6 +152,6 @@ def test_dockerignore_lets_in_what_the_build_copies() -> None:
         if rest.startswith("--from"):
             continue
         copied.update(rest.split()[:-1])
-    assert copied == let_in == {"pyproject.toml", "README.md", "src"}
+    assert copied == let_in == {"pyproject.toml", "README.md", "redis_ambassador"}
     for name in copied:
         assert (ROOT / name).exists()
