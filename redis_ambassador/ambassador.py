@@ -430,7 +430,7 @@ def _chaos(config: Config, table: CommandTable) -> Faults | None:
         spec = table.get(name.encode())
         return spec.categories if spec is not None else frozenset()
 
-    faults = Faults.from_config(config.chaos, time.monotonic, categories)
+    faults = Faults.seeded(config.chaos.seed, config.chaos.rules, time.monotonic, categories)
     log.warning(
         "chaos enabled: fault rules accepted (seed %d; %d rules from the config%s)",
         faults.seed, len(faults.rules), "; CHAOS command on" if config.chaos.in_band else "",

@@ -70,6 +70,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis_ambassador.faults.rules import RuleError, parse_rule
+
 __all__ = [
     "BACKENDS",
     "DEFAULT_DENIED",
@@ -861,8 +863,6 @@ def _to_rules(key: _Key, value: object, text_ok: bool) -> tuple[dict[str, Any], 
             raise _Bad(f"must be a JSON array of rule objects ({e})") from None
     if not isinstance(value, list | tuple):
         raise _Bad(f"must be an array of rule tables, not {_type_name(value)}")
-    from redis_ambassador.faults.rules import RuleError, parse_rule
-
     for number, rule in enumerate(value, 1):
         try:
             parse_rule(rule, str(number), 0.0)

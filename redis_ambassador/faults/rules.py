@@ -15,10 +15,7 @@ import random
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from redis_ambassador.config import ChaosConfig
+from typing import Any
 
 # Actions, in the order a rule's fields are checked; a rule has at most one (a delay may come
 # before any of them, or stand alone).
@@ -128,15 +125,16 @@ class Faults:
         self.on_change: Callable[[], None] = lambda: None  # rules added, removed or spent
 
     @classmethod
-    def from_config(
+    def seeded(
         cls,
-        config: ChaosConfig,
+        seed: int,
+        specs: Iterable[Mapping[str, Any]],
         clock: Callable[[], float],
         categories: Callable[[str], frozenset[str]],
     ) -> Faults:
-        """The rules of ``[chaos]`` in place, seeded by its seed or, for 0, a random one."""
-        faults = cls(config.seed or random.SystemRandom().randrange(1, 1 << 31), clock, categories)
-        for spec in config.rules:
+        """These rules (``[chaos]``'s) in place, seeded by ``seed`` or, for 0, a random one."""
+        faults = cls(seed or random.SystemRandom().randrange(1, 1 << 31), clock, categories)
+        for spec in specs:
             faults.add(spec)
         return faults
 
