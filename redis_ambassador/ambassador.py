@@ -17,13 +17,14 @@ import re
 import resource
 import socket
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from redis.exceptions import RedisError
 
+from redis_ambassador.commands.state import ServerFacts
 from redis_ambassador.commands.table import CommandTable
 from redis_ambassador.config import Address, Config
 from redis_ambassador.faults.api import ChaosApi
@@ -34,7 +35,7 @@ from redis_ambassador.reload import plan_reload
 from redis_ambassador.rotation import Secrets
 from redis_ambassador.routing.backends import OneShard, backend_for
 from redis_ambassador.routing.discovery import discover
-from redis_ambassador.routing.router import Router, ServerFacts
+from redis_ambassador.routing.router import Router
 from redis_ambassador.routing.topology import ClusterUnreachable, SlotMap, control_client
 from redis_ambassador.server.auth import ClientAuth
 from redis_ambassador.server.client import ClientConnection, ClientRegistry
@@ -53,18 +54,6 @@ log = logging.getLogger(__name__)
 
 class ListenError(RuntimeError):
     """The listen address cannot be bound; the message says why and what to do."""
-
-
-class _Facts(ServerFacts):
-    """HELLO's version, plus the clients connected to this ambassador (CLIENT LIST)."""
-
-    def __init__(self, version: bytes, clients: ClientRegistry, one_server: bool) -> None:
-        super().__init__(version, one_server)
-        self._registry = clients
-
-    @property
-    def clients(self) -> Collection[ClientConnection]:
-        return self._registry.connected
 
 
 async def _learn_cluster(
@@ -327,7 +316,7 @@ async def serve(
         config.cluster.backend, via, len(slot_map.masters), len(table), version.decode(),
     )  # fmt: skip
     clients = ClientRegistry()
-    facts = _Facts(version, clients, backend is not None)
+    facts = ServerFacts(version, backend is not None, lambda: clients.connected)
     async with anyio.create_task_group() as tg:
         upstream = Upstream(tg, config.upstream, names, credentials, secrets.node_tls)
         if backend is not None:

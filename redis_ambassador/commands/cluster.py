@@ -17,16 +17,13 @@ the ambassador's own in both views.
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
 
 from redis.crc import key_slot
 
 from redis_ambassador import errors
-from redis_ambassador.commands.connection import Handler, container
+from redis_ambassador.commands.connection import container
+from redis_ambassador.commands.state import ClientState, Handler, ServerFacts
 from redis_ambassador.protocol.replies import array, bulk, integer, mapping, status, verbatim
-
-if TYPE_CHECKING:
-    from redis_ambassador.commands.local import ServerFacts, Session
 
 NODE_ID = secrets.token_hex(20).encode()  # 40 hex characters, like a Redis node id
 SHARD_ID = secrets.token_hex(20).encode()
@@ -49,31 +46,31 @@ _INFO = (
 )
 
 
-def _info(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _info(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     return verbatim(_INFO, client.protocol)
 
 
-def _myid(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _myid(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     return bulk(NODE_ID)
 
 
-def _myshardid(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _myshardid(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     """Redis 7.2's shard id: the ambassador is one shard."""
     return bulk(SHARD_ID)
 
 
-def _keyslot(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _keyslot(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     return integer(key_slot(args[2]))
 
 
-def _slots(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _slots(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     """One range, 0-16383, served by this node: ``[start, end, [ip, port, id, {}]]``."""
     host, port = client.local_address
     node = array([bulk(host.encode()), integer(port), bulk(NODE_ID), mapping([], client.protocol)])
     return array([array([integer(0), integer(LAST_SLOT), node])])
 
 
-def _shards(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _shards(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     """One shard owning every slot, with this node as its only (master) node."""
     host, port = client.local_address
     protocol = client.protocol
@@ -96,7 +93,7 @@ def _shards(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
     return array([shard])
 
 
-def _nodes(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _nodes(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     """One line: ``id ip:port@cport myself,master - ping pong epoch connected 0-16383``. The bus
     port is 0: the ambassador has no cluster bus."""
     host, port = client.local_address
@@ -109,16 +106,16 @@ def _nodes(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
     return verbatim(line, client.protocol)
 
 
-def _replicas(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _replicas(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     """The node has no replicas; any other node id is unknown, as on a one-node cluster."""
     return array([]) if args[2] == NODE_ID else errors.unknown_node(args[2])
 
 
-def _links(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _links(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     return array([])
 
 
-def _count_failure_reports(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _count_failure_reports(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     return integer(0) if args[2] == NODE_ID else errors.unknown_node(args[2])
 
 
@@ -153,7 +150,7 @@ _HELP = [
 ]
 
 
-def _help(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _help(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     """What the ambassador answers, in the words of Redis's CLUSTER HELP."""
     return array([status(line) for line in _HELP])
 

@@ -11,18 +11,13 @@ lib-ver), the ones it does not measure are constants a quiet Redis connection wo
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
 
 from redis_ambassador import errors
+from redis_ambassador.commands.state import ClientState, Handler, ServerFacts
 from redis_ambassador.commands.table import arity_ok
 from redis_ambassador.protocol.replies import OK, array, bulk, integer, null, status, verbatim
 from redis_ambassador.protocol.requests import string2ll
-
-if TYPE_CHECKING:
-    from redis_ambassador.commands.local import ServerFacts, Session
-
-Handler = Callable[["Session", list[bytes], "ServerFacts"], bytes]
 
 RESET = b"+RESET\r\n"
 
@@ -33,7 +28,7 @@ def valid_client_attribute(value: bytes) -> bool:
     return all(33 <= c <= 126 for c in value)
 
 
-def reset_command(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def reset_command(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     """RESET: back to a fresh connection's state, as Redis 7.2's ``clearClientConnectionState``
     does. Library name and version stay: they still describe the library on the connection."""
     if len(args) != 1:
@@ -51,7 +46,7 @@ def container(
     """The handler of a command made of subcommands (CLIENT, CLUSTER), checking as Redis does:
     the subcommand first (unknown, or refused here with the reason), then its arity."""
 
-    def handle(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+    def handle(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
         if len(args) < 2:
             return errors.wrong_arity(command)
         sub = args[1].lower()
@@ -69,22 +64,22 @@ def container(
     return handle
 
 
-def _setname(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _setname(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     if not valid_client_attribute(args[2]):
         return errors.CLIENT_NAME_CHARS
     client.name = args[2]
     return OK
 
 
-def _getname(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _getname(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     return bulk(client.name) if client.name else null(client.protocol)
 
 
-def _id(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _id(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     return integer(client.id)
 
 
-def _setinfo(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _setinfo(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     """Library name and version (Redis 7.2), shown by CLIENT INFO/LIST; empty clears."""
     option = args[2].lower()
     if option not in (b"lib-name", b"lib-ver"):
@@ -105,7 +100,7 @@ def _on_off(value: bytes) -> bool | None:
     return _ON_OFF.get(value.lower())
 
 
-def _no_evict(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _no_evict(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     """Stored and shown (flag ``e``): the ambassador evicts no clients by memory."""
     on = _on_off(args[2])
     if on is None:
@@ -114,7 +109,7 @@ def _no_evict(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
     return OK
 
 
-def _no_touch(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _no_touch(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     """Stored and shown (flag ``T``). Not passed on: the node connections are shared, so the
     nodes still update the LRU/LFU of the keys this client reads."""
     on = _on_off(args[2])
@@ -129,7 +124,7 @@ _ENDPOINT_TYPES = frozenset(
 )
 
 
-def _maint_notifications(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _maint_notifications(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     """``CLIENT MAINT_NOTIFICATIONS ON|OFF [moving-endpoint-type TYPE]``, which node-redis and
     redis-py send on connect (Redis Cloud and Software answer it; open-source Redis does not
     have it). Accepted: the ambassador has no maintenance to announce, so it never sends the
@@ -147,12 +142,12 @@ def _maint_notifications(client: Session, args: list[bytes], facts: ServerFacts)
     return OK
 
 
-def _info(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _info(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     line = describe(client, time.monotonic(), b"client|info")
     return verbatim(line + b"\n", client.protocol)
 
 
-def _list(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _list(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     """CLIENT LIST [TYPE type | ID id ...]: this ambassador's clients, all of type ``normal``."""
     chosen = _chosen_clients(client, args, facts.clients)
     if isinstance(chosen, bytes):
@@ -163,8 +158,8 @@ def _list(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
 
 
 def _chosen_clients(
-    caller: Session, args: list[bytes], clients: Iterable[Session]
-) -> list[Session] | bytes:
+    caller: ClientState, args: list[bytes], clients: Iterable[ClientState]
+) -> list[ClientState] | bytes:
     """The clients a CLIENT LIST filter selects (in Redis's order), or the error it earns."""
     if len(args) == 4 and args[2].lower() == b"type":
         kind = args[3].lower()
@@ -186,14 +181,14 @@ def _chosen_clients(
     return sorted(clients, key=_by_id)
 
 
-def _by_id(client: Session) -> int:
+def _by_id(client: ClientState) -> int:
     return client.id
 
 
 _CLIENT_TYPES = frozenset([b"normal", b"master", b"replica", b"slave", b"pubsub"])
 
 
-def describe(client: Session, now: float, command: bytes) -> bytes:
+def describe(client: ClientState, now: float, command: bytes) -> bytes:
     """One CLIENT INFO/LIST line in Redis 7.2's format (no trailing newline).
 
     Ours: id, addr, laddr, fd (our socket), name, age, flags (``e``, ``T`` or ``N``), resp,
@@ -268,7 +263,7 @@ _HELP = [
 ]
 
 
-def _help(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _help(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     """What the ambassador answers, in the words of Redis 7.2's CLIENT HELP."""
     return array([status(line) for line in _HELP])
 

@@ -6,9 +6,7 @@ never reach the node connections that many clients share.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Protocol
 
 from redis_ambassador import errors
 from redis_ambassador.commands.cluster import cluster_command
@@ -17,46 +15,12 @@ from redis_ambassador.commands.connection import (
     reset_command,
     valid_client_attribute,
 )
+from redis_ambassador.commands.state import ClientState, Handler, ServerFacts
 from redis_ambassador.protocol.replies import OK, PONG, array, bulk, integer, mapping
 from redis_ambassador.protocol.requests import string2ll
 
 
-class Session(Protocol):
-    """What a local command may read or change about the client that sent it."""
-
-    id: int
-    name: bytes
-    protocol: int
-    lib_name: bytes  # CLIENT SETINFO; b"" when unset
-    lib_ver: bytes
-    no_evict: bool  # CLIENT NO-EVICT / NO-TOUCH: stored and shown, nothing here acts on them
-    no_touch: bool
-    peer: str  # the client's address, "host:port"
-    user: bytes  # the user it authenticated as (b"default" until it does)
-    local_address: tuple[str, int]  # the address the client dialed (our side of its socket)
-    fd: int
-    connected_at: float  # time.monotonic() when it connected
-    last_read: float  # time.monotonic() of its last read (CLIENT LIST's idle)
-
-    def set_protocol(self, protocol: int) -> None: ...
-
-
-class ServerFacts(Protocol):
-    """What the ambassador reports about the server the client believes it talks to."""
-
-    version: bytes  # HELLO's version: the lowest among the cluster's nodes
-    one_server: bool  # a standalone or Sentinel backend, not a cluster
-
-    @property
-    def clients(self) -> Collection[Session]:
-        """Every client connected to this ambassador (CLIENT LIST)."""
-        ...
-
-
-Handler = Callable[[Session, list[bytes], ServerFacts], bytes]
-
-
-def _ping(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _ping(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     if len(args) == 1:
         return PONG
     if len(args) == 2:
@@ -64,11 +28,11 @@ def _ping(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
     return errors.wrong_arity("ping")
 
 
-def _echo(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _echo(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     return bulk(args[1]) if len(args) == 2 else errors.wrong_arity("echo")
 
 
-def _select(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _select(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     if len(args) != 2:
         return errors.wrong_arity("select")
     db = string2ll(args[1])
@@ -81,7 +45,7 @@ def _select(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
     return errors.SELECT_ONE_SERVER if facts.one_server else errors.SELECT_IN_CLUSTER
 
 
-def _ok(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _ok(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     if len(args) != 1:
         return errors.wrong_arity(args[0].decode("utf-8", "replace").lower())
     return OK
@@ -124,7 +88,7 @@ def parse_hello(args: list[bytes]) -> Hello | bytes:
     return Hello(proto, auth, name)
 
 
-def hello_reply(client: Session, hello: Hello, facts: ServerFacts) -> bytes:
+def hello_reply(client: ClientState, hello: Hello, facts: ServerFacts) -> bytes:
     """Apply a HELLO (its AUTH already accepted) and answer it with the server map."""
     proto = client.protocol if hello.protocol is None else hello.protocol
     if hello.name is not None:
@@ -144,7 +108,7 @@ def hello_reply(client: Session, hello: Hello, facts: ServerFacts) -> bytes:
     )  # fmt: skip
 
 
-def _hello(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _hello(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     """HELLO from a client that is in, without AUTH (the router checks AUTH first)."""
     hello = parse_hello(args)
     if isinstance(hello, bytes):
@@ -152,7 +116,7 @@ def _hello(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
     return hello_reply(client, hello, facts)
 
 
-def _role(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
+def _role(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
     """ROLE as a master without replicas says it: the ambassador is the one server the client
     sees (the nodes' replicas are behind it, as INFO replication says)."""
     if len(args) != 1:

@@ -39,6 +39,7 @@ from redis_ambassador.commands.local import (
     parse_hello,
 )
 from redis_ambassador.commands.policy import CommandPolicy
+from redis_ambassador.commands.state import ServerFacts
 from redis_ambassador.commands.table import CommandSpec, CommandTable
 from redis_ambassador.commands.transaction import (
     EXEC_FRAME,
@@ -180,14 +181,6 @@ class RouterStats:
             key = name or "unknown"
             total[key] = total.get(key, 0) + n
         return total
-
-
-class ServerFacts:
-    """What the ambassador tells clients about "the server" (HELLO)."""
-
-    def __init__(self, version: bytes, one_server: bool = False) -> None:
-        self.version = version
-        self.one_server = one_server  # a standalone or Sentinel backend, not a cluster
 
 
 class Router:

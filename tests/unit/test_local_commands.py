@@ -16,6 +16,7 @@ import pytest
 
 from redis_ambassador.ambassador import lowest_version
 from redis_ambassador.commands.local import LOCAL, REFUSED, Hello, parse_hello
+from redis_ambassador.commands.state import ServerFacts
 from redis_ambassador.protocol.replies import verbatim
 
 ARITY = b"-ERR wrong number of arguments for '%s' command\r\n"
@@ -44,16 +45,15 @@ class Session:
         self.protocol = protocol
 
 
-@dataclass
-class Facts:
-    version: bytes = b"7.0.15"
-    clients: list[Session] = field(default_factory=list)
-    one_server: bool = False
+def server_facts(
+    version: bytes = b"7.0.15", clients: tuple[Session, ...] = (), one_server: bool = False
+) -> ServerFacts:
+    return ServerFacts(version, one_server, lambda: clients)
 
 
-def run(*args: bytes, session: Session | None = None, facts: Facts | None = None) -> bytes:
+def run(*args: bytes, session: Session | None = None, facts: ServerFacts | None = None) -> bytes:
     session = session if session is not None else Session()
-    facts = facts if facts is not None else Facts(clients=[session])
+    facts = facts if facts is not None else server_facts(clients=(session,))
     return LOCAL[args[0].decode().lower()](session, list(args), facts)
 
 
@@ -153,7 +153,7 @@ def test_local_reply_matches_redis_for_edge_case_arguments(
 
 
 def test_select_of_another_database_in_front_of_one_server_says_why_without_cluster_mode() -> None:
-    facts = Facts(one_server=True)
+    facts = server_facts(one_server=True)
     assert run(b"SELECT", b"0", facts=facts) == b"+OK\r\n"
     assert run(b"SELECT", b"1", facts=facts) == (
         b"-ERR redis-ambassador serves database 0 only: its connections to the server are "
@@ -183,7 +183,7 @@ def test_client_id_is_the_session_id() -> None:
 
 def test_hello_reports_the_session_id_and_the_cluster_version() -> None:
     session = Session(id=42)
-    reply = LOCAL["hello"](session, [b"HELLO", b"2"], Facts(version=b"7.2.4"))
+    reply = LOCAL["hello"](session, [b"HELLO", b"2"], server_facts(version=b"7.2.4"))
     assert reply == hello_reply(client_id=42, version=b"7.2.4")
 
 
@@ -447,7 +447,7 @@ def _list_ids(reply: bytes) -> list[int]:
 
 def test_client_list_lists_every_client_of_the_ambassador_by_id() -> None:
     me, other, third = Session(id=7), Session(id=3, name=b"bg"), Session(id=12)
-    facts = Facts(clients=[me, other, third])
+    facts = server_facts(clients=(me, other, third))
     reply = run(b"CLIENT", b"LIST", session=me, facts=facts)
     assert _list_ids(reply) == [3, 7, 12]
     lines = reply[reply.index(b"\r\n") + 2 : -2].split(b"\n")
@@ -459,7 +459,7 @@ def test_client_list_lists_every_client_of_the_ambassador_by_id() -> None:
 
 def test_client_list_filters_by_id_in_the_order_asked() -> None:
     me, other = Session(id=7), Session(id=3)
-    facts = Facts(clients=[me, other])
+    facts = server_facts(clients=(me, other))
     reply = run(b"CLIENT", b"LIST", b"ID", b"7", b"99", b"3", b"7", session=me, facts=facts)
     assert _list_ids(reply) == [7, 3, 7]
 
