@@ -33,7 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from redis_ambassador.localcluster import LocalCluster, LocalClusterError
+from redis_ambassador.local.cluster import LocalCluster, LocalClusterError
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"

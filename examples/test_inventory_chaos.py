@@ -14,9 +14,9 @@ import pytest
 from inventory import Inventory, connect
 
 if TYPE_CHECKING:
-    from redis_ambassador.testing import Chaos
+    from redis_ambassador.local.testing import Chaos
 
-pytest_plugins = ["redis_ambassador.testing"]  # not needed once the package is installed
+pytest_plugins = ["redis_ambassador.local.testing"]  # not needed once the package is installed
 
 LOADING = "LOADING Redis is loading the dataset in memory"
 

@@ -47,7 +47,7 @@ from redis_ambassador.upstream.names import Lookup, Names, system_lookup
 from redis_ambassador.upstream.pool import Upstream
 
 if TYPE_CHECKING:
-    from redis_ambassador.faults.nodes import NodeActions
+    from redis_ambassador.faults.control import NodeControl
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ async def serve(
     config: Config,
     ready: Callable[[Address], None] | None = None,
     *,
-    nodes: NodeActions | None = None,
+    nodes: NodeControl | None = None,
     lookup: Lookup = system_lookup,
     task_status: TaskStatus[Running] = anyio.TASK_STATUS_IGNORED,
 ) -> None:

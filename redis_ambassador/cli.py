@@ -25,7 +25,7 @@ from redis_ambassador.config import (
     load_config,
 )
 from redis_ambassador.faults import cli as chaos_cli
-from redis_ambassador.faults.nodes import NodeActions
+from redis_ambassador.faults.control import NodeControl
 from redis_ambassador.rotation import Secrets
 from redis_ambassador.routing.topology import ClusterUnreachable
 
@@ -246,7 +246,7 @@ def _run(
     config: Config,
     on_ready: Callable[[Address], None],
     reload: Callable[[], Config],
-    nodes: NodeActions | None = None,
+    nodes: NodeControl | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT has drained the ambassador (a second one cuts the drain
     short); SIGHUP applies ``reload()``'s config. ``nodes``: the cluster this process started."""
@@ -361,8 +361,9 @@ def _check_dev_flags(args: argparse.Namespace) -> None:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from redis_ambassador.localcluster import LocalCluster, RedisServerNotFound
-    from redis_ambassador.localservers import LocalSentinelSet, LocalStandalone
+    from redis_ambassador.local.cluster import LocalCluster, RedisServerNotFound
+    from redis_ambassador.local.nodes import NodeActions
+    from redis_ambassador.local.servers import LocalSentinelSet, LocalStandalone
 
     _check_dev_flags(args)
     overrides = _overrides(args)

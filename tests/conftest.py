@@ -16,15 +16,15 @@ from typing import TypeVar
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from redis_ambassador.localcluster import LocalCluster, RedisServerNotFound
-from redis_ambassador.localservers import LocalSentinelSet, LocalStandalone
+from redis_ambassador.local.cluster import LocalCluster, RedisServerNotFound
+from redis_ambassador.local.servers import LocalSentinelSet, LocalStandalone
 
 # Imported here before pytest may load it as a plugin (tests/integration/test_chaos_plugin.py):
 # rewrite its asserts now, as pytest would then (unless its entry point loaded it already).
-if "redis_ambassador.testing" not in sys.modules:
-    pytest.register_assert_rewrite("redis_ambassador.testing")
-from redis_ambassador.testing import Ambassador as _PluginAmbassador
-from redis_ambassador.testing import AmbassadorStartError, free_port
+if "redis_ambassador.local.testing" not in sys.modules:
+    pytest.register_assert_rewrite("redis_ambassador.local.testing")
+from redis_ambassador.local.testing import Ambassador as _PluginAmbassador
+from redis_ambassador.local.testing import AmbassadorStartError, free_port
 
 _free_port = free_port  # the name the tests import
 __all__ = ["Ambassador", "AmbassadorStartError", "_free_port"]

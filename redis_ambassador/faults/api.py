@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis_ambassador.faults.nodes import NodeActionError, NodeActions
+from redis_ambassador.faults.control import NodeActionError, NodeControl
 from redis_ambassador.faults.rules import Faults, RuleError
 
 log = logging.getLogger("redis_ambassador.chaos")
@@ -43,9 +43,9 @@ class Deferred:
 
 class ChaosApi:
     """Routes /chaos requests to the running ambassador's Faults and, when it started the
-    cluster itself, to its NodeActions."""
+    cluster itself, to its NodeControl."""
 
-    def __init__(self, faults: Faults, nodes: NodeActions | None = None) -> None:
+    def __init__(self, faults: Faults, nodes: NodeControl | None = None) -> None:
         self._faults = faults
         self._nodes = nodes
 
@@ -111,7 +111,7 @@ class ChaosApi:
         log.info("chaos API: rule %s added: %s", view["id"], json.dumps(spec))
         return 201, view
 
-    def _managed(self, action: Callable[[NodeActions], JsonResponse]) -> JsonResponse | Deferred:
+    def _managed(self, action: Callable[[NodeControl], JsonResponse]) -> JsonResponse | Deferred:
         nodes = self._nodes
         if nodes is None:
             return 409, {"error": _UNMANAGED}

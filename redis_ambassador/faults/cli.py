@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from redis_ambassador.faults.client import ChaosApiError, ChaosClient
-from redis_ambassador.faults.nodes import ACTIONS
+from redis_ambassador.faults.control import NODE_ACTIONS
 from redis_ambassador.faults.rules import DISTRIBUTIONS
 
 # Every rule field as `chaos add` takes it: (field, argparse options). A unit test checks this
@@ -64,7 +64,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     remove.add_argument("rule_id", metavar="ID")
     clear = actions.add_parser("clear", help="remove every rule")
     node = actions.add_parser("node", help="act on a node of a cluster the ambassador started")
-    node.add_argument("action", choices=ACTIONS)
+    node.add_argument("action", choices=NODE_ACTIONS)
     node.add_argument("address", metavar="HOST:PORT")
     nodes = actions.add_parser("nodes", help="the nodes of a cluster the ambassador started")
     migrate = actions.add_parser("migrate", help="move slots and their keys to a master, live")

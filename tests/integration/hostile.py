@@ -510,8 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rss-growth-mb", type=int, default=256)
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**32)
-    from redis_ambassador.localcluster import LocalCluster
-    from redis_ambassador.testing import Ambassador
+    from redis_ambassador.local.cluster import LocalCluster
+    from redis_ambassador.local.testing import Ambassador
 
     print(f"fuzz: seed {seed}, {args.frames} frames, {args.connections} connections", flush=True)
     with LocalCluster() as cluster, tempfile.TemporaryDirectory() as logs:

@@ -18,7 +18,7 @@ import redis
 from conftest import resp
 from redis.crc import key_slot
 
-from redis_ambassador.localcluster import LocalCluster, LocalNode
+from redis_ambassador.local.cluster import LocalCluster, LocalNode
 
 if TYPE_CHECKING:
     from conftest import Ambassador, RawConnection

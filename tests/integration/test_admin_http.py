@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.crc import key_slot
 
 from redis_ambassador.faults.client import ChaosApiError, ChaosClient
-from redis_ambassador.localcluster import LocalCluster
+from redis_ambassador.local.cluster import LocalCluster
 
 if TYPE_CHECKING:
     from conftest import Ambassador

@@ -17,7 +17,7 @@ import redis
 from conftest import Ambassador, RawConnection, _free_port, resp
 from redis.crc import key_slot
 
-from redis_ambassador.localcluster import LocalCluster
+from redis_ambassador.local.cluster import LocalCluster
 
 CLUSTER_PASSWORD = "cluster-pw-7f3a"
 APP_PASSWORD = "app-pw-91c2"

@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from redis_ambassador.faults.client import ChaosApiError, ChaosClient
-from redis_ambassador.localcluster import LocalCluster
+from redis_ambassador.local.cluster import LocalCluster
 
 if TYPE_CHECKING:
     from conftest import Ambassador

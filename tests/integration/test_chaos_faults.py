@@ -25,7 +25,7 @@ from redis.crc import key_slot
 from redis.retry import Retry
 from traffic import no_retry_client
 
-from redis_ambassador.localcluster import LocalCluster
+from redis_ambassador.local.cluster import LocalCluster
 
 SEED = 42
 

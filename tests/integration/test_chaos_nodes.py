@@ -16,7 +16,7 @@ from redis.crc import key_slot
 from redis.retry import Retry
 
 from redis_ambassador.faults.client import ChaosApiError, ChaosClient
-from redis_ambassador.testing import Ambassador, free_port
+from redis_ambassador.local.testing import Ambassador, free_port
 
 KEY = "chaosnodes:key"
 

@@ -1,6 +1,6 @@
-"""The pytest plugin (redis_ambassador.testing) used by the project's own tests: faults through
-``chaos.fault`` seen by a plain redis-py client, node helpers, ``wait_healthy``, and the example
-app's chaos tests run as a user would run them."""
+"""The pytest plugin (redis_ambassador.local.testing) used by the project's own tests: faults
+through ``chaos.fault`` seen by a plain redis-py client, node helpers, ``wait_healthy``, and the
+example app's chaos tests run as a user would run them."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from redis_ambassador.testing import Chaos
+from redis_ambassador.local.testing import Chaos
 
-pytest_plugins = ["redis_ambassador.testing"]
+pytest_plugins = ["redis_ambassador.local.testing"]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from redis_ambassador.localcluster import LocalCluster
+from redis_ambassador.local.cluster import LocalCluster
 
 CLI = [sys.executable, "-m", "redis_ambassador"]
 

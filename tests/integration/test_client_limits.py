@@ -16,7 +16,7 @@ import pytest
 import redis
 from conftest import Ambassador, _free_port, resp
 
-from redis_ambassador.localcluster import LocalCluster
+from redis_ambassador.local.cluster import LocalCluster
 
 MB = 1024 * 1024
 

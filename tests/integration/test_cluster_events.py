@@ -16,7 +16,7 @@ import redis
 from redis.exceptions import MovedError
 from traffic import Traffic, key_slot, no_retry_client
 
-from redis_ambassador.localcluster import LocalCluster, LocalNode
+from redis_ambassador.local.cluster import LocalCluster, LocalNode
 
 if TYPE_CHECKING:
     from conftest import Ambassador

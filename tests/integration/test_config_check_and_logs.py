@@ -16,7 +16,7 @@ from pathlib import Path
 from conftest import Ambassador, _die_with_parent, _free_port
 
 from redis_ambassador.config import describe_keys, load_config
-from redis_ambassador.localcluster import LocalCluster
+from redis_ambassador.local.cluster import LocalCluster
 
 CLI = [sys.executable, "-m", "redis_ambassador"]
 KEYS = [key for key, _, _ in describe_keys()]

@@ -68,7 +68,7 @@ import pytest
 import redis
 from traffic import Traffic, key_slot, no_retry_client
 
-from redis_ambassador.localcluster import SLOT_COUNT, LocalCluster, LocalNode
+from redis_ambassador.local.cluster import SLOT_COUNT, LocalCluster, LocalNode
 
 if TYPE_CHECKING:
     from conftest import Ambassador

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import hostile
 
-from redis_ambassador.localcluster import LocalCluster
+from redis_ambassador.local.cluster import LocalCluster
 
 if TYPE_CHECKING:
     from conftest import Ambassador

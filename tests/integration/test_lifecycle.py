@@ -17,7 +17,7 @@ import pytest
 from conftest import Ambassador, RawConnection, _free_port, resp
 from redis.crc import key_slot
 
-from redis_ambassador.localcluster import LocalCluster
+from redis_ambassador.local.cluster import LocalCluster
 
 NIL = (b"*-1\r\n", b"$-1\r\n")  # BLPOP's timeout reply (RESP2 null array; either is a nil)
 

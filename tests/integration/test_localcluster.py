@@ -11,7 +11,7 @@ import redis
 from redis.crc import key_slot
 from redis.exceptions import MovedError
 
-from redis_ambassador.localcluster import (
+from redis_ambassador.local.cluster import (
     SLOT_COUNT,
     LocalCluster,
     LocalClusterError,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from conftest import ReplyTimeout, resp
 from redis.crc import key_slot
 
-from redis_ambassador.localcluster import LocalCluster
+from redis_ambassador.local.cluster import LocalCluster
 
 if TYPE_CHECKING:
     from conftest import Ambassador

@@ -15,7 +15,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from redis_ambassador.localcluster import LocalCluster
+from redis_ambassador.local.cluster import LocalCluster
 
 if TYPE_CHECKING:
     from conftest import Ambassador

@@ -23,7 +23,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from redis_ambassador.localcluster import LocalCluster, LocalNode
+from redis_ambassador.local.cluster import LocalCluster, LocalNode
 
 if TYPE_CHECKING:
     from conftest import Ambassador, RawConnection

@@ -13,7 +13,7 @@ import redis
 from conftest import resp
 from redis.crc import key_slot
 
-from redis_ambassador.localcluster import LocalCluster
+from redis_ambassador.local.cluster import LocalCluster
 
 if TYPE_CHECKING:
     from conftest import Ambassador, RawConnection

@@ -13,7 +13,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from redis_ambassador.localcluster import LocalCluster, LocalNode
+from redis_ambassador.local.cluster import LocalCluster, LocalNode
 
 if TYPE_CHECKING:
     from conftest import Ambassador

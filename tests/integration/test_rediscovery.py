@@ -23,8 +23,8 @@ from redis.crc import key_slot
 
 from redis_ambassador.ambassador import Running, serve
 from redis_ambassador.config import Address, load_config
-from redis_ambassador.localcluster import LocalCluster, LocalNode, plain_client
-from redis_ambassador.testing import free_port
+from redis_ambassador.local.cluster import LocalCluster, LocalNode, plain_client
+from redis_ambassador.local.testing import free_port
 
 if TYPE_CHECKING:
     from conftest import Ambassador

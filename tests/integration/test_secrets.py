@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import Ambassador, RawConnection, _free_port, resp
 
-from redis_ambassador.localcluster import LocalCluster
+from redis_ambassador.local.cluster import LocalCluster
 
 CLI = [sys.executable, "-m", "redis_ambassador"]
 OK = b"+OK\r\n"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import redis
 from conftest import _free_port, resp
 
-from redis_ambassador.localservers import LocalSentinelSet, LocalServer, LocalStandalone
+from redis_ambassador.local.servers import LocalSentinelSet, LocalServer, LocalStandalone
 
 if TYPE_CHECKING:
     from conftest import Ambassador

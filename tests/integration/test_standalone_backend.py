@@ -20,8 +20,8 @@ import redis
 from conftest import _free_port, resp
 from redis.crc import key_slot
 
-from redis_ambassador.localcluster import LocalCluster
-from redis_ambassador.localservers import LocalStandalone
+from redis_ambassador.local.cluster import LocalCluster
+from redis_ambassador.local.servers import LocalStandalone
 
 if TYPE_CHECKING:
     from conftest import Ambassador, RawConnection

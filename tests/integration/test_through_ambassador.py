@@ -20,7 +20,7 @@ import redis
 from conftest import resp
 from redis.crc import key_slot as _key_slot
 
-from redis_ambassador.localcluster import SLOT_COUNT, LocalCluster, LocalNode
+from redis_ambassador.local.cluster import SLOT_COUNT, LocalCluster, LocalNode
 
 if TYPE_CHECKING:
     from conftest import Ambassador, RawConnection

@@ -31,7 +31,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from redis_ambassador.localcluster import ClusterTLS, LocalCluster
+from redis_ambassador.local.cluster import ClusterTLS, LocalCluster
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from packaging_helpers import COMPOSE_DIR
 
-from redis_ambassador.localcluster import LocalCluster
+from redis_ambassador.local.cluster import LocalCluster
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 from redis_ambassador.cli import _parser
 from redis_ambassador.faults import cli as chaos_cli
 from redis_ambassador.faults.api import ChaosApi, Deferred
-from redis_ambassador.faults.nodes import NodeActionError, parse_slots
 from redis_ambassador.faults.rules import FIELDS, Faults
+from redis_ambassador.local.nodes import NodeActionError, parse_slots
 from redis_ambassador.operations.listener import AdminRoutes
 
 

@@ -1,7 +1,8 @@
 """A pytest plugin for testing an app against a misbehaving Redis: a real Redis Cluster and a
 chaos-enabled ambassador for the test session, and a ``chaos`` fixture to inject faults.
 
-    pytest -p redis_ambassador.testing     # or pytest_plugins = ["redis_ambassador.testing"]
+    pytest -p redis_ambassador.local.testing
+    # or, in a conftest.py: pytest_plugins = ["redis_ambassador.local.testing"]
 
 (installed with the package, it is loaded automatically). Fixtures, named so they do not clash
 with a project's own:
@@ -40,8 +41,8 @@ import redis
 from redis.crc import key_slot
 
 from redis_ambassador.faults.client import ChaosApiError, ChaosClient
-from redis_ambassador.faults.nodes import NodeActions
-from redis_ambassador.localcluster import LocalCluster, LocalNode, _die_with_parent
+from redis_ambassador.local.cluster import LocalCluster, LocalNode, _die_with_parent
+from redis_ambassador.local.nodes import NodeActions
 
 __all__ = ["Ambassador", "AmbassadorStartError", "Chaos", "Fault", "free_port"]
 

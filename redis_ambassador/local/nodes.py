@@ -12,34 +12,15 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from redis_ambassador.faults.rules import RuleError, slot_range
-from redis_ambassador.localcluster import LocalCluster, LocalClusterError, LocalNode
+from redis_ambassador.faults.control import NODE_ACTIONS, NodeActionError, parse_slots
+from redis_ambassador.local.cluster import LocalCluster, LocalClusterError, LocalNode
 
 log = logging.getLogger("redis_ambassador.chaos")
 
-ACTIONS = ("kill", "pause", "resume", "restart", "failover")
 _REJOIN_TIMEOUT = 30.0  # seconds a restarted node has to rejoin a healthy cluster
 
 
-class NodeActionError(Exception):
-    """A node action that cannot be done; ``status`` is the HTTP status that says why (400 a
-    bad request, 404 no such node, 409 not possible in the cluster's current state)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def parse_slots(value: object) -> range:
-    """A slot range as rules take it (``"0-99"``, ``"42"``); NodeActionError(400) otherwise."""
-    try:
-        first, last = slot_range(value)
-    except RuleError as exc:
-        raise NodeActionError(400, str(exc)) from None
-    return range(first, last + 1)
-
-
-class NodeActions:
+class NodeActions:  # implements faults.control.NodeControl
     """Kill/pause/resume/restart/failover and live slot migration on a LocalCluster, by node
     address ("host:port"); thread-safe (one action at a time)."""
 
@@ -58,8 +39,8 @@ class NodeActions:
 
     def act(self, address: str, action: str) -> dict[str, Any]:
         """Do ``action`` to the node at ``address``; returns the node's description after it."""
-        if action not in ACTIONS:
-            raise NodeActionError(400, f"action: must be one of {', '.join(ACTIONS)}")
+        if action not in NODE_ACTIONS:
+            raise NodeActionError(400, f"action: must be one of {', '.join(NODE_ACTIONS)}")
         with self._lock:
             node = self._node(address)
             log.info("chaos: %s node %s", action, address)

@@ -1,6 +1,6 @@
 """The shapes of Redis that are not a cluster, as real local processes: one standalone server,
 and a Sentinel-managed set (a master, its replicas, three sentinels). For ``dev --topology``
-and the tests; synchronous, like ``localcluster``, whose process and port handling they share.
+and the tests; synchronous, like ``local.cluster``, whose process and port handling they share.
 
 Sentinels run as ``redis-server <conf> --sentinel`` (what the Debian ``redis-sentinel`` package's
 binary does), so the redis-server package is all they need.
@@ -22,7 +22,7 @@ from typing import Any, Self
 
 import redis
 
-from redis_ambassador.localcluster import (
+from redis_ambassador.local.cluster import (
     _INSTALL_HINT,
     BUS_PORT_OFFSET,
     LocalClusterError,
