@@ -40,8 +40,15 @@ class AmbassadorCollector(Collector):
         self._loop = asyncio.get_running_loop()
 
     def collect(self) -> Iterator[Metric]:
+        yield from self._clients_metrics()
+        yield from self._commands()
+        yield from self._nodes()
+        yield from self._topology()
+        yield from self._chaos()
+
+    def _clients_metrics(self) -> Iterator[Metric]:
+        """Client connections: how many, their bytes, why some were refused or closed."""
         clients = self._clients
-        stats = self._router.stats
         yield _gauge("client_connections", "clients connected now", len(clients.connected))
         yield _counter("client_connections", "client connections accepted", clients.accepted)
         yield _counter("client_bytes_received", "bytes read from clients", clients.bytes_in)
@@ -79,6 +86,10 @@ class AmbassadorCollector(Collector):
             "under mutual TLS, not TLS at all)",
             clients.tls_handshake_failures,
         )
+
+    def _commands(self) -> Iterator[Metric]:
+        """Commands by name, their errors, request latency, redirects and retries."""
+        stats = self._router.stats
         yield _by_label(
             "commands",
             "commands received, by name",
@@ -91,6 +102,28 @@ class AmbassadorCollector(Collector):
             "command",
             dict(sorted(stats.errors.items())),
         )
+        requests = HistogramMetricFamily(
+            _PREFIX + "request_duration_seconds",
+            "sampled: from reading a client's commands to writing their replies, by the "
+            "first command's name",
+            labels=["command"],
+        )
+        for name, histogram in sorted(stats.latency.items()):
+            requests.add_metric([name], histogram.cumulative(), histogram.sum)
+        yield requests
+        yield _by_label("redirects", "MOVED/ASK replies followed", "kind", stats.redirects)
+        yield _counter(
+            "slow_requests",
+            "requests answered slower than server.slow_log_threshold",
+            stats.slow_requests,
+        )
+        yield _counter("retries", "commands scheduled to be sent again", stats.retries)
+        yield _counter(
+            "retry_budget_exhausted", "retries refused by the retry budget", stats.budget_exhausted
+        )
+
+    def _nodes(self) -> Iterator[Metric]:
+        """Each node: its connections, commands pending and sent, breaker, latency."""
         connections = GaugeMetricFamily(
             _PREFIX + "upstream_connections", "open connections to each node", labels=["node"]
         )
@@ -120,25 +153,10 @@ class AmbassadorCollector(Collector):
             breaker.add_metric([pool.name], BREAKER_VALUES[pool.breaker.state])
             node_latency.add_metric([pool.name], pool.latency.cumulative(), pool.latency.sum)
         yield from (connections, pending, sent, breaker, node_latency)
-        requests = HistogramMetricFamily(
-            _PREFIX + "request_duration_seconds",
-            "sampled: from reading a client's commands to writing their replies, by the "
-            "first command's name",
-            labels=["command"],
-        )
-        for name, histogram in sorted(stats.latency.items()):
-            requests.add_metric([name], histogram.cumulative(), histogram.sum)
-        yield requests
-        yield _by_label("redirects", "MOVED/ASK replies followed", "kind", stats.redirects)
-        yield _counter(
-            "slow_requests",
-            "requests answered slower than server.slow_log_threshold",
-            stats.slow_requests,
-        )
-        yield _counter("retries", "commands scheduled to be sent again", stats.retries)
-        yield _counter(
-            "retry_budget_exhausted", "retries refused by the retry budget", stats.budget_exhausted
-        )
+
+    def _topology(self) -> Iterator[Metric]:
+        """The slot map: refreshes, its age and coverage, the masters in use, readiness."""
+        stats = self._router.stats
         yield _by_label(
             "topology_refreshes", "topology refreshes, by result", "result", stats.refreshes
         )
@@ -170,7 +188,6 @@ class AmbassadorCollector(Collector):
             in_use.add_metric([backend, master], 1)
         yield in_use
         yield _gauge("ready", "1 when every slot has a reachable master", self._ready())
-        yield from self._chaos()
 
     def _chaos(self) -> Iterator[Metric]:
         """Fault rules and the faults they injected (only with chaos enabled)."""
