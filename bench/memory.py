@@ -37,10 +37,10 @@ from pathlib import Path
 
 import redis
 from redis.crc import key_slot
-from run import RESULTS_DIR, status_kb
+from run import RESULTS_DIR
 
 from redis_ambassador.localcluster import LocalCluster
-from redis_ambassador.testing import Ambassador
+from redis_ambassador.testing import Ambassador, memory_bytes, reset_peak_rss
 
 MB = 1024 * 1024
 TAG = b"{bench:memory}"
@@ -111,27 +111,22 @@ class Figure:
         return self.growth_mb / self.inflight_mb
 
 
-def reset_peak(pid: int) -> bool:
-    """Make VmHWM the current RSS (Linux: 5 to clear_refs); False if not allowed."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
 @contextmanager
 def peak_growth(pid: int) -> Iterator[list[float]]:
     """Yields a list that holds the peak RSS growth in MB once the block ends."""
     result: list[float] = []
-    exact = reset_peak(pid)
-    before = status_kb(pid, "VmRSS")
+    try:
+        reset_peak_rss(pid)
+        exact = True
+    except OSError:
+        exact = False
+    before = memory_bytes(pid, "VmRSS")
     polled = [before]
     done = threading.Event()
 
     def poll() -> None:
         while not done.wait(0.002):
-            polled.append(status_kb(pid, "VmRSS"))
+            polled.append(memory_bytes(pid, "VmRSS"))
 
     poller = None if exact else threading.Thread(target=poll, daemon=True)
     if poller is not None:
@@ -142,8 +137,8 @@ def peak_growth(pid: int) -> Iterator[list[float]]:
         done.set()
         if poller is not None:
             poller.join()
-        peak = status_kb(pid, "VmHWM") if exact else max(polled)
-        result.append((peak - before) / 1024)
+        peak = memory_bytes(pid, "VmHWM") if exact else max(polled)
+        result.append((peak - before) / MB)
 
 
 def case_set(host: str, port: int, value: bytes) -> None:

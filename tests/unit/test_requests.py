@@ -68,9 +68,9 @@ def reference(chunks: list[bytes], **limits: int) -> tuple[list[list[bytes]], by
     for chunk in chunks:
         reader.feed(chunk)
         try:
-            while (args := reader.next_command()) is not None:
-                if args:
-                    commands.append(args)
+            while (command := reader.next_command()) is not None:
+                if command[0]:
+                    commands.append(command[0])
         except ProtocolError as error:
             return commands, wire(error)
     return commands, None

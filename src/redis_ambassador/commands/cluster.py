@@ -19,11 +19,10 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING
 
-from redis.crc import key_slot
-
 from redis_ambassador import errors
 from redis_ambassador.commands.connection import Handler, container
 from redis_ambassador.protocol.replies import array, bulk, integer, mapping, status, verbatim
+from redis_ambassador.protocol.requests import key_slot
 
 if TYPE_CHECKING:
     from redis_ambassador.commands.local import ServerFacts, Session

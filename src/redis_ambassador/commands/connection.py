@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from redis_ambassador import errors
 from redis_ambassador.commands.table import arity_ok
 from redis_ambassador.protocol.replies import OK, array, bulk, integer, null, status, verbatim
-from redis_ambassador.protocol.requests import string2ll
+from redis_ambassador.protocol.requests import as_bytes, string2ll
 
 if TYPE_CHECKING:
     from redis_ambassador.commands.local import ServerFacts, Session
@@ -54,6 +54,7 @@ def container(
     def handle(client: Session, args: list[bytes], facts: ServerFacts) -> bytes:
         if len(args) < 2:
             return errors.wrong_arity(command)
+        args = as_bytes(args)  # options read as text, names kept
         sub = args[1].lower()
         found = subcommands.get(sub)
         if found is None:

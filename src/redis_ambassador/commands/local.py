@@ -18,7 +18,7 @@ from redis_ambassador.commands.connection import (
     valid_client_attribute,
 )
 from redis_ambassador.protocol.replies import OK, PONG, array, bulk, integer, mapping
-from redis_ambassador.protocol.requests import string2ll
+from redis_ambassador.protocol.requests import as_bytes, string2ll
 
 
 class Session(Protocol):
@@ -99,6 +99,7 @@ class Hello:
 
 def parse_hello(args: list[bytes]) -> Hello | bytes:
     """HELLO's arguments, or the error Redis gives for them (checked before any AUTH)."""
+    args = as_bytes(args)  # options read as text, the name and credentials kept
     i = 1
     proto = None
     if len(args) > 1:

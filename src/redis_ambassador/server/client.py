@@ -21,6 +21,7 @@ from redis_ambassador.faults.inject import PacedWriter
 from redis_ambassador.operations.histogram import SAMPLE_EVERY
 from redis_ambassador.operations.ratelimit import LimitedLog
 from redis_ambassador.protocol.requests import QueryBufferLimit, RequestParser
+from redis_ambassador.protocol.writes import LargeFrames, write_joined
 
 if TYPE_CHECKING:
     from redis_ambassador.commands.transaction import Transaction
@@ -366,12 +367,15 @@ class ClientConnection(asyncio.Protocol):
         if not batches or batches[0].remaining:
             # The common case: exactly one batch became writable.
             replies = head.replies if head.silent is None else head.written()
-            data = replies[0] if len(replies) == 1 else b"".join(replies)  # type: ignore[arg-type]
-            transport.write(data)  # type: ignore[arg-type]
-            self._registry.bytes_out += len(data)  # type: ignore[arg-type]
+            held = head.held
+            if held:  # a large reply among them: not joined (a copy), see write_joined
+                self._replies_held -= held
+                self._registry.bytes_out += write_joined(transport.write, replies)  # type: ignore[arg-type]
+            else:
+                data = replies[0] if len(replies) == 1 else b"".join(replies)  # type: ignore[arg-type]
+                transport.write(data)  # type: ignore[arg-type]
+                self._registry.bytes_out += len(data)  # type: ignore[arg-type]
             self._inflight -= len(head.replies)
-            if head.held:
-                self._replies_held -= head.held
             if self._write_paused and self._hard_limit_reached(transport):
                 return
             read_at = head.read_at
@@ -394,9 +398,12 @@ class ClientConnection(asyncio.Protocol):
                 done += len(nxt.replies)
                 held += nxt.held
                 close = nxt.close_after
-            data = b"".join(out)  # type: ignore[arg-type]
-            transport.write(data)
-            self._registry.bytes_out += len(data)
+            if held:
+                self._registry.bytes_out += write_joined(transport.write, out)  # type: ignore[arg-type]
+            else:
+                data = b"".join(out)  # type: ignore[arg-type]
+                transport.write(data)
+                self._registry.bytes_out += len(data)
             self._inflight -= done
             self._replies_held -= held
             if self._write_paused and self._hard_limit_reached(transport):
@@ -464,6 +471,8 @@ class ClientConnection(asyncio.Protocol):
         assert self._held is not None
         commands, frames = self._held
         self._held = None
+        # Made before the node connections' last writes, maybe large: have them look.
+        LargeFrames.queued += 1
         self._dispatch(commands, frames, 0.0)  # its wait behind the blocking one is no news
         if self._held is None and self._held_error is not None:
             self._refuse(self._held_error)
@@ -482,7 +491,7 @@ class ClientConnection(asyncio.Protocol):
         if len(commands) > self._max_inflight:
             self._dispatch_in_turns(commands, frames, read_at)
             return
-        batch = Batch(self, len(commands), read_at, commands[0])
+        batch = Batch(self, len(commands), read_at, commands[0][:2])
         registry = self._registry
         registry.sample_in -= 1
         if registry.sample_in <= 0:
