@@ -631,3 +631,24 @@ def test_write_joined_writes_each_large_piece_alone_and_joins_the_runs_between()
     size = write_joined(written.append, [b"a", b"b", big, b"c", big, big])
     assert written == [b"ab", big, b"c", big, big] and written[1] is big
     assert size == 3 + 3 * len(big)
+
+
+SIZES = [0, 1, LARGE_PIECE - 40, LARGE_PIECE, LARGE_PIECE + 1, 2 * LARGE_PIECE]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shapes=st.lists(
+        st.lists(st.sampled_from(SIZES), min_size=1, max_size=4), min_size=1, max_size=3
+    ),
+    cuts=st.lists(st.integers(0), max_size=5),
+)
+def test_commands_around_the_large_size_read_in_any_pieces_give_their_args_and_frames(
+    shapes: list[list[int]], cuts: list[int]
+) -> None:
+    rng = random.Random(len(cuts))
+    commands = [[b"CMD", *(rng.randbytes(size) for size in sizes)] for sizes in shapes]
+    data = b"".join(resp(*args) for args in commands)
+    got, frames, error = feed_all(chunked(data, cuts))
+    assert (got, error) == (commands, None)
+    assert frames == [resp(*args) for args in commands]
