@@ -147,7 +147,9 @@ class Batch:
         self.silent: set[int] | None = None  # replies not to write (CLIENT REPLY OFF/SKIP)
         # Timing (the slow log, and one batch in SAMPLE_EVERY for the latency histogram): when
         # its commands were read (0.0: not timed, e.g. it holds a blocking command), and the
-        # first command's arguments (the name it is known by).
+        # first command's name and first argument (the name it is known by: a subcommand's
+        # container and subcommand), not its later arguments, which may be views into a large
+        # frame (see ExactReader) that would then live as long as the whole batch.
         self.read_at = read_at
         self.first = first
         self.sampled = False
