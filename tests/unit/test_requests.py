@@ -21,6 +21,7 @@ from redis_ambassador import errors
 from redis_ambassador.protocol.requests import (
     INLINE_MAX_SIZE,
     ExactReader,
+    LargeArgs,
     ProtocolError,
     QueryBufferLimit,
     RequestParser,
@@ -577,6 +578,7 @@ def test_a_large_command_read_in_pieces_is_its_own_frame_with_its_large_value_a_
     # Handed over, not copied: the buffer the reads went into, read-only views into it.
     assert type(frame) is bytearray and frame == data
     assert LargeFrames.queued == before + 1
+    assert type(args) is LargeArgs
     name, key, view = args
     assert (type(name), type(key)) == (bytes, bytes)  # the name and first argument: always bytes
     assert type(view) is memoryview and view.readonly and view.obj is frame

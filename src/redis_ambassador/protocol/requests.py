@@ -160,6 +160,14 @@ def split_inline(line: bytes) -> list[bytes]:
         args.append(bytes(current))
 
 
+class LargeArgs(list):  # type: ignore[type-arg]
+    """The arguments of a command whose frame was handed over (see ExactReader), which may hold
+    views into it: what keeps them past the command's handling keeps only the first two
+    (``Batch.first``), so that the frame is not kept alive with them."""
+
+    __slots__ = ()
+
+
 class ExactReader:
     """Redis's own query-buffer state machine, in Python; resumable across reads.
 
@@ -168,16 +176,17 @@ class ExactReader:
 
     Memory: the buffer holds the unfinished command from its first byte, as received, and that
     is what is forwarded. Redis skips, unchecked, the byte after a header's '\r' and the two
-    after a payload; the reader sets them to '\n' and '\r\n' as it goes, so the buffer
-    always holds the canonical frame of the arguments read so far. A finished frame longer than
-    LARGE_PIECE is handed over as it is (a bytearray, the buffer itself: nothing is copied) and the
-    reader starts a new buffer with the bytes after it. Its arguments are copies (bytes), except
-    that an argument longer than LARGE_PIECE at index 2 or later is a read-only memoryview into
-    the frame: a large value costs its size once, however long the command waits for its node.
-    The command's name and its first argument (the key of most commands, the subcommand of
-    containers) are always bytes; every consumer of later arguments takes ``bytes |
-    memoryview`` (``==``, ``hash``, ``len``, ``%b``, hashing and joining work on both) and copies
-    one that it keeps (``bytes(arg)``), so that no view outlives its command's handling.
+    after a payload; the reader sets them to '\n' and '\r\n' as it goes, so the buffer always
+    holds the canonical frame of the arguments read so far. A finished frame longer than
+    LARGE_PIECE is handed over as it is (a bytearray, the buffer itself: nothing is copied),
+    and the reader starts a new buffer with the bytes after it. Its arguments (a LargeArgs) are
+    copies, except that an argument longer than LARGE_PIECE at index 2 or later is a read-only
+    memoryview into the frame: a large value costs its size once, however long the command
+    waits for its node. The command's name and its first argument (the key of most commands,
+    the subcommand of containers) are always bytes; every consumer of later arguments takes
+    ``bytes | memoryview`` (``==``, ``hash``, ``len``, ``%b``, hashing and joining work on
+    both) and copies one that it keeps or reads as text (``bytes(arg)``, ``as_bytes``), so that
+    no view outlives its command's handling.
     """
 
     __slots__ = (
@@ -290,11 +299,11 @@ class ExactReader:
         self._buf = buf[end:]
         del buf[end:]
         whole = memoryview(buf).toreadonly()
-        args = [
+        args = LargeArgs(
             whole[a:b] if i >= 2 and b - a > LARGE_PIECE else bytes(whole[a:b])
             for i, (a, b) in enumerate(spans)
-        ]
-        return args, buf  # type: ignore[return-value]  # memoryviews: see the class doc
+        )
+        return args, buf
 
     def _header_end(self, start: int, too_big: str) -> int:
         """Where the header line at ``start`` ends ('\r'), -1 while incomplete (Redis needs

@@ -147,9 +147,9 @@ class Batch:
         self.silent: set[int] | None = None  # replies not to write (CLIENT REPLY OFF/SKIP)
         # Timing (the slow log, and one batch in SAMPLE_EVERY for the latency histogram): when
         # its commands were read (0.0: not timed, e.g. it holds a blocking command), and the
-        # first command's name and first argument (the name it is known by: a subcommand's
-        # container and subcommand), not its later arguments, which may be views into a large
-        # frame (see ExactReader) that would then live as long as the whole batch.
+        # first command's arguments (the name it is known by). Only the first two of a
+        # LargeArgs: the others may be views into a large frame (see ExactReader), which would
+        # then live as long as the whole batch, not just until its command is answered.
         self.read_at = read_at
         self.first = first
         self.sampled = False
@@ -493,7 +493,10 @@ class ClientConnection(asyncio.Protocol):
         if len(commands) > self._max_inflight:
             self._dispatch_in_turns(commands, frames, read_at)
             return
-        batch = Batch(self, len(commands), read_at, commands[0][:2])
+        first = commands[0]
+        if first.__class__ is not list:
+            first = first[:2]  # a LargeArgs: see Batch.first
+        batch = Batch(self, len(commands), read_at, first)
         registry = self._registry
         registry.sample_in -= 1
         if registry.sample_in <= 0:
