@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import socket
 import sys
@@ -67,6 +68,20 @@ class Ambassador(_PluginAmbassador):
     def raw(self, timeout: float = 5.0) -> RawConnection:
         """A raw socket to the ambassador."""
         return RawConnection(self.host, self.port, timeout)
+
+    def reload(self, expect: str, timeout: float = 30.0) -> str:
+        """SIGHUP, then the first line the reload logs that matches ``expect`` (a regex)."""
+        before = len(self.stderr_text().splitlines())
+        self.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.stderr_text().splitlines()[before:]
+            found = next((line for line in lines if re.search(expect, line)), None)
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no log line matching {expect!r} after SIGHUP:\n{lines}")
+            time.sleep(0.02)
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample from ``/metrics`` (started with ``admin=True``): ``name`` without the

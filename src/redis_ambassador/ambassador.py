@@ -16,7 +16,6 @@ import logging
 import re
 import resource
 import socket
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import TYPE_CHECKING
@@ -32,14 +31,15 @@ from redis_ambassador.faults.rules import Faults
 from redis_ambassador.operations.listener import AdminRoutes, start_admin
 from redis_ambassador.operations.metrics import registry_for
 from redis_ambassador.reload import plan_reload
+from redis_ambassador.rotation import Secrets
 from redis_ambassador.routing.backends import OneShard, backend_for
 from redis_ambassador.routing.discovery import discover
 from redis_ambassador.routing.router import Router, ServerFacts
 from redis_ambassador.routing.topology import ClusterUnreachable, SlotMap, control_client
 from redis_ambassador.server.auth import ClientAuth
 from redis_ambassador.server.client import ClientConnection, ClientRegistry
-from redis_ambassador.server.tls_listener import HANDSHAKE_TIMEOUT, watch_handshakes
-from redis_ambassador.tls import NodeTLS, load_tls
+from redis_ambassador.server.tls_listener import HANDSHAKE_TIMEOUT, ListenerContext
+from redis_ambassador.tls import NodeTLS
 from redis_ambassador.upstream.credentials import Credentials
 from redis_ambassador.upstream.health import run_health_checks
 from redis_ambassador.upstream.names import Lookup, Names, system_lookup
@@ -157,13 +157,13 @@ def _tls_socket(config: Config, plain: socket.socket) -> socket.socket | None:
 
 
 async def _serve_tls(
-    sock: socket.socket, context: ssl.SSLContext, router: Router, clients: ClientRegistry
+    sock: socket.socket, context: ListenerContext, router: Router, clients: ClientRegistry
 ) -> asyncio.Server:
     """The TLS listener: ClientConnections as on the plain one, once their handshake is done."""
     return await asyncio.get_running_loop().create_server(
         lambda: ClientConnection(router, clients),
         sock=sock,
-        ssl=watch_handshakes(context, clients),
+        ssl=context,
         ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
     )
 
@@ -178,11 +178,15 @@ class Running:
         router: Router,
         clients: ClientRegistry,
         servers: list[asyncio.Server],
+        secrets: Secrets,
+        use_secrets: Callable[[Secrets], None],
     ) -> None:
         self.config = config
         self._router = router
         self._clients = clients
         self._servers = servers  # the plain listener, and the TLS one if configured
+        self._secrets = secrets
+        self._use_secrets = use_secrets  # hands rotated secrets to whatever uses them
         self._stop_requested = anyio.Event()
         self._stop_reasons: list[str] = []  # for the log: which signals
         self._drain_scope = anyio.CancelScope()  # cancelled by a second stop
@@ -202,13 +206,19 @@ class Running:
             self._drain_scope.cancel()
 
     def reload(self, loaded: Config) -> None:
-        """Take the live keys of a freshly loaded config; log what needs a restart instead."""
+        """Take the live keys of a freshly loaded config, and the secrets it names (files read
+        again); log what needs a restart instead, and each secret that cannot be read."""
         plan = plan_reload(self.config, loaded)
+        reread = self._secrets.reread(plan.config)
+        plan = plan.amended(self.config, reread.changed, reread.failed)
         self.config = plan.config
+        if reread.secrets is not self._secrets:
+            self._secrets = reread.secrets
+            self._use_secrets(reread.secrets)
         if plan.applied:
             self._router.reconfigure(plan.config)
             log.info("config reloaded: %s now in effect", ", ".join(plan.applied))
-        elif not plan.pending:
+        elif not plan.pending and not reread.failed:
             log.info("config reloaded: nothing changed")
         warning = plan.restart_warning()
         if warning is not None:
@@ -268,13 +278,14 @@ async def serve(
     loop = asyncio.get_running_loop()
     timeout = config.upstream.connect_timeout
     _fit_open_files_limit(config.server.max_clients)
-    # Secrets read before binding: an unreadable file stops the start with a clear error.
-    credentials = Credentials.from_config(config.upstream)
-    client_auth = ClientAuth.from_config(config.server)
-    tls = load_tls(config)  # so are certificates
+    # Secrets and certificates read before binding: an unreadable file stops the start with a
+    # clear error.
+    secrets = Secrets.load(config)
+    credentials = secrets.upstream
+    client_auth = ClientAuth.from_config(config.server, secrets.requirepass)
     sock = _listen_socket(config.server.listen)
     tls_sock = _tls_socket(config, sock)
-    routes = AdminRoutes(config.server.admin_token)
+    routes = AdminRoutes(secrets.admin_token)
     admin = None
     try:
         if config.server.admin is not None:
@@ -284,7 +295,7 @@ async def serve(
             admin_address = Address(config.server.admin.host, admin_sock.getsockname()[1])
             log.info("admin HTTP on http://%s (/metrics, /healthz, /readyz)", admin_address)
         names = Names(lookup, config.cluster.resolve_interval, timeout)
-        backend = backend_for(config, credentials, tls.nodes)
+        backend = backend_for(config, secrets)
         found = None
         if backend is None:
             cluster = config.cluster
@@ -295,14 +306,14 @@ async def serve(
                 cluster.refresh_nodes,
                 cluster.address_map,
                 credentials,
-                tls.nodes,
+                secrets.node_tls,
             )
             slot_map, via = found.slot_map, found.via
         else:
             slot_map, via = await _first_master(backend)
         named = None if found is None else found.via_named
         table, version = await _learn_cluster(
-            slot_map, via, timeout, credentials, names, tls.nodes, named
+            slot_map, via, timeout, credentials, names, secrets.node_tls, named
         )
     except BaseException:
         sock.close()
@@ -318,7 +329,7 @@ async def serve(
     clients = ClientRegistry()
     facts = _Facts(version, clients, backend is not None)
     async with anyio.create_task_group() as tg:
-        upstream = Upstream(tg, config.upstream, names, credentials, tls.nodes)
+        upstream = Upstream(tg, config.upstream, names, credentials, secrets.node_tls)
         if backend is not None:
             # A server without cluster support refuses READONLY; its replicas read without it.
             upstream.readonly = False
@@ -328,8 +339,20 @@ async def serve(
         if found is not None:
             router.stats.epoch, router.stats.views = found.epoch, found.answered
         servers = [await loop.create_server(lambda: ClientConnection(router, clients), sock=sock)]
-        if tls_sock is not None and tls.listener is not None:
-            servers.append(await _serve_tls(tls_sock, tls.listener, router, clients))
+        listener = None
+        if tls_sock is not None and secrets.listener_tls is not None:
+            listener = ListenerContext(secrets.listener_tls, clients)
+            servers.append(await _serve_tls(tls_sock, listener, router, clients))
+
+        def use_secrets(rotated: Secrets) -> None:
+            client_auth.requirepass = rotated.requirepass
+            routes.use_token(rotated.admin_token)
+            upstream.use(rotated.upstream, rotated.node_tls)
+            if backend is not None:
+                backend.use(rotated)
+            if listener is not None and rotated.listener_tls is not None:
+                listener.use(rotated.listener_tls)
+
         supervise(tg, "topology refresher", router.run_refresher)
         if backend is not None:
             supervise(tg, "backend events", backend.watch, router.request_refresh)
@@ -345,7 +368,7 @@ async def serve(
         supervise(tg, "memory", _return_memory_after_departures, clients)
         if faults is not None:
             supervise(tg, "chaos partitions", _follow_partition_windows, faults, upstream)
-        running = Running(config, router, clients, servers)
+        running = Running(config, router, clients, servers, secrets, use_secrets)
         supervise(tg, "client sweep", _sweep_clients, running, clients)
         chaos = None if faults is None else ChaosApi(faults, nodes)
         routes.attach(registry_for(router, upstream, clients), running.unready, chaos)

@@ -26,8 +26,8 @@ from redis_ambassador.config import (
 )
 from redis_ambassador.faults import cli as chaos_cli
 from redis_ambassador.faults.nodes import NodeActions
+from redis_ambassador.rotation import Secrets
 from redis_ambassador.routing.topology import ClusterUnreachable
-from redis_ambassador.tls import load_tls
 
 log = logging.getLogger("redis_ambassador")
 
@@ -220,7 +220,7 @@ def _config_check(args: argparse.Namespace) -> int:
     a config file); a secret key's value is masked."""
     config, settings = explain_config(args.config, overrides=_overrides(args))
     _require_seeds(config)
-    load_tls(config)  # a certificate file that cannot be loaded is a config error
+    Secrets.load(config)  # a password or certificate file that cannot be read is a config error
     flags = _flag_names()
     lines = [(f"{s.key} = {s.shown}", _where(s, flags)) for s in settings]
     width = max((len(line) for line, _ in lines if len(line) <= 60), default=0)
@@ -343,10 +343,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# dev's own flags' limits (least, greatest); its other flags are config keys, checked as such.
+_DEV_LIMITS = {"--port": (1, 65535), "--masters": (1, None), "--replicas": (0, None)}
+
+
+def _check_dev_flags(args: argparse.Namespace) -> None:
+    """Refuse a bad dev flag in one line naming it, as `serve` refuses a bad setting."""
+    for flag, (least, greatest) in _DEV_LIMITS.items():
+        value = getattr(args, flag[2:])
+        if value < least or (greatest is not None and value > greatest):
+            need = f">= {least}" if greatest is None else f"from {least} to {greatest}"
+            raise ConfigError(f"{flag} = {value} (from command line): must be an integer {need}")
+    if not args.host.strip():
+        raise ConfigError(
+            f"--host = {args.host!r} (from command line): must be a host name or IP address"
+        )
+
+
 def _dev(args: argparse.Namespace) -> int:
     from redis_ambassador.localcluster import LocalCluster, RedisServerNotFound
     from redis_ambassador.localservers import LocalSentinelSet, LocalStandalone
 
+    _check_dev_flags(args)
     overrides = _overrides(args)
     overrides["server.listen"] = str(Address(args.host, args.port))
     overrides["cluster.backend"] = args.topology

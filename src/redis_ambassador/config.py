@@ -90,6 +90,7 @@ __all__ = [
     "env_var_name",
     "explain_config",
     "load_config",
+    "show_value",
 ]
 
 ENV_PREFIX = "REDIS_AMBASSADOR_"
@@ -315,16 +316,22 @@ class ServerConfig:
     requirepass_file: str = field(
         default="",
         metadata={
-            "help": "a file holding server.requirepass (a Kubernetes secret mount), read at start"
+            "help": "a file holding server.requirepass (a Kubernetes secret mount), read at start "
+            "and on each reload"
         },
     )
     auth_max_failures: int = _int(
         10,
-        "failed AUTHs from one client address within auth_failure_window before its further "
-        "AUTHs are refused unchecked",
+        "failed AUTHs on one client connection after which its further failed AUTHs are "
+        "answered late (other connections, from the same address or not, are never slowed)",
     )
-    auth_failure_window: float = _seconds(
-        60.0, "seconds over which failed AUTHs are counted, and for which an address is refused"
+    auth_failure_delay: float = _seconds(
+        0.5,
+        "seconds the first late answer waits; doubled for each further failed AUTH on that "
+        "connection, up to auth_failure_max_delay; nothing it sent after the AUTH runs before",
+    )
+    auth_failure_max_delay: float = _seconds(
+        10.0, "seconds; the longest a failed AUTH's answer waits"
     )
 
 
@@ -368,7 +375,7 @@ class ClusterConfig:
         default="",
         metadata={
             "help": "a file holding cluster.sentinel_password (a Kubernetes secret mount), "
-            "read at start"
+            "read at start and on each reload"
         },
     )
     refresh_interval: float = _seconds(30.0, "seconds between periodic topology refreshes")
@@ -499,7 +506,8 @@ class UpstreamConfig:
     password_file: str = field(
         default="",
         metadata={
-            "help": "a file holding upstream.password (a Kubernetes secret mount), read at start"
+            "help": "a file holding upstream.password (a Kubernetes secret mount), read at start "
+            "and on each reload"
         },
     )
 
@@ -609,6 +617,25 @@ class Config:
     upstream: UpstreamConfig = UpstreamConfig()
     commands: CommandsConfig = CommandsConfig()
     chaos: ChaosConfig = ChaosConfig()
+
+    def value(self, dotted: str) -> Any:
+        """The value of one key, e.g. ``config.value("upstream.pool_size")``."""
+        section, name = dotted.split(".")
+        return getattr(getattr(self, section), name)
+
+    def with_values(self, values: Mapping[str, object]) -> Config:
+        """This config with some keys (dotted) set to other values."""
+        sections: dict[str, dict[str, object]] = {}
+        for dotted, value in values.items():
+            section, name = dotted.split(".")
+            sections.setdefault(section, {})[name] = value
+        return dataclasses.replace(
+            self,
+            **{
+                section: dataclasses.replace(getattr(self, section), **changed)
+                for section, changed in sections.items()
+            },
+        )
 
 
 class ConfigError(ValueError):
@@ -890,15 +917,18 @@ def _show(value: object) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def show_value(dotted: str, value: object) -> str:
+    """A value of key ``dotted`` as log lines and errors show it (a secret key's as a mask)."""
+    return _show("<secret>" if _KEYS[dotted].secret else value)
+
+
 def _convert(key: _Key, raw: object, source: str, text_ok: bool) -> object:
     try:
         return _CONVERTERS[key.type](key, raw, text_ok)
     except _Bad as e:
         shown = raw if e.shown is None else e.shown
-        if key.secret:
-            shown = "<secret>"
         raise ConfigError(
-            f"{key.dotted} = {_show(shown)} (from {source}): {e.problem}",
+            f"{key.dotted} = {show_value(key.dotted, shown)} (from {source}): {e.problem}",
             key=key.dotted,
             source=source,
         ) from None
@@ -917,8 +947,28 @@ def _suggest(dotted: str) -> str:
     return f" (did you mean '{by_name[close[0]]}'?)" if close else ""
 
 
+# Keys that were, and what took their place: one set anywhere is an error saying so, never
+# silently ignored (an unknown REDIS_AMBASSADOR_* variable is, so theirs are looked for).
+_REMOVED = {
+    "server.auth_failure_window": "failed AUTHs are no longer refused per client address but "
+    "slowed per connection: see server.auth_max_failures, auth_failure_delay and "
+    "auth_failure_max_delay",
+}
+
+
+def _removed_in_env(env: Mapping[str, str]) -> None:
+    for dotted, instead in _REMOVED.items():
+        name = ENV_PREFIX + dotted.partition(".")[2].upper()
+        if env.get(name, "").strip():
+            raise ConfigError(f"{name} sets '{dotted}', which is gone: {instead}", source=name)
+
+
 def _unknown_key(dotted: str, where: str = "", source: str | None = None) -> ConfigError:
     place = f" {where}" if where else ""
+    if dotted in _REMOVED:
+        return ConfigError(
+            f"'{dotted}'{place} is gone: {_REMOVED[dotted]}", key=dotted, source=source
+        )
     return ConfigError(
         f"unknown key '{dotted}'{place}{_suggest(dotted)}", key=dotted, source=source
     )
@@ -1183,6 +1233,7 @@ def _load_values(
         values[key.dotted] = (value, source)
         origins[key.dotted] = "env"
 
+    _removed_in_env(env)
     for key in _KEYS.values():
         text = env.get(key.env, "")
         if text.strip():

@@ -180,11 +180,3 @@ AUTH_WITHOUT_PASSWORD = error(
     "ERR AUTH <password> called without any password configured for the default user. "
     "Are you sure your configuration is correct?"
 )
-
-
-def auth_rate_limited(retry_in: float) -> bytes:
-    """Too many failed AUTHs from the client's address: this one was not even checked."""
-    return error(
-        "ERR redis-ambassador: too many failed authentication attempts from this address, "
-        f"try again in {max(1, round(retry_in))} seconds"
-    )

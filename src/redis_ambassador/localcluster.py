@@ -259,18 +259,26 @@ class LocalCluster:
         return [n for n in self._nodes if n.role == "replica"]
 
     def master_for_slot(self, slot: int) -> LocalNode:
-        """The node that owns `slot`, asked live via CLUSTER SLOTS."""
+        """The node that owns `slot`, asked live via CLUSTER SLOTS. Right after a failover
+        some nodes still name the old master (gossip takes a moment), so a view naming a node
+        that is down is passed over for one naming a running node."""
         if not 0 <= slot < SLOT_COUNT:
             raise ValueError(f"slot {slot} out of range 0..{SLOT_COUNT - 1}")
+        stale: LocalNode | None = None
         for node in self._queryable():
             try:
                 ranges = self._cluster_slots(node)
             except redis.RedisError:
                 continue
-            for start, end, master, _replicas in ranges:
-                if start <= slot <= end:
-                    return self._node_by_id(master)
-            raise LocalClusterError(f"slot {slot} is not served according to {node.address}")
+            owner = next((m for start, end, m, _ in ranges if start <= slot <= end), None)
+            if owner is None:
+                raise LocalClusterError(f"slot {slot} is not served according to {node.address}")
+            master = self._node_by_id(owner)
+            if master.is_running():
+                return master
+            stale = stale or master
+        if stale is not None:
+            return stale
         raise LocalClusterError("no reachable node to ask CLUSTER SLOTS")
 
     def node(self, address: str) -> LocalNode:

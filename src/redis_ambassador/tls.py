@@ -1,6 +1,6 @@
-"""TLS settings made into ``ssl.SSLContext`` objects, once at start: one for connections to the
-nodes (every pool lane, private connection, health probe and control-plane client uses it) and
-one for the client-facing TLS listener.
+"""TLS settings made into ``ssl.SSLContext`` objects, at start and when a reload rotates the files
+(rotation.py): one for connections to the nodes (every pool lane, private connection, health probe
+and control-plane client uses it) and one for the client-facing TLS listener.
 
 Verification is on unless switched off key by key: a node's certificate must chain to
 ``upstream.tls_ca_file`` (or the system's CAs) and, unless ``upstream.tls_check_hostname`` is
@@ -45,20 +45,8 @@ def connect_options(tls: NodeTLS | None, address: Address, timeout: float) -> di
     }
 
 
-@dataclass(frozen=True)
-class TLSContexts:
-    """Both sides' TLS, None where it is off."""
-
-    nodes: NodeTLS | None
-    listener: ssl.SSLContext | None
-
-
-def load_tls(config: Config) -> TLSContexts:
-    """Build the contexts the config asks for; raise ConfigError for a missing or bad file."""
-    return TLSContexts(_node_tls(config), _listener_context(config))
-
-
-def _node_tls(config: Config) -> NodeTLS | None:
+def node_tls(config: Config) -> NodeTLS | None:
+    """How to reach the nodes over TLS (None: plain TCP); ConfigError for a missing or bad file."""
     upstream = config.upstream
     if not upstream.tls:
         for name in ("tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name"):
@@ -83,7 +71,8 @@ def _node_tls(config: Config) -> NodeTLS | None:
     return NodeTLS(context, upstream.tls_server_name, bool(upstream.tls_cert_file))
 
 
-def _listener_context(config: Config) -> ssl.SSLContext | None:
+def listener_context(config: Config) -> ssl.SSLContext | None:
+    """The TLS listener's context (None: no TLS listener); ConfigError for a missing or bad file."""
     server = config.server
     if server.tls_listen is None:
         for name in ("tls_listen_cert_file", "tls_listen_key_file", "tls_listen_ca_file"):

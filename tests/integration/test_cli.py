@@ -137,6 +137,28 @@ def test_dev_topology_starts_that_shape_says_what_and_removes_it_on_ctrl_c(
             process.wait()
 
 
+@pytest.mark.parametrize(
+    ("flags", "line"),
+    [
+        (["--masters", "0"], "--masters = 0 (from command line): must be an integer >= 1"),
+        (["--replicas", "-1"], "--replicas = -1 (from command line): must be an integer >= 0"),
+        (["--topology", "sentinel", "--replicas", "-2"], "--replicas = -2 (from command line)"),
+        (["--port", "-1"], "--port = -1 (from command line): must be an integer from 1 to 65535"),
+        (["--port", "70000"], "--port = 70000 (from command line): must be an integer from 1"),
+        (["--host", " "], "--host = ' ' (from command line): must be a host name or IP address"),
+        (["--pool-size", "0"], "upstream.pool_size = 0 (from command line): must be an integer"),
+    ],
+)
+def test_dev_refuses_a_bad_flag_in_one_line_as_serve_does(flags: list[str], line: str) -> None:
+    result = subprocess.run(
+        [*CLI, "dev", *flags], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""  # nothing was started
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("config error: " + line), result.stderr
+
+
 def test_serve_on_a_port_in_use_says_so_in_one_line_without_a_traceback(
     cluster: LocalCluster,
 ) -> None:

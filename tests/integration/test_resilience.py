@@ -6,6 +6,7 @@ Breaker transitions are read from the ambassador's log (one line per change).
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -180,3 +181,48 @@ def test_commands_in_flight_when_their_master_dies_are_replayed_only_if_reads_or
             for raw in raws.values():
                 raw.close()
             ambassador.stop()
+
+
+def test_a_node_closing_the_shared_connections_opens_no_breaker_and_fails_no_read(
+    start_ambassador: Callable[..., Ambassador],
+) -> None:
+    """Every master closes every connection the ambassador shares among clients, ten times
+    over (an operator's CLIENT KILL; a limit of the node's one client's command tripped): the
+    node did not fail, so no breaker opens, and the reads caught in flight are sent again."""
+    with LocalCluster(replicas_per_master=0) as local:
+        ambassador = start_ambassador(local, admin=True)
+        masters = local.masters()
+        keys = [_key_on(local, node) for node in masters]
+        problems: list[str] = []
+        stop = threading.Event()
+
+        def read_checked() -> None:
+            with ambassador.client(protocol=2, socket_timeout=20) as client:
+                while not stop.is_set():
+                    pipe = client.pipeline(transaction=False)
+                    for _ in range(5):
+                        for key in keys:
+                            pipe.get(key)
+                    for key, got in zip(keys * 5, pipe.execute(raise_on_error=False), strict=True):
+                        if got != key.encode():
+                            problems.append(f"GET {key} -> {got!r}")
+
+        with ambassador.client(protocol=2) as client:
+            for key in keys:
+                client.set(key, key)
+        reader = threading.Thread(target=read_checked)
+        reader.start()
+        try:
+            for _ in range(10):
+                for node in masters:
+                    with local.client(node) as direct:
+                        direct.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            reader.join()
+        assert problems == []
+        assert "circuit breaker closed -> open" not in ambassador.stderr_text()
+        for node in masters:
+            assert ambassador.metric("breaker_state", node=node.address) == 0
+        ambassador.stop()

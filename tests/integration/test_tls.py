@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -459,3 +462,90 @@ def test_nodes_announced_by_host_name_are_checked_for_that_name(
         done = _serve(local, *_upstream_flags(certs))  # seeds by IP
         assert done.returncode == 1
         assert "IP address mismatch, certificate is not valid for '127.0.0.1'" in done.stderr
+
+
+# -- rotation: SIGHUP reads the certificate, key and CA files again --------------------------------
+
+
+def _der(pem: Path) -> bytes:
+    """The first certificate of a PEM file, DER-encoded (as a peer presents it)."""
+    first = pem.read_text().split("-----END CERTIFICATE-----")[0]
+    return ssl.PEM_cert_to_DER_cert(first + "-----END CERTIFICATE-----\n")
+
+
+def _copy(sources: tuple[Path, ...], targets: tuple[Path, ...]) -> None:
+    for source, target in zip(sources, targets, strict=True):
+        shutil.copy(source, target)
+
+
+def _presented(port: int, trust: Path, cert: tuple[Path, Path]) -> bytes | None:
+    """The certificate the TLS listener presents to a new client with ``cert`` that trusts
+    ``trust``, once a PING was answered over it; None if the listener refused the client."""
+    context = ssl.create_default_context(cafile=str(trust))
+    context.load_cert_chain(str(cert[0]), str(cert[1]))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        try:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                tls.sendall(b"*1\r\n$4\r\nPING\r\n")
+                # TLS 1.3: a refused client certificate shows on the first read.
+                if tls.recv(64) != b"+PONG\r\n":
+                    return None
+                return tls.getpeercert(binary_form=True)
+        except (ssl.SSLError, ConnectionResetError):
+            return None
+
+
+def test_sighup_rotates_the_listener_s_certificate_and_client_ca_for_new_handshakes(
+    tls_cluster: LocalCluster,
+    certs: Certs,
+    start_ambassador: Callable[..., Ambassador],
+    tmp_path: Path,
+) -> None:
+    files = cert, key, clients_ca = tmp_path / "tls.crt", tmp_path / "tls.key", tmp_path / "ca"
+    _copy((*certs.ambassador, certs.ca), files)
+    port = _free_port()
+    listener = ("--tls-listen", f"127.0.0.1:{port}", "--tls-listen-cert-file", str(cert),
+                "--tls-listen-key-file", str(key),
+                "--tls-listen-ca-file", str(clients_ca))  # fmt: skip
+    ambassador = start_ambassador(tls_cluster, extra_args=(*_upstream_flags(certs), *listener))
+    connected = TLSAmbassador(ambassador, port).tls_client(certs, certs.app)
+    assert connected.set("tls:rotation", "before") is True
+    assert _presented(port, certs.ca, certs.app) == _der(certs.ambassador[0])
+
+    # New files in place (as a renewed Kubernetes TLS secret): another certificate, from another
+    # CA, which also signs the clients' certificates from now on.
+    _copy((*certs.rogue_node, certs.rogue_ca), files)
+    line = ambassador.reload("config reload")
+    assert line.endswith(
+        "config reloaded: server.tls_listen_cert_file, server.tls_listen_key_file, "
+        "server.tls_listen_ca_file now in effect"
+    ), line
+    assert _presented(port, certs.rogue_ca, certs.rogue_app) == _der(certs.rogue_node[0])
+    assert _presented(port, certs.rogue_ca, certs.app) is None  # its CA is no longer trusted
+    assert connected.get("tls:rotation") == b"before"  # a client connected before stays
+
+
+def test_sighup_rotates_the_ca_the_nodes_are_verified_with(
+    tls_cluster: LocalCluster,
+    certs: Certs,
+    start_ambassador: Callable[..., Ambassador],
+    tmp_path: Path,
+) -> None:
+    nodes_ca = tmp_path / "nodes-ca.pem"
+    shutil.copy(certs.ca, nodes_ca)
+    ambassador = start_ambassador(tls_cluster, extra_args=_upstream_flags(certs, ca=nodes_ca))
+    client = ambassador.client()
+    assert client.set("tls:verified", 1) is True
+
+    shutil.copy(certs.rogue_ca, nodes_ca)  # a CA the nodes' certificates do not chain to
+    line = ambassador.reload("config reload")
+    assert line.endswith("config reloaded: upstream.tls_ca_file now in effect"), line
+    # A connection opened now (a blocking command's own) verifies the node with it: refused.
+    with pytest.raises(redis.ResponseError, match="unavailable: cannot connect"):
+        client.blpop(["tls:rotated-queue"], timeout=0.1)
+    assert "TLS handshake failed: certificate verify failed" in ambassador.stderr_text()
+    assert client.get("tls:verified") == b"1"  # the pool's connections, open, stay
+
+    shutil.copy(certs.ca, nodes_ca)
+    ambassador.reload("config reloaded: upstream.tls_ca_file now in effect")
+    assert client.blpop(["tls:rotated-queue"], timeout=0.1) is None

@@ -35,6 +35,18 @@ def test_a_success_resets_the_consecutive_count() -> None:
     assert breaker.state is State.CLOSED
 
 
+def test_connections_the_node_closed_never_open_it_alone_but_count_once_confirmed() -> None:
+    """One client's command can make a node close a shared connection: however many such
+    closes come, the breaker stays closed until a failed connect or probe confirms."""
+    breaker, seen = _breaker(failures=3)
+    for _ in range(10):
+        breaker.failure(0.0, "connection lost", commands=50, conclusive=False)
+    assert breaker.state is State.CLOSED and seen == []
+    breaker.failure(0.1, "connection refused")
+    assert breaker.state is State.OPEN
+    assert seen == [(State.CLOSED, State.OPEN, "11 consecutive failures, last: connection refused")]
+
+
 def test_an_error_rate_over_the_window_opens_it() -> None:
     breaker, seen = _breaker(failures=100, error_rate=0.5, window=10.0, min_commands=20)
     breaker.sent(0.0, 30)

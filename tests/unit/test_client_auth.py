@@ -1,11 +1,12 @@
-"""Client authentication policy (server/auth.py): replies as Redis 7 gives them, and the limit
-on failed attempts per address."""
+"""Client authentication policy (server/auth.py): replies as Redis 7 gives them, and failed
+attempts slowed per connection."""
 
 from __future__ import annotations
 
 import pytest
 
 from redis_ambassador.commands.table import CommandSpec
+from redis_ambassador.config import load_config
 from redis_ambassador.server.auth import (
     ClientAuth,
     FailedAuths,
@@ -21,8 +22,8 @@ def _spec(name: str, arity: int) -> CommandSpec:
     return CommandSpec(name=name, arity=arity, flags=frozenset())
 
 
-def _auth(mode: str, password: bytes = b"s3cret", limit: int = 3) -> ClientAuth:
-    return ClientAuth(mode, password, FailedAuths(limit, 60.0))
+def _auth(mode: str, password: bytes = b"s3cret") -> ClientAuth:
+    return ClientAuth(mode, password, FailedAuths(3, 0.5, 10.0))
 
 
 def test_an_unauthenticated_client_gets_what_redis_7_answers() -> None:
@@ -72,25 +73,36 @@ def test_without_client_auth_auth_behaves_as_on_a_redis_without_a_password() -> 
     assert auth.check(b"app", b"x").reply == WRONGPASS
 
 
-def test_an_address_over_the_limit_is_refused_until_its_oldest_failure_leaves_the_window() -> None:
-    failures = FailedAuths(3, 60.0)
-    for t in (0.0, 10.0, 20.0):
-        assert failures.retry_in("10.0.0.1", t) == 0.0
-        failures.failed("10.0.0.1", t)
-    assert failures.retry_in("10.0.0.1", 30.0) == pytest.approx(30.0)
-    assert failures.retry_in("10.0.0.2", 30.0) == 0.0  # another address is not affected
-    assert failures.retry_in("10.0.0.1", 60.0) == 0.0  # the failure at 0 has left the window
-    assert (failures.failures, failures.refused) == (3, 1)
-
-
-def test_failures_are_remembered_for_a_bounded_number_of_addresses(
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_connection_over_the_limit_gets_its_failures_answered_later_and_later(
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from redis_ambassador.server import auth
+    failures = FailedAuths(limit=3, delay=0.5, max_delay=3.0)
+    now = 100.0  # a fake clock: the log's rate limit reads it
+    waits = []
+    for count in range(1, 9):
+        waits.append(failures.failed("127.0.0.1:5000 (id 7)", count, now))
+        now += waits[-1]
+    assert waits == [0.0, 0.0, 0.0, 0.5, 1.0, 2.0, 3.0, 3.0]
+    assert (failures.failures, failures.delayed) == (8, 5)
+    # Another connection from the same address starts from nothing: only its own count matters.
+    assert failures.failed("127.0.0.1:5001 (id 8)", 1, now) == 0.0
+    # A connection failing for days never overflows the doubling.
+    assert failures.failed("127.0.0.1:5000 (id 7)", 100_000, now) == 3.0
+    slowed = [r.getMessage() for r in caplog.records]
+    assert slowed == [
+        "client 127.0.0.1:5000 (id 7): 3 failed AUTHs: its further failed AUTHs are answered "
+        "late (server.auth_max_failures)"
+    ]
 
-    monkeypatch.setattr(auth, "_MAX_ADDRESSES", 100)
-    failures = FailedAuths(1, 60.0)
-    for n in range(1000):
-        failures.failed(f"10.0.{n // 256}.{n % 256}", float(n) / 1000)
-    assert len(failures._failed) <= 100
-    assert failures.retry_in("10.0.3.231", 1.0) > 0  # the latest are kept
+
+def test_the_slowdown_comes_from_the_config() -> None:
+    config = load_config(
+        env={},
+        overrides={
+            "server.auth_max_failures": 2,
+            "server.auth_failure_delay": 0.25,
+            "server.auth_failure_max_delay": 1,
+        },
+    )
+    failures = ClientAuth.from_config(config.server, b"pw").failures
+    assert [failures.failed("c", n, 0.0) for n in range(1, 6)] == [0.0, 0.0, 0.25, 0.5, 1.0]

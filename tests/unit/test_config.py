@@ -638,3 +638,16 @@ def test_cluster_view_defaults_to_the_servers_own_answer_in_front_of_one_server(
         assert load_config(None, env=env).commands.cluster_view == "real"
         env["REDIS_AMBASSADOR_CLUSTER_VIEW"] = "single"
         assert load_config(None, env=env).commands.cluster_view == "single"
+
+
+def test_a_removed_key_is_refused_saying_what_took_its_place(tmp_path: Path) -> None:
+    path = write(tmp_path, "[server]\nauth_failure_window = 60\n")
+    message = error_of(path=path, env={})
+    assert f"'server.auth_failure_window' in {path} is gone: failed AUTHs are no longer " in message
+    assert "server.auth_max_failures, auth_failure_delay and auth_failure_max_delay" in message
+    # From the environment too, where an unknown REDIS_AMBASSADOR_* name would be ignored.
+    message = error_of(env={"REDIS_AMBASSADOR_AUTH_FAILURE_WINDOW": "60"})
+    assert message.startswith(
+        "config error: REDIS_AMBASSADOR_AUTH_FAILURE_WINDOW sets 'server.auth_failure_window', "
+        "which is gone: "
+    )

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from fakes import Batch, Transport, connected
+
 from redis_ambassador.config import Address
-from redis_ambassador.upstream.connection import NodeConnection
 from redis_ambassador.upstream.credentials import Credentials
 from redis_ambassador.upstream.subscriber import SubscriberConnection
 
@@ -14,55 +15,8 @@ GET = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
 WRONGPASS = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
 
 
-class Transport:
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.aborted = False
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    def close(self) -> None:
-        pass
-
-
-class Owner:
-    def __init__(self) -> None:
-        self.errors: list[bytes] = []
-
-    def schedule_flush(self, conn: NodeConnection) -> None:
-        pass
-
-    def answered(self, conn: NodeConnection) -> None:
-        pass
-
-    def errored(self, frame: bytes) -> None:
-        self.errors.append(frame)
-
-
-class Batch:
-    def __init__(self) -> None:
-        self.client = self
-        self.replies: list[bytes | None] = [None]
-        self.remaining = 1
-
-    def batch_complete(self) -> None:
-        pass
-
-
-def _connected(auth: bytes, protocol: int = 2) -> tuple[NodeConnection, Transport, Owner]:
-    owner = Owner()
-    conn = NodeConnection(Address("127.0.0.1", 7000), owner, protocol, auth=auth)  # type: ignore[arg-type]
-    transport = Transport()
-    conn.connection_made(transport)  # type: ignore[arg-type]
-    return conn, transport, owner
-
-
 def test_auth_goes_first_and_its_ok_is_dropped() -> None:
-    conn, transport, _ = _connected(AUTH, protocol=3)
+    conn, transport, _ = connected(AUTH, protocol=3)
     assert transport.written == [AUTH + HELLO3]
     batch = Batch()
     conn.send(batch, 0, GET)  # type: ignore[arg-type]
@@ -73,7 +27,7 @@ def test_auth_goes_first_and_its_ok_is_dropped() -> None:
 
 
 def test_a_refused_auth_fails_the_connection_with_the_nodes_reason() -> None:
-    conn, transport, owner = _connected(AUTH)
+    conn, transport, owner = connected(AUTH)
     batch = Batch()
     conn.send(batch, 0, GET)  # type: ignore[arg-type]
     conn.flush()
@@ -87,7 +41,7 @@ def test_a_refused_auth_fails_the_connection_with_the_nodes_reason() -> None:
 
 
 def test_without_credentials_nothing_is_sent_first() -> None:
-    conn, transport, _ = _connected(Credentials().auth_frame)
+    conn, transport, _ = connected(Credentials().auth_frame)
     assert transport.written == [] and conn.pending == 0
 
 

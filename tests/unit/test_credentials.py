@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from redis_ambassador.config import ConfigError, explain_config, load_config
+from redis_ambassador.rotation import Secrets
 from redis_ambassador.upstream.credentials import Credentials, read_secret_file
 
 
@@ -32,7 +33,7 @@ def test_the_password_file_is_read_without_its_trailing_newline(tmp_path: Path) 
     secret = tmp_path / "password"
     secret.write_text("hunter2\n")
     config = load_config(env={"REDIS_AMBASSADOR_PASSWORD_FILE": str(secret)})
-    assert Credentials.from_config(config.upstream) == Credentials(b"", b"hunter2")
+    assert Secrets.load(config).upstream == Credentials(b"", b"hunter2")
 
 
 def test_an_unreadable_password_file_is_a_config_error_naming_the_file(tmp_path: Path) -> None:

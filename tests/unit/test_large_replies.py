@@ -3,31 +3,28 @@ grew in, handed over, never copied; a flush writes a large frame by itself, neve
 
 from __future__ import annotations
 
-from test_connection_auth import GET, Batch, _connected
+from fakes import Batch, connected
 
 from redis_ambassador.protocol.writes import LARGE_PIECE, LargeFrames
 
+GET = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
 VALUE = b"v" * (3 * LARGE_PIECE)
 REPLY = b"$%d\r\n%b\r\n" % (len(VALUE), VALUE)
 
 
 class Asker(Batch):
-    """A batch as the hand-over sees one: it is filled, and told of its large replies."""
+    """A batch that counts the large replies it is told of."""
 
     def __init__(self) -> None:
         super().__init__()
         self.held = 0
 
-    def fill(self, index: int, reply: bytes) -> None:
-        self.replies[index] = reply
-        self.remaining -= 1
-
-    def holding(self, batch: object, size: int) -> None:
+    def holding(self, batch: Batch, size: int) -> None:
         self.held += size
 
 
 def test_a_large_reply_read_in_pieces_is_handed_over_and_what_follows_is_read_after_it() -> None:
-    conn, _, _ = _connected(b"")
+    conn, _, _ = connected()
     big, after = Asker(), Asker()
     conn.send(big, 0, GET)  # type: ignore[arg-type]
     conn.send(after, 0, GET)  # type: ignore[arg-type]
@@ -44,7 +41,7 @@ def test_a_large_reply_read_in_pieces_is_handed_over_and_what_follows_is_read_af
 
 
 def test_a_flush_writes_a_large_frame_by_itself_and_joins_small_ones_again_after() -> None:
-    conn, transport, _ = _connected(b"")
+    conn, transport, _ = connected()
     frame = bytearray(b"*2\r\n$3\r\nSET\r\n$%d\r\n%b\r\n" % (len(VALUE), VALUE))
     # As the router's fast path queues one the exact reader just handed over:
     LargeFrames.queued += 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from redis_ambassador.config import Address, AddressMap, Config, describe_keys, load_config
-from redis_ambassador.reload import LIVE_KEYS, plan_reload
+from redis_ambassador.reload import LIVE_KEYS, Reload, plan_reload
 
 RUNNING = load_config(env={}, overrides={"cluster.seeds": ["10.0.0.1:7000"]})
 
@@ -90,3 +90,13 @@ def test_the_discovery_keys_read_at_each_refresh_are_live_the_resolver_s_is_not(
     assert plan.pending == ("cluster.resolve_interval",)
     assert plan.config.cluster.address_map == mapping
     assert plan.config.cluster.resolve_interval == 1.0
+
+
+def test_a_secret_key_is_masked_in_the_restart_warning() -> None:
+    running = changed(server={"requirepass": "S3CRET-requirepass"}, upstream={"password": "pw-9"})
+    plan = Reload(running, (), ("server.requirepass", "upstream.password"))
+    warning = plan.restart_warning()
+    assert warning is not None and "S3CRET" not in warning and "pw-9" not in warning
+    assert warning.endswith(
+        "still using server.requirepass = '<secret>', upstream.password = '<secret>'"
+    )

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import trustme
 
 from redis_ambassador.config import Address, ConfigError, load_config
-from redis_ambassador.tls import NodeTLS, connect_options, load_tls
+from redis_ambassador.tls import NodeTLS, connect_options, listener_context, node_tls
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,8 @@ def pem(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def tls_of(**overrides: object) -> object:
-    return load_tls(load_config(None, env={}, overrides=overrides))
+    config = load_config(None, env={}, overrides=overrides)
+    return SimpleNamespace(nodes=node_tls(config), listener=listener_context(config))
 
 
 def test_tls_is_off_unless_asked_for() -> None:

@@ -54,9 +54,10 @@ def check(spec: CommandSpec | None, args: list[bytes]) -> bytes | None:
     if spec is None:
         return errors.unknown_command(args)
     if spec.subcommands:
-        if len(args) == 1:
-            return errors.wrong_arity(spec.name)
-        return errors.unknown_subcommand(args[1], spec.name)
+        if len(args) > 1:
+            return errors.unknown_subcommand(args[1], spec.name)
+        # The container alone: COMMAND runs so, CONFIG is short of arguments.
+        return None if arity_ok(spec.arity, 1) else errors.wrong_arity(spec.name)
     if not arity_ok(spec.arity, len(args)):
         return errors.wrong_arity(spec.name)
     return None

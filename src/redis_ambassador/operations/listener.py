@@ -46,7 +46,7 @@ class AdminRoutes:
         self._registry = CollectorRegistry(auto_describe=False)
         self._unready: Callable[[], str | None] = lambda: "starting: discovering the cluster"
         self._chaos: ChaosApi | None = None
-        self._token = token.encode()
+        self.use_token(token)
 
     def attach(
         self,
@@ -58,6 +58,10 @@ class AdminRoutes:
         self._registry = registry
         self._unready = unready
         self._chaos = chaos
+
+    def use_token(self, token: str) -> None:
+        """Ask for this token from now on (a reload changed ``server.admin_token``)."""
+        self._token = token.encode()
 
     def authorized(self, path: str, authorization: str | None) -> bool:
         """No token configured, a probe, or ``Authorization: Bearer <the token>``."""

@@ -69,9 +69,9 @@ class AmbassadorCollector(Collector):
             "auth_failures", "AUTHs refused for a wrong password or user", failed.failures
         )
         yield _counter(
-            "auth_refused",
-            "AUTHs refused unchecked: too many failures from the address (auth_max_failures)",
-            failed.refused,
+            "auth_failures_delayed",
+            "failed AUTHs answered late: their connection had failed auth_max_failures before",
+            failed.delayed,
         )
         yield _counter(
             "client_tls_handshake_failures",

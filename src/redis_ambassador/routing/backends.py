@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import redis.asyncio
@@ -28,7 +28,10 @@ from redis.exceptions import RedisError
 from redis_ambassador.config import Address, AddressMap, Config
 from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap, control_client
 from redis_ambassador.tls import NodeTLS
-from redis_ambassador.upstream.credentials import Credentials, read_secret_file
+from redis_ambassador.upstream.credentials import Credentials
+
+if TYPE_CHECKING:
+    from redis_ambassador.rotation import Secrets
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,10 @@ class OneShard(Protocol):
         """Until cancelled: call ``changed`` when the backend announces a new topology."""
         ...
 
+    def use(self, secrets: Secrets) -> None:
+        """Sign in and shake hands with these from now on (a reload rotated them)."""
+        ...
+
 
 def one_shard(master: Address | None, readers: Iterable[Address] = ()) -> SlotMap:
     """The slot map of one master owning every slot (None: no master now)."""
@@ -70,37 +77,24 @@ def one_shard(master: Address | None, readers: Iterable[Address] = ()) -> SlotMa
     )
 
 
-def backend_for(
-    config: Config, credentials: Credentials, tls: NodeTLS | None = None
-) -> OneShard | None:
-    """The backend ``cluster.backend`` names (its data nodes signed in to with
-    ``credentials``, over ``tls`` if set); None for a Redis Cluster."""
+def backend_for(config: Config, secrets: Secrets) -> OneShard | None:
+    """The backend ``cluster.backend`` names (its data nodes signed in to with the upstream
+    credentials, over TLS if set); None for a Redis Cluster."""
     cluster = config.cluster
     timeout = config.upstream.connect_timeout
     if cluster.backend == "standalone":
-        return Standalone(cluster.seeds[0], timeout, credentials, tls)
+        return Standalone(cluster.seeds[0], timeout, secrets.upstream, secrets.node_tls)
     if cluster.backend == "sentinel":
         return Sentinel(
             cluster.seeds,
             cluster.sentinel_master,
             timeout,
-            credentials,
+            secrets.upstream,
             cluster.address_map,
-            tls,
-            _sentinel_credentials(config),
+            secrets.node_tls,
+            secrets.sentinel,
         )
     return None
-
-
-def _sentinel_credentials(config: Config) -> Credentials:
-    """What the sentinels ask for (``cluster.sentinel_password`` or its file)."""
-    cluster = config.cluster
-    password = cluster.sentinel_password
-    if cluster.sentinel_password_file:
-        password = read_secret_file(
-            cluster.sentinel_password_file, "cluster.sentinel_password_file"
-        )
-    return Credentials(password=password.encode())
 
 
 class Standalone:
@@ -139,6 +133,11 @@ class Standalone:
 
     async def watch(self, changed: Callable[[], None]) -> None:
         """A standalone server announces nothing: its breaker and the refresher follow it."""
+
+    def use(self, secrets: Secrets) -> None:
+        """Sign in and shake hands with these from now on (a reload rotated them)."""
+        self._credentials = secrets.upstream
+        self._tls = secrets.node_tls
 
 
 class Sentinel:
@@ -223,6 +222,13 @@ class Sentinel:
         except _EXCHANGE_ERRORS:
             return False
         return bool(role) and role[0] == b"master"
+
+    def use(self, secrets: Secrets) -> None:
+        """Sign in and shake hands with these from now on (a reload rotated them); an event
+        subscription already open stays as it is."""
+        self._credentials = secrets.upstream
+        self._tls = secrets.node_tls
+        self._auth = secrets.sentinel
 
     async def watch(self, changed: Callable[[], None]) -> None:
         """Listen for the sentinels' events about this master, on every sentinel at once."""

@@ -23,6 +23,12 @@ import hiredis
 
 from redis_ambassador import errors
 from redis_ambassador.commands.cluster import REAL_VIEW
+from redis_ambassador.commands.lanes import (
+    CROSS_PROTOCOL,
+    FORWARDED,
+    connection_state_commands,
+    sets_connection_state,
+)
 from redis_ambassador.commands.local import (
     BLOCKING_WITHOUT_KEYS,
     LOCAL,
@@ -102,8 +108,15 @@ _PRIVATE_CONNECTION = "subscriptions need a node connection of the client's own"
 # Commands a server without cluster support refuses ("cluster support disabled"): with one
 # server behind and cluster_view "real", it answers them itself.
 _CLUSTER_ONLY = frozenset(["cluster", "readonly", "readwrite", "asking"])
-# Answered here outside a transaction; inside one, the node's answer is the same.
-_NODE_ANSWERS_ALIKE = frozenset(["ping", "echo"])
+# Connection-state commands Redis queues, harmless there: UNWATCH inside MULTI clears watches
+# that EXEC would clear anyway, on the connection that runs the block (the client's own if it
+# watches; a shared one holds none).
+_QUEUED_ALIKE = frozenset(["unwatch"])
+# Why a command that sets connection state is refused when the ambassador has no handler for it.
+_SHARED_CONNECTION = (
+    "it would change the state of a node connection shared by every client, and the "
+    "ambassador does not emulate it"
+)
 # Commands that may carry a password: checked by the router, never queued in a transaction
 # (AUTH there would change the user of a shared node connection) nor shown to MONITOR.
 _SIGN_IN = frozenset(["auth", "hello"])
@@ -191,8 +204,6 @@ class Router:
     ) -> None:
         self.pool_size = config.upstream.pool_size
         self.client_auth = client_auth
-        self.upstream_auth = upstream.credentials.auth_frame  # what a new client's own
-        # node connections sign in with
         # One server behind (standalone, Sentinel; None: a cluster): every key is in "slot 0",
         # so no command is refused or split for its keys' slots.
         self._one_shard = backend
@@ -203,6 +214,9 @@ class Router:
         )
         self._upstream = upstream
         self._table = table
+        # Commands that set the state of the connection they run on (commands/lanes.py): each
+        # is handled before it could reach a shared lane, or refused.
+        self._connection_state = connection_state_commands(table)
         self.facts = facts
         self._owners: list[NodePool | None] = [None] * SLOTS
         self._masters: list[NodePool] = []
@@ -308,6 +322,7 @@ class Router:
             and spec.name not in _BLOCK_OPTION
             and "blocking" not in spec.flags
             and not spec.subcommands
+            and not sets_connection_state(spec)
         )
 
     # -- dispatch ---------------------------------------------------------------------------------
@@ -416,6 +431,12 @@ class Router:
         args = commands[i]
         frame = frames[i]
         base = name.split("|", 1)[0]
+        if spec is None and args[0].lower() in CROSS_PROTOCOL:
+            # An HTTP request sent to the Redis port: as Redis does, close the client before
+            # anything it sent after this runs, whatever state it is in.
+            client.cross_protocol_attack(args[0])
+            batch.cut_after(i)
+            return True
         if not client.authenticated:
             refusal = unauthenticated_reply(spec, args)
             if refusal is not None:
@@ -442,8 +463,14 @@ class Router:
                 token = self.settings.admin_token
                 batch.fill(i, chaos_command(self.faults, client, args, token))
                 return False
-            # Unknown here means unknown to the cluster too: its node words the error.
-            self._send_anywhere(client, batch, i, frame)
+            # Unknown to the cluster: never sent to a node, where it would share a lane.
+            batch.fill(i, errors.unknown_command(args))
+            return False
+        failed = check(spec, args) if spec.subcommands and base not in LOCAL else None
+        if failed is not None:
+            # A container command without a subcommand it knows (``CONFIG FOO``, ``OBJECT``):
+            # Redis's error, from here.
+            batch.fill(i, failed)
             return False
         if name in SOURCES:
             self._scripts.learn(name, args)
@@ -502,6 +529,12 @@ class Router:
             return False
         if self._blocks(spec, base, args):
             return self._blocking(client, batch, i, commands, frames, spec)
+        if name in self._connection_state and name not in self._to_node:
+            # It would change a connection every client shares, and nothing here emulates it.
+            # (``_to_node``'s READONLY and ASKING go to a server without cluster support,
+            # which refuses them: they change nothing there.)
+            batch.fill(i, errors.not_supported(args, _SHARED_CONNECTION))
+            return False
         merge = FANOUT.get(name) if self._one_shard is None else None
         if merge is not None:
             self._fan_out(batch, i, [(pool, frame) for pool in self._masters], merge)
@@ -585,7 +618,9 @@ class Router:
             conn is None
             or conn.closed
             or (conn.protocol != client.protocol and not conn.pending)
-            or conn.auth != client.upstream_auth  # the client signed in as another user
+            # The client signed in as another user (a reload's new credentials are the same
+            # user's: its connection already open stays).
+            or not self._upstream.signs_in_as(conn.auth, client.block)
         ):
             if conn is not None:
                 conn.close()
@@ -595,6 +630,11 @@ class Router:
         return conn
 
     # -- authentication (server/auth.py) -----------------------------------------------------
+
+    def upstream_auth(self, block: int) -> bytes:
+        """The AUTH frame a client's own node connection signs in with, opened now for a client
+        on the lanes of ``block``: its ACL user's, or for block 0 the ambassador's (current)."""
+        return self._upstream.blocks[block].auth_frame
 
     def _sign_in(
         self,
@@ -629,21 +669,18 @@ class Router:
                 return False
             user, password = parsed
         auth = self.client_auth
-        now = self._loop.time()
-        address = client.peer.rpartition(":")[0] or client.peer
-        wait = auth.failures.retry_in(address, now)
-        if wait:
-            batch.fill(i, errors.auth_rate_limited(wait))
-            return False
         if auth.by_cluster:
             return self._verify(client, batch, i, commands, frames, user, password, hello)
         verdict = auth.check(user, password)
         if verdict.failed:
-            auth.failures.failed(address, now)
+            if not self._refuse_auth(batch, i, verdict.reply):
+                return False
+            client.hold(batch, i + 1, commands, frames)  # guesses on a connection never overlap
+            return True
         if not verdict.signed_in:
             batch.fill(i, verdict.reply)
             return False
-        client.sign_in(b"default", 0, self.upstream_auth)
+        client.sign_in(b"default", 0)
         batch.fill(i, hello_reply(client, hello, self.facts) if hello else verdict.reply)
         return True
 
@@ -659,7 +696,8 @@ class Router:
         hello: Hello | None,
     ) -> bool:
         """ACL mode: AUTH on a master, over a connection opened for it (an AUTH on a shared
-        one would change its user); what the client sent after it waits for the verdict."""
+        one would change its user); what the client sent after it (and reading more) waits
+        for the verdict."""
         master = self._any_master()
         if master is None:
             batch.fill(i, self._uncovered)
@@ -670,10 +708,8 @@ class Router:
         conn.send(
             check, 0, encode_command([b"AUTH", *([user] if user is not None else []), password])
         )  # type: ignore[arg-type]
-        if i + 1 < len(batch.replies):
-            client.hold(batch, i + 1, commands, frames)
-            return True
-        return False
+        client.hold(batch, i + 1, commands, frames)
+        return True
 
     def verified(self, check: _Verification, reply: bytes) -> None:
         """The cluster's verdict on an ACL-mode AUTH: the client is in as that user (its
@@ -681,14 +717,28 @@ class Router:
         batch = check.batch
         client = batch.client
         if reply.startswith(b"+OK"):
-            first_lane, auth = self._upstream.lanes_for(check.credentials)
-            client.sign_in(check.credentials.username, first_lane, auth)
+            block = self._upstream.block_for(check.credentials)
+            client.sign_in(check.credentials.username, block)
             if check.hello is not None:
                 reply = hello_reply(client, check.hello, self.facts)
         elif reply.startswith(b"-WRONGPASS"):
-            address = client.peer.rpartition(":")[0] or client.peer
-            self.client_auth.failures.failed(address, self._loop.time())
+            self._refuse_auth(batch, check.index, reply)
+            return
         batch.fill(check.index, reply)
+
+    def _refuse_auth(self, batch: Batch, i: int, reply: bytes) -> bool:
+        """A failed AUTH, counted on its connection: answered now, or (True) late once the
+        connection has failed too often; the caller holds what the client sent after it."""
+        client = batch.client
+        client.failed_auths += 1
+        failures = self.client_auth.failures
+        wait = failures.failed(client.describe(), client.failed_auths, self._loop.time())
+        if not wait:
+            batch.fill(i, reply)
+            return False
+        batch.read_at = 0.0  # slow on purpose: not a slow request
+        self._loop.call_later(wait, batch.fill, i, reply)
+        return True
 
     # -- MONITOR (operations/monitor.py) -------------------------------------------------------
 
@@ -827,8 +877,10 @@ class Router:
         base = name.split("|", 1)[0]
         if base in _PUBSUB_COMMANDS:
             return tx.fail(errors.not_in_transaction(args, _PRIVATE_CONNECTION))
-        if (base in LOCAL or base in _SIGN_IN) and base not in _NODE_ANSWERS_ALIKE:
+        if (base in LOCAL or base in _SIGN_IN) and base not in FORWARDED:
             return tx.fail(errors.not_in_transaction(args, "the ambassador answers it itself"))
+        if name in self._connection_state and name not in _QUEUED_ALIKE:
+            return tx.fail(errors.not_in_transaction(args, _SHARED_CONNECTION))
         denied = self._policy.check(name, args)
         if denied is not None:
             return tx.fail(denied)

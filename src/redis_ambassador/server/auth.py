@@ -1,5 +1,5 @@
 """Client authentication at the ambassador (sans-IO): who must AUTH, which AUTH succeeds, and
-the per-address limit on failed attempts.
+how failed attempts are slowed on their connection.
 
 Three modes (``server.client_auth``):
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections import deque
 from dataclasses import dataclass
 
 from redis_ambassador import errors
@@ -26,15 +25,12 @@ from redis_ambassador.config import ServerConfig
 from redis_ambassador.operations.ratelimit import LimitedLog
 from redis_ambassador.protocol.replies import OK
 from redis_ambassador.protocol.requests import as_bytes
-from redis_ambassador.upstream.credentials import read_secret_file
 
 log = logging.getLogger(__name__)
 
 # What a client may send before it is in (Redis's no-auth commands, and QUIT).
 NO_AUTH_NEEDED = frozenset(["auth", "hello", "quit", "reset"])
-# Addresses whose failures are remembered at most (a flood of addresses cannot grow memory).
-_MAX_ADDRESSES = 10_000
-_limited_log = LimitedLog(log, logging.WARNING, 10, "authentication rate limits")
+_limited_log = LimitedLog(log, logging.WARNING, 10, "connections slowed for failed AUTHs")
 
 
 def unauthenticated_reply(spec: CommandSpec | None, args: list[bytes]) -> bytes | None:
@@ -63,54 +59,35 @@ def parse_auth(args: list[bytes]) -> tuple[bytes | None, bytes] | bytes:
 
 
 class FailedAuths:
-    """Failed AUTHs by client address over a sliding window. An address with ``limit`` failures
-    within ``window`` seconds has its further AUTHs refused unchecked until the oldest of them
-    leaves the window (a password cannot be guessed faster than ``limit`` per window)."""
+    """How failed AUTHs are slowed, counted per client connection (by the caller): after
+    ``limit`` of them on one connection, each further one is answered late -- ``delay`` seconds,
+    doubled for each next one, up to ``max_delay`` -- and nothing that connection sent after it
+    runs before that answer. So a password cannot be guessed quickly on one connection, while no
+    other connection, from the same address or not, is ever slowed or refused."""
 
-    def __init__(self, limit: int, window: float) -> None:
+    def __init__(self, limit: int, delay: float, max_delay: float) -> None:
         self.limit = limit
-        self.window = window
-        self._failed: dict[str, deque[float]] = {}
+        self.delay = delay
+        self.max_delay = max_delay
         self.failures = 0  # failed AUTHs (metrics)
-        self.refused = 0  # AUTHs refused unchecked (metrics)
+        self.delayed = 0  # of them, answered late (metrics)
 
-    def retry_in(self, address: str, now: float) -> float:
-        """0 if an AUTH from ``address`` may be checked now; else seconds until it may (and
-        the refusal is counted)."""
-        times = self._failed.get(address)
-        if times is None:
-            return 0.0
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        if not times:
-            del self._failed[address]
-            return 0.0
-        if len(times) < self.limit:
-            return 0.0
-        self.refused += 1
-        return times[0] + self.window - now
-
-    def failed(self, address: str, now: float) -> None:
-        """An AUTH from ``address`` failed."""
+    def failed(self, client: str, failures: int, now: float) -> float:
+        """A connection's ``failures``-th failed AUTH (``client`` names it in the log): the
+        seconds before it is answered, 0 for at once."""
         self.failures += 1
-        times = self._failed.get(address)
-        if times is None:
-            if len(self._failed) >= _MAX_ADDRESSES:
-                self._forget_oldest(now)
-            times = self._failed[address] = deque()
-        times.append(now)
-        if len(times) == self.limit:
+        over = failures - self.limit
+        if over <= 0:
+            return 0.0
+        self.delayed += 1
+        if over == 1:
             _limited_log.log(
                 now,
-                "client address %s: %d failed AUTHs within %gs: its AUTHs are refused for a while",
-                address, self.limit, self.window,
+                "client %s: %d failed AUTHs: its further failed AUTHs are answered late "
+                "(server.auth_max_failures)", client, self.limit,
             )  # fmt: skip
-
-    def _forget_oldest(self, now: float) -> None:
-        for address in [a for a, t in self._failed.items() if t[-1] <= now - self.window]:
-            del self._failed[address]
-        while len(self._failed) >= _MAX_ADDRESSES:
-            del self._failed[next(iter(self._failed))]
+        # Capped before doubling: a connection failing all day must not overflow the float.
+        return min(self.max_delay, self.delay * 2.0 ** min(over - 1, 64))
 
 
 @dataclass(frozen=True)
@@ -128,17 +105,16 @@ class ClientAuth:
 
     def __init__(self, mode: str, requirepass: bytes, failures: FailedAuths) -> None:
         self.mode = mode
-        self._requirepass = requirepass
+        self.requirepass = requirepass  # replaced by a reload that rotates it (rotation.py)
         self.failures = failures
 
     @classmethod
-    def from_config(cls, config: ServerConfig) -> ClientAuth:
-        """The configured policy (``requirepass_file`` read now)."""
-        password = config.requirepass
-        if config.requirepass_file:
-            password = read_secret_file(config.requirepass_file, "server.requirepass_file")
-        failures = FailedAuths(config.auth_max_failures, config.auth_failure_window)
-        return cls(config.client_auth, password.encode(), failures)
+    def from_config(cls, config: ServerConfig, requirepass: bytes) -> ClientAuth:
+        """The configured policy, with the password (``requirepass`` or its file's) read."""
+        failures = FailedAuths(
+            config.auth_max_failures, config.auth_failure_delay, config.auth_failure_max_delay
+        )
+        return cls(config.client_auth, requirepass, failures)
 
     @property
     def required(self) -> bool:
@@ -158,6 +134,6 @@ class ClientAuth:
                 return Verdict(errors.AUTH_WITHOUT_PASSWORD, False, False)
             if default:
                 return Verdict(OK, True, False)
-        elif default and hmac.compare_digest(password, self._requirepass):
+        elif default and hmac.compare_digest(password, self.requirepass):
             return Verdict(OK, True, False)
         return Verdict(errors.WRONGPASS, False, True)

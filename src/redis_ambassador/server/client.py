@@ -40,12 +40,14 @@ _client_errors = LimitedLog(log, logging.INFO, 10, "client errors")
 _limit_hits = LimitedLog(log, logging.WARNING, 10, "client limit hits")
 # Reading a client paused for backpressure: routine for a deep pipeline, so only at debug.
 _pauses = LimitedLog(log, logging.DEBUG, 10, "client reads paused")
+# HTTP requests sent to the Redis port (Redis logs these once a minute at most).
+_attacks = LimitedLog(log, logging.WARNING, 1, "possible security attacks")
 
 # Why the ambassador closed a client (client_disconnects_total's "reason"), and why it paused
 # reading one (client_reads_paused_total's): fixed words, so metric labels stay bounded.
 CLOSE_REASONS = (
     "idle_timeout", "protocol_error", "query_buffer_limit", "output_buffer_hard_limit",
-    "output_buffer_soft_limit", "pubsub_output_buffer",
+    "output_buffer_soft_limit", "pubsub_output_buffer", "cross_protocol",
 )  # fmt: skip
 PAUSE_REASONS = ("pending_requests", "output_buffer")
 
@@ -189,13 +191,13 @@ class ClientConnection(asyncio.Protocol):
 
     # Slots, not a per-instance dict: ten thousand idle clients each keep only these.
     __slots__ = (
-        "_batches", "_closing", "_held", "_held_error", "_inflight", "_lane_base", "_lane_block",
+        "_batches", "_closing", "_held", "_held_error", "_inflight", "_lane_base",
         "_max_inflight", "_max_output", "_max_output_hard", "_parser", "_pool_size", "_reading",
         "_registry", "_replies_held", "_router", "_transport", "_write_paused", "authenticated",
-        "chaos_admin",
-        "connected_at", "fd", "id", "lane", "last_read", "lib_name", "lib_ver", "local_address",
+        "block", "chaos_admin", "connected_at", "failed_auths", "fd", "id", "lane", "last_read",
+        "lib_name", "lib_ver", "local_address",
         "name", "no_evict", "no_touch", "peer", "private", "protocol", "reply_mode",
-        "subscriptions", "transaction", "upstream_auth", "user", "watched_slot", "watching",
+        "subscriptions", "transaction", "user", "watched_slot", "watching",
     )  # fmt: skip
 
     def __init__(self, router: Router, registry: ClientRegistry) -> None:
@@ -206,12 +208,12 @@ class ClientConnection(asyncio.Protocol):
         self.lane = self._lane_base
         # Who the client is: until it authenticates (when the ambassador asks it to), it takes
         # the router's slow path, which answers NOAUTH. ACL users' commands travel the lanes of
-        # their user's block (``_lane_block``, its first lane), signed in with ``upstream_auth``.
+        # their user's block of lanes (``block``; 0: the ambassador's own user).
         self.authenticated = not router.client_auth.required
         self.chaos_admin = False  # gave server.admin_token with CHAOS AUTH
+        self.failed_auths = 0  # on this connection, ever: RESET must not wipe a guesser's count
         self.user = b"default"
-        self._lane_block = 0
-        self.upstream_auth = router.upstream_auth
+        self.block = 0
         self.protocol = 2
         self.name = b""
         # Answered here, per client (CLIENT SETINFO/NO-EVICT/NO-TOUCH, CLIENT INFO/LIST):
@@ -263,24 +265,29 @@ class ClientConnection(asyncio.Protocol):
         """The connection is closed (or closing)."""
         return self._transport is None or self._closing
 
+    @property
+    def upstream_auth(self) -> bytes:
+        """The AUTH frame a node connection of this client's own signs in with when opened now:
+        its user's (for block 0 the ambassador's, as a reload may have rotated them)."""
+        return self._router.upstream_auth(self.block)
+
     def set_protocol(self, protocol: int) -> None:
         """HELLO 2/3: later commands use node connections that speak the same protocol."""
         self.protocol = protocol
-        self.lane = self._lane_block + self._lane_base + (self._pool_size if protocol == 3 else 0)
+        # Each block is 2 * pool_size lanes: RESP2's, then RESP3's.
+        self.lane = (2 * self.block + (protocol == 3)) * self._pool_size + self._lane_base
 
-    def sign_in(self, user: bytes, lane_block: int, upstream_auth: bytes) -> None:
-        """AUTH succeeded: later commands run as ``user``, on the lanes from ``lane_block``
-        (and the client's own connections sign in with ``upstream_auth``)."""
+    def sign_in(self, user: bytes, block: int) -> None:
+        """AUTH succeeded: later commands run as ``user``, on the lanes of ``block``."""
         self.authenticated = True
         self.user = user
-        self._lane_block = lane_block
-        self.upstream_auth = upstream_auth
+        self.block = block
         self.set_protocol(self.protocol)
 
     def sign_out(self) -> None:
         """RESET: back to a new connection's identity (unauthenticated, if AUTH is required)."""
         router = self._router
-        self.sign_in(b"default", 0, router.upstream_auth)
+        self.sign_in(b"default", 0)
         self.authenticated = not router.client_auth.required
         self.chaos_admin = False
 
@@ -459,8 +466,8 @@ class ClientConnection(asyncio.Protocol):
     def hold(
         self, batch: Batch, index: int, commands: list[list[bytes]], frames: list[bytes]
     ) -> None:
-        """Keep ``batch``'s commands from ``index`` on (``commands``, ``frames``) unsent until
-        every reply before them is written; stop reading meanwhile."""
+        """Keep ``batch``'s commands from ``index`` on (``commands``, ``frames``; maybe none)
+        unsent until every reply before them is written; stop reading meanwhile."""
         self._held = (commands[index:], frames[index:])
         self._inflight -= len(batch.replies) - index
         if index:
@@ -473,9 +480,10 @@ class ClientConnection(asyncio.Protocol):
         assert self._held is not None
         commands, frames = self._held
         self._held = None
-        # Made before the node connections' last writes, maybe large: have them look.
-        LargeFrames.queued += 1
-        self._dispatch(commands, frames, 0.0)  # its wait behind the blocking one is no news
+        if commands:
+            # Made before the node connections' last writes, maybe large: have them look.
+            LargeFrames.queued += 1
+            self._dispatch(commands, frames, 0.0)  # its wait behind the blocking one is no news
         if self._held is None and self._held_error is not None:
             self._refuse(self._held_error)
         elif self._held is None and self._closing and self._transport is not None:
@@ -577,13 +585,24 @@ class ClientConnection(asyncio.Protocol):
         )
         return True
 
-    def disconnect(self, reason: str, why: str) -> None:
-        """Close at once for a limit (``reason``, one of CLOSE_REASONS), dropping whatever is
-        owed; counted and logged."""
+    def cross_protocol_attack(self, name: bytes) -> None:
+        """``POST`` or ``Host:`` as a command: an HTTP request sent to the Redis port (an app's
+        SSRF, say). As Redis does, the client is closed at once and nothing more is written
+        to it; what it sent after runs nowhere."""
+        self.disconnect(
+            "cross_protocol",
+            f"sent {name.decode(errors='replace')!r}, an HTTP request: possible SECURITY "
+            "ATTACK (cross-protocol scripting)",
+            _attacks,
+        )
+
+    def disconnect(self, reason: str, why: str, logged: LimitedLog = _limit_hits) -> None:
+        """Close at once for a limit or hostile input (``reason``, one of CLOSE_REASONS),
+        dropping whatever is owed; counted and logged."""
         registry = self._registry
         registry.closed_by[reason] += 1
         registry.over_soft_limit.pop(self, None)
-        _limit_hits.log(_monotonic(), "client %s: %s; closing", self.describe(), why)
+        logged.log(_monotonic(), "client %s: %s; closing", self.describe(), why)
         transport = self._transport
         self._closing = True
         # Gone from now on: nothing more is written, and what it was owed is let go at once.

@@ -7,9 +7,11 @@ long each time (up to 8 times the reset timeout), so a node that stays down is p
 
 While open, nothing is sent to the node: commands for it wait for a new owner of their slot
 (a failover) within their retry deadline, or fail at once, instead of each waiting out a
-timeout. A failure is a connection that could not be made, was lost, or was aborted because
-the node stopped answering, or a failed health check; the commands counted failed are the
-ones such a loss left without a reply.
+timeout. A failure is a connection that could not be made or was aborted because the node
+stopped answering, or a failed health check; the commands counted failed are the ones such a
+loss left without a reply. A node closing a connection it had accepted is only a hint (one
+client's command could make it do that): it counts toward the consecutive failures, never
+toward the failure rate, and cannot open the breaker until a failed connect or probe confirms.
 """
 
 from __future__ import annotations
@@ -104,11 +106,14 @@ class CircuitBreaker:
         i = self._bucket(now)
         self._sent[i] += commands
 
-    def failure(self, now: float, why: str, commands: int = 0) -> None:
-        """A connection failed (``commands`` were left without a reply) or a probe failed."""
+    def failure(self, now: float, why: str, commands: int = 0, conclusive: bool = True) -> None:
+        """A connection failed (``commands`` were left without a reply) or a probe failed; not
+        ``conclusive``: the node closed a connection it had accepted (see the module's doc)."""
         self.consecutive += 1
         i = self._bucket(now)  # first: it may make the arrays anew
         self._failed[i] += commands
+        if not conclusive:
+            return
         if self.state is State.HALF_OPEN:
             self.reopened += 1
             self._open(now, f"probe failed: {why}")

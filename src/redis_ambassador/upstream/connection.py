@@ -36,6 +36,8 @@ _REDIRECT_PREFIXES = (
     b"-MOVED ", b"-ASK ", b"-TRYAGAIN ", b"-CLUSTERDOWN ", b"-LOADING ", b"-MASTERDOWN ",
     b"-READONLY ", b"-NOSCRIPT ",
 )  # fmt: skip
+# Redis's reply to input it cannot read; it then closes the connection (setProtocolError).
+_PROTOCOL_ERROR = b"-ERR Protocol error"
 # Replies longer than this take the scanner's path, where they are counted against their
 # client's output buffer limit while they wait to be written (LARGE_REPLY in the literal below).
 LARGE_REPLY = 16384
@@ -91,6 +93,13 @@ class NodeConnection(asyncio.Protocol):
         self._timed_left = 0  # replies still to come before its last command's
         self.failure = "connection lost"  # why it closed, for the clients' error replies
         self.timed_out = False  # aborted after the command timeout
+        # How it ended, for the breaker: a node closing a connection it had accepted, of its
+        # own accord, is not the node failing (one client's input could make it do that).
+        self.connected = False  # the connection was made
+        self.aborted = False  # the ambassador cut it (silence, breaker, partition)
+        # The node answered a protocol error: it closes the connection after that reply and
+        # ran nothing written after the command it refused, so those may be sent again.
+        self.refused_input = False
         # The AUTH sent first (b"": none); a node refusing it fails the connection.
         self.auth = auth
         self.auth_refused = False
@@ -168,8 +177,14 @@ class NodeConnection(asyncio.Protocol):
         ``timed_out``: they waited out the command timeout, so none is sent again."""
         self.failure = reason
         self.timed_out = timed_out
+        self.aborted = True
         if self._transport is not None:
             self._transport.abort()
+
+    @property
+    def closed_by_node(self) -> bool:
+        """The node closed the connection after accepting it, not the ambassador."""
+        return self.connected and not self.aborted and not self.closing
 
     def _auth_refused(self, reply: bytes) -> None:
         """The node refused the connection's AUTH: nothing sent after it can run, so the
@@ -183,6 +198,7 @@ class NodeConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self.connected = True
         if self.closing:  # closed while it was connecting
             transport.close()
             return
@@ -228,11 +244,18 @@ class NodeConnection(asyncio.Protocol):
                 end = end_of(buf, pos)
                 if end < 0:
                     break
+                if kind == 62:
+                    # A push: never the reply to a command on this connection (nothing sent on
+                    # it subscribes or tracks). Matching it to one would shift every reply after.
+                    pos = end
+                    continue
                 if kind == 45 or kind == 33:  # an error (RESP3: a blob error)
                     if kind == 45 and buf.startswith(_REDIRECT_PREFIXES, pos):
                         self._owner.redirected(popleft(), bytes(buf[pos:end]), self)
                         pos = end
                         continue
+                    if kind == 45 and buf.startswith(_PROTOCOL_ERROR, pos):
+                        self.refused_input = True
                     if inflight[0][2] is self.auth and inflight[0][0] is None:
                         self._auth_refused(bytes(buf[pos:end]))
                         return
@@ -283,7 +306,8 @@ class NodeConnection(asyncio.Protocol):
         self._transport = None
         entries = list(self.queue)
         self.queue.clear()
-        cut = len(entries) - len(self.out)
+        # Written but unanswered: they may have run, unless the node refused the input.
+        cut = 0 if self.refused_input else len(entries) - len(self.out)
         self.out.clear()
         self._owner.connection_failed(self, entries[cut:], entries[:cut])
 

@@ -1,8 +1,9 @@
 """Who the ambassador is on the nodes: the user and password every node connection signs in with.
 
-Configured once (``upstream.username`` / ``upstream.password`` / ``upstream.password_file``) and
-used by every connection to a node: pool lanes, clients' own connections, subscriber and probe
-connections, and redis-py's control clients. ACL-mode clients bring credentials of their own
+Configured by ``upstream.username`` / ``upstream.password`` / ``upstream.password_file`` (read at
+start and on each reload: rotation.py) and used by every connection to a node opened while they
+are current: pool lanes, clients' own connections, subscriber and probe connections, and redis-py's
+control clients. ACL-mode clients bring credentials of their own
 (``server.client_auth = "acl"``); theirs take the same shape. A password is never logged: the
 object's repr masks it, and Redis's replies to a failed AUTH do not repeat it.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from redis_ambassador.config import ConfigError, UpstreamConfig
+from redis_ambassador.config import ConfigError
 from redis_ambassador.protocol.requests import encode_command
 
 
@@ -48,14 +49,6 @@ class Credentials:
             "username": self.username.decode() or None,
             "password": self.password.decode(),
         }
-
-    @classmethod
-    def from_config(cls, config: UpstreamConfig) -> Credentials:
-        """The configured upstream credentials (``password_file`` read now)."""
-        password = config.password
-        if config.password_file:
-            password = read_secret_file(config.password_file, "upstream.password_file")
-        return cls(config.username.encode(), password.encode())
 
 
 def read_secret_file(path: str, key: str) -> str:

@@ -15,9 +15,8 @@ import logging
 import anyio
 
 from redis_ambassador.config import Address
-from redis_ambassador.tls import NodeTLS, connect_options, describe
+from redis_ambassador.tls import connect_options, describe
 from redis_ambassador.upstream.breaker import State
-from redis_ambassador.upstream.names import Names
 from redis_ambassador.upstream.pool import NodePool, Upstream
 
 log = logging.getLogger(__name__)
@@ -31,15 +30,12 @@ _TICK = 0.1
 
 
 class Prober:
-    """One node's probe connection."""
+    """One node's probe connection, signed in and shaking hands as the upstream's connections
+    do when it (re)connects (a reload may have rotated the credentials or certificates)."""
 
-    def __init__(
-        self, address: Address, names: Names, auth: bytes, tls: NodeTLS | None = None
-    ) -> None:
+    def __init__(self, address: Address, upstream: Upstream) -> None:
         self.address = address
-        self._names = names
-        self._auth = auth  # sent on each new probe connection, before its first PING
-        self._tls = tls
+        self._upstream = upstream
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -48,13 +44,15 @@ class Prober:
         try:
             with anyio.fail_after(timeout):
                 if self._reader is None or self._writer is None:
-                    dial = (await self._names.resolve(self.address))[0]
-                    tls = connect_options(self._tls, self.address, timeout)
+                    upstream = self._upstream
+                    dial = (await upstream.names.resolve(self.address))[0]
+                    tls = connect_options(upstream.tls, self.address, timeout)
+                    auth = upstream.credentials.auth_frame  # before its first PING
                     self._reader, self._writer = await asyncio.open_connection(
                         dial.host, dial.port, **tls
                     )
-                    if self._auth:
-                        self._writer.write(self._auth)
+                    if auth:
+                        self._writer.write(auth)
                         line = await self._reader.readline()
                         if not line.startswith(b"+OK"):
                             self.close()
@@ -104,10 +102,7 @@ async def run_health_checks(upstream: Upstream, interval: float, timeout: float)
                     pool.next_check = now + interval
                     prober = probers.get(pool.address)
                     if prober is None:
-                        auth = upstream.credentials.auth_frame
-                        prober = probers[pool.address] = Prober(
-                            pool.address, upstream.names, auth, upstream.tls
-                        )
+                        prober = probers[pool.address] = Prober(pool.address, upstream)
                     upstream.start_soon(
                         lambda p=pool, q=prober: _check(p, q, timeout, loop),
                         name=f"health check {pool.name}",

@@ -6,7 +6,8 @@ as on a single Redis. Lanes ``0..size-1`` speak RESP2; lanes ``size..2*size-1`` 
 on first use, for clients that said ``HELLO 3``), so each client gets replies exactly as a node
 encodes them in its protocol.
 
-Those ``2*size`` lanes are one block, signed in with the ambassador's credentials. Each ACL user
+Those ``2*size`` lanes are one block, signed in with the ambassador's credentials (those current
+when each connection opens: a reload may rotate them, ``Upstream.use``). Each ACL user
 a client authenticates as (``server.client_auth = "acl"``) gets a block of its own after them,
 whose connections sign in as that user, opened on first use: the router's hot path is the same
 for every client, only the lane number differs.
@@ -134,7 +135,8 @@ class Upstream(ConnectionOwner):
         # Each block of lanes and who its connections sign in as; block 0 is the ambassador's.
         self.block_size = 2 * config.pool_size
         self.blocks: list[Credentials] = [credentials]
-        self._block_of = {(credentials.user, credentials.password): 0}
+        self._block_of = {_identity(credentials): 0}
+        self._rotated: set[bytes] = set()  # AUTH frames block 0 signed in with before a reload
         self.readonly = config.read_policy != "master"  # pooled connections send READONLY
         self._connect_timeout = config.connect_timeout
         self.breaker_settings = BreakerSettings.from_config(config)
@@ -162,18 +164,37 @@ class Upstream(ConnectionOwner):
     def pools(self) -> dict[Address, NodePool]:
         return self._pools
 
-    def lanes_for(self, credentials: Credentials) -> tuple[int, bytes]:
-        """The first lane of the block whose connections sign in as ``credentials``' user,
-        and their AUTH frame. A block is made on first use (every pool grows by a block of
-        lanes, opened when a client uses them); the ambassador's own user gets block 0."""
-        key = (credentials.user, credentials.password)
+    def block_for(self, credentials: Credentials) -> int:
+        """The block whose connections sign in as ``credentials``' user. A block is made on
+        first use (every pool grows by a block of lanes, opened when a client uses them); the
+        ambassador's own user gets block 0."""
+        key = _identity(credentials)
         block = self._block_of.get(key)
         if block is None:
             block = self._block_of[key] = len(self.blocks)
             self.blocks.append(credentials)
             for pool in self._pools.values():
                 pool.conns += [UNOPENED] * self.block_size
-        return block * self.block_size, self.blocks[block].auth_frame
+        return block
+
+    def use(self, credentials: Credentials, tls: NodeTLS | None) -> None:
+        """Sign in and shake hands with these on every connection opened from now on (a reload
+        rotated them): block 0's lanes as they are reopened, clients' own connections, probes,
+        discovery. Connections already open stay as they are."""
+        self.tls = tls
+        old = self.credentials
+        if credentials == old:
+            return
+        self._rotated.add(old.auth_frame)
+        del self._block_of[_identity(old)]
+        # A client that signs in (ACL mode) with the old credentials gets a block of its own.
+        self._block_of[_identity(credentials)] = 0
+        self.blocks[0] = self.credentials = credentials
+
+    def signs_in_as(self, auth: bytes, block: int) -> bool:
+        """Whether a connection that signed in with ``auth`` runs as block ``block``'s user: its
+        AUTH frame, or for block 0 one that the ambassador's credentials had before a reload."""
+        return auth == self.blocks[block].auth_frame or (block == 0 and auth in self._rotated)
 
     def private(self, address: Address, protocol: int, auth: bytes) -> NodeConnection:
         """A new connection to a node for one client alone (not pooled, not watched for
@@ -274,8 +295,14 @@ class Upstream(ConnectionOwner):
         # A client's user refused (its password changed since) is that client's problem, not
         # the node's: only the ambassador's own credentials failing counts against the node.
         theirs = conn.auth_refused and conn.auth != self.credentials.auth_frame
+        # A node closing a connection it accepted is only a hint: one client's command could
+        # make it do that (a limit of the node's), and must not cut every client off. A node
+        # that died is confirmed by the reconnect that fails, or by the health checks.
         if pool is not None and not conn.closing and not theirs:
-            pool.breaker.failure(self._loop.time(), conn.failure, len(sent))
+            hint = conn.closed_by_node
+            pool.breaker.failure(
+                self._loop.time(), conn.failure, 0 if hint else len(sent), conclusive=not hint
+            )
         self.on_failure(conn, unsent, sent)
 
     def errored(self, frame: bytes) -> None:
@@ -320,6 +347,10 @@ class Upstream(ConnectionOwner):
 
 
 _PARTITIONED = "partitioned by a chaos rule"
+
+
+def _identity(credentials: Credentials) -> tuple[str, bytes]:
+    return credentials.user, credentials.password
 
 
 def _unset(*_: object) -> None:
