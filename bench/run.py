@@ -1,10 +1,11 @@
 """Benchmark: redis-benchmark against a local Redis Cluster directly and through the ambassador.
 
 Method and targets: /work/shared/PERFORMANCE.md; usage and what each figure means: bench/README.md.
-One command starts a 3-master cluster (no replicas) and the ambassador in front of it, runs every
-case direct and through the ambassador interleaved round by round, measures the ambassador's CPU
-per request and its RSS per idle client, prints a table with the targets, and writes
-bench/results/latest.json. Exit code 0 even when targets are missed: it is a report.
+One command starts a 3-master cluster (no replicas) and one ambassador per target in front of it
+(this tree; with --compare/--variant also other git refs and environments), runs every case direct
+and through each ambassador interleaved round by round, measures each ambassador's CPU per request
+and its RSS per idle client, prints a table with the targets, and writes bench/results/latest.json.
+Exit code 0 even when targets are missed: it is a report.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import platform
 import queue
+import re
 import resource
 import shlex
 import shutil
@@ -38,7 +40,17 @@ from redis_ambassador.localcluster import LocalCluster, LocalClusterError
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
 TESTS = ("SET", "GET")
-TARGETS = ("direct", "ambassador")  # in this order within every round
+DIRECT = "direct"  # first in every round, then each ambassador target
+PACKAGE = "redis_ambassador"
+SINGLE_NAME = "ambassador"  # this tree's name when it is the only target (today's output)
+THIS_TREE = "this tree"  # its name when other targets are compared with it
+# Started instead of `-m redis_ambassador` (runpy does what -m does) so that the process itself
+# says which package it imported before it serves: a target must run its own tree's code.
+IMPORTED_MARK = "bench: imported "
+LAUNCHER = (
+    f"import runpy, {PACKAGE}; print({IMPORTED_MARK!r} + {PACKAGE}.__file__, flush=True); "
+    f"runpy.run_module({PACKAGE!r}, run_name='__main__', alter_sys=True)"
+)
 KEYSPACE = 100_000
 VALUE_SIZE = 3
 READY_TIMEOUT = 30.0
@@ -101,7 +113,7 @@ class Run:
     """One redis-benchmark invocation (SET then GET) against one target."""
 
     case: str
-    target: str  # "direct" or "ambassador"
+    target: str  # "direct" or the ambassador target's name
     round: int
     requests_per_test: int
     wall_s: float
@@ -191,12 +203,12 @@ class Probe:
 
     at: float
     machine_busy_s: float  # all CPUs, from /proc/stat
-    ours_s: float  # this process, its waited children (redis-benchmark), nodes, ambassador
+    ours_s: float  # this process, its waited children (redis-benchmark), nodes, ambassadors
     ambassador_wait_s: float
 
     @classmethod
-    def take(cls, ambassador_pid: int, node_pids: list[int]) -> Probe:
-        """Read the counters now."""
+    def take(cls, ambassador_pid: int, bench_pids: list[int]) -> Probe:
+        """Read the counters now; `bench_pids`: the nodes and the other (idle) ambassadors."""
         fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
         idle = fields[3] + fields[4]  # idle + iowait
         busy = (sum(fields[:8]) - idle) / CLK_TCK  # guest time is already inside user
@@ -204,7 +216,7 @@ class Probe:
         for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
             usage = resource.getrusage(who)
             ours += usage.ru_utime + usage.ru_stime
-        for pid in [ambassador_pid, *node_pids]:
+        for pid in [ambassador_pid, *bench_pids]:
             with contextlib.suppress(OSError):
                 ours += cpu_seconds(pid)
         return cls(time.monotonic(), busy, ours, run_queue_wait_s(ambassador_pid))
@@ -289,21 +301,65 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-class Ambassador:
-    """`python -m redis_ambassador serve` as a subprocess; stderr goes to a log file."""
+@dataclass
+class AmbassadorTarget:
+    """One ambassador to benchmark: a source tree, run with extra environment and `serve` flags."""
 
-    def __init__(self, seeds: list[str], extra_args: list[str], log_path: Path) -> None:
+    name: str
+    tree: Path  # this worktree, or a temporary export of a git ref
+    commit: str
+    description: str
+    ref: str | None = None  # the git ref as given to --compare
+    env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def import_root(self) -> Path:
+        """First on PYTHONPATH: `<tree>/src` while the package lives there, else the tree."""
+        src = self.tree / "src"
+        return src if (src / PACKAGE / "__init__.py").is_file() else self.tree
+
+    @property
+    def package_dir(self) -> Path:
+        """Where the ambassador must import the package from."""
+        return self.import_root / PACKAGE
+
+    @property
+    def slug(self) -> str:
+        """The name, safe in a file name."""
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.name)
+
+
+class Ambassador:
+    """The target's `python -m redis_ambassador serve` as a subprocess; stderr goes to a log."""
+
+    def __init__(
+        self, target: AmbassadorTarget, seeds: list[str], extra_args: list[str], log_path: Path
+    ) -> None:
+        self.target = target
         self.host = "127.0.0.1"
         self.port = free_port(self.host)
         self.log_path = log_path
-        self.cmd = [sys.executable, "-m", "redis_ambassador", "serve"]
-        self.cmd += ["--listen", f"{self.host}:{self.port}"]
+        self.serve_args = ["serve", "--listen", f"{self.host}:{self.port}"]
         for seed in seeds:
-            self.cmd += ["--seed", seed]
-        self.cmd += extra_args
+            self.serve_args += ["--seed", seed]
+        self.serve_args += extra_args + target.args
+        self.cmd = [sys.executable, "-c", LAUNCHER, *self.serve_args]
+        # Same interpreter and virtualenv for every target; only the package's tree differs.
+        pythonpath = [str(target.import_root), os.environ.get("PYTHONPATH", "")]
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, pythonpath))}
+        self.env.update(target.env)
+        self.imported: Path | None = None  # the package's __init__.py, as the process said
+        self.compiled: list[str] = []  # compiled_modules() once it serves
         self.proc: subprocess.Popen[str] | None = None
         self.returncode: int | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
+
+    @property
+    def who(self) -> str:
+        """How messages name it."""
+        name = self.target.name
+        return "ambassador" if name == SINGLE_NAME else f"ambassador {name!r}"
 
     @property
     def pid(self) -> int:
@@ -312,12 +368,13 @@ class Ambassador:
         return self.proc.pid
 
     def start(self) -> None:
-        """Spawn and wait for the "serving on" line, with a deadline."""
+        """Spawn, wait for the "serving on" line with a deadline, check what it imported."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("w") as log:
             self.proc = subprocess.Popen(
                 self.cmd,
-                cwd=ROOT,
+                cwd=self.target.tree,  # `python -c` puts the working directory first on sys.path
+                env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -337,15 +394,38 @@ class Ambassador:
                 line = ""
             if line is None or self.proc.poll() is not None:
                 raise BenchError(
-                    f"ambassador exited with {self.proc.wait()} before it was ready; "
-                    f"{self.cmd}\n{self.log_tail()}"
+                    f"{self.who} exited with {self.proc.wait()} before it "
+                    f"was ready; {self.cmd}\n{self.log_tail()}"
                 )
+            if line.startswith(IMPORTED_MARK):
+                self.imported = Path(line[len(IMPORTED_MARK) :].strip())
             if line.strip() == wanted:
+                self._check_import()
                 return
             if time.monotonic() >= deadline:
                 raise BenchError(
-                    f"ambassador not ready after {READY_TIMEOUT:.0f} s\n{self.log_tail()}"
+                    f"{self.who} not ready after {READY_TIMEOUT:.0f} s\n{self.log_tail()}"
                 )
+
+    def _check_import(self) -> None:
+        """Refuse to measure an ambassador that runs another tree's package than its target's."""
+        expected = self.target.package_dir.resolve()
+        if self.imported is None or self.imported.resolve().parent != expected:
+            raise BenchError(
+                f"{self.who} imported {PACKAGE} from {self.imported}, "
+                f"not from {expected}: refusing to measure it"
+            )
+
+    def compiled_modules(self) -> list[str]:
+        """Shared objects the running process mapped from its package (a compiled hot path)."""
+        package = self.target.package_dir.resolve()
+        found: set[str] = set()
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{self.pid}/maps").read_text().splitlines():
+                path = Path(line.split(maxsplit=5)[-1])
+                if path.is_relative_to(package) and ".so" in path.name:
+                    found.add(str(path.relative_to(package)))
+        return sorted(found)
 
     def _pump(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -357,7 +437,7 @@ class Ambassador:
         """Raise if the ambassador has died (e.g. crashed mid-run)."""
         if self.proc is None or self.proc.poll() is not None:
             code = None if self.proc is None else self.proc.returncode
-            raise BenchError(f"ambassador is not running (exit {code})\n{self.log_tail()}")
+            raise BenchError(f"{self.who} is not running (exit {code})\n{self.log_tail()}")
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a grace period; safe to call twice."""
@@ -369,7 +449,7 @@ class Ambassador:
             try:
                 self.proc.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                print(f"ambassador ignored SIGTERM for {STOP_TIMEOUT:.0f} s; killing it")
+                print(f"{self.who} ignored SIGTERM for {STOP_TIMEOUT:.0f} s; killing it")
                 self.proc.kill()
                 self.proc.wait()
         self.returncode = self.proc.returncode
@@ -506,17 +586,22 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def summarize(runs: list[Run]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per case and test: medians over rounds, and paired (same-round) ratios and deltas."""
+def _runs_of(runs: list[Run], case: Case, target: str) -> list[Run]:
+    """One case's runs against one target, by round."""
+    return sorted((r for r in runs if r.case == case.name and r.target == target), key=_round)
+
+
+def _round(run: Run) -> int:
+    return run.round
+
+
+def summarize(runs: list[Run], target: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per case and test, for one ambassador target: medians over rounds, and paired (same-round)
+    ratios and deltas against direct."""
     summary: dict[str, dict[str, dict[str, Any]]] = {}
     for case in CASES:
-        direct = sorted(
-            (r for r in runs if r.case == case.name and r.target == "direct"), key=lambda r: r.round
-        )
-        amb = sorted(
-            (r for r in runs if r.case == case.name and r.target == "ambassador"),
-            key=lambda r: r.round,
-        )
+        direct = _runs_of(runs, case, DIRECT)
+        amb = _runs_of(runs, case, target)
         pairs = list(zip(direct, amb, strict=True))
         cpu_us = [
             r.ambassador_cpu_s * 1e6 / (r.requests_per_test * len(TESTS))
@@ -609,14 +694,26 @@ def evaluate_targets(
     return targets
 
 
-def print_report(
-    summary: dict[str, dict[str, dict[str, Any]]],
-    idle: IdleResult | None,
-    targets: list[dict[str, Any]],
-    rounds: int,
-    direct_rounded: bool,
-) -> None:
-    """The table, the idle-clients line and the targets."""
+@dataclass
+class Outcome:
+    """What one ambassador target measured."""
+
+    amb: Ambassador
+    idle: IdleResult | None = None
+    summary: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    goals: list[dict[str, Any]] = field(default_factory=list)  # evaluate_targets()
+    rss_end_kb: int | None = None
+    peak_rss_kb: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The target's name."""
+        return self.amb.target.name
+
+
+def print_report(outcomes: list[Outcome], rounds: int, direct_rounded: bool) -> None:
+    """The table (a block of rows per target), the noise, the idle clients and the targets."""
+    single = len(outcomes) == 1
     header = (
         f"{'case':<24} {'test':<4} {'direct rps':>11} {'amb rps':>10} {'ratio':>5} "
         f"{'(min-max)':>11} {'direct p50/p99 ms':>17} {'amb p50/p99 ms':>15} "
@@ -626,6 +723,25 @@ def print_report(
     print(f"Medians over {rounds} interleaved rounds (ratio = ambassador/direct, paired per round)")
     print(header)
     print("-" * len(header))
+    for outcome in outcomes:
+        if not single:
+            print(f"[{outcome.name}] {outcome.amb.target.description}")
+        _print_rows(outcome.summary)
+    _print_noise([o.summary for o in outcomes], direct_rounded)
+    print()
+    for outcome in outcomes:
+        _print_idle(outcome.idle, "" if single else f" ({outcome.name})")
+    print()
+    print("Targets (PERFORMANCE.md; figure = the worse of SET and GET)")
+    for outcome in outcomes:
+        indent = "  " if single else "    "
+        if not single:
+            print(f"  {outcome.name}:")
+        for t in outcome.goals:
+            print(f"{indent}{'PASS' if t['pass'] else 'MISS'}  {t['target']}: {t['figure']}")
+
+
+def _print_rows(summary: dict[str, dict[str, dict[str, Any]]]) -> None:
     for case in CASES:
         for test in TESTS:
             s = summary[case.name][test]
@@ -640,16 +756,14 @@ def print_report(
                 f"{s['ambassador_cpu_share_of_one_core']:>7.0%}/"
                 f"{s['ambassador_run_queue_wait_share']:<4.0%}"
             )
-    others = [
-        s[f"other_cores_{target}"]
-        for per_test in summary.values()
-        for s in per_test.values()
-        for target in ("direct", "ambassador")
-    ]
-    shortest = min(
-        (s["direct_test_seconds"] for per_test in summary.values() for s in per_test.values()),
-        default=float("nan"),
-    )
+
+
+def _print_noise(
+    summaries: list[dict[str, dict[str, dict[str, Any]]]], direct_rounded: bool
+) -> None:
+    per_test = [s for summary in summaries for tests in summary.values() for s in tests.values()]
+    others = [s[f"other_cores_{side}"] for s in per_test for side in ("direct", "ambassador")]
+    shortest = min((s["direct_test_seconds"] for s in per_test), default=float("nan"))
     if direct_rounded:
         print(
             f"Direct tests lasted at least {shortest:.2f} s (median); redis-benchmark --cluster "
@@ -666,43 +780,39 @@ def print_report(
             "  WARNING: other processes competed for the CPUs; ratios are noisier than usual "
             "(see the min-max spread), rerun on a quieter machine to compare settings"
         )
-    print()
+
+
+def _print_idle(idle: IdleResult | None, label: str) -> None:
     if idle is None:
-        print("idle clients: skipped")
-    else:
-        growth = idle.rss_with_kb - idle.rss_before_kb
-        returned = (
-            "returned near baseline"
-            if idle.returned_near_baseline
-            else "did NOT return near baseline"
+        print(f"idle clients{label}: skipped")
+        return
+    growth = idle.rss_with_kb - idle.rss_before_kb
+    returned = (
+        "returned near baseline" if idle.returned_near_baseline else "did NOT return near baseline"
+    )
+    print(
+        f"idle clients{label}: {idle.opened} open: RSS {idle.rss_before_kb / 1024:.1f} MB -> "
+        f"{idle.rss_with_kb / 1024:.1f} MB (+{growth / 1024:.1f} MB, "
+        f"{idle.kb_per_client:.2f} KB/client) -> "
+        f"{idle.rss_after_kb / 1024:.1f} MB after close ({idle.retained_kb:+d} KB: {returned})"
+    )
+    extra = idle.second_cycle_growth_kb
+    if extra is not None:
+        first_growth = max(growth, 1)
+        verdict = (
+            "grew again: possible leak"
+            if extra > first_growth * RETAINED_MAX_SHARE
+            else "reused what cycle 1 left: allocator retention, not a leak"
         )
-        print(
-            f"idle clients: {idle.opened} open: RSS {idle.rss_before_kb / 1024:.1f} MB -> "
-            f"{idle.rss_with_kb / 1024:.1f} MB (+{growth / 1024:.1f} MB, "
-            f"{idle.kb_per_client:.2f} KB/client) -> "
-            f"{idle.rss_after_kb / 1024:.1f} MB after close ({idle.retained_kb:+d} KB: {returned})"
-        )
-        extra = idle.second_cycle_growth_kb
-        if extra is not None:
-            first_growth = max(growth, 1)
-            verdict = (
-                "grew again: possible leak"
-                if extra > first_growth * RETAINED_MAX_SHARE
-                else "reused what cycle 1 left: allocator retention, not a leak"
+        print(f"  second open/close cycle: RSS with clients {extra:+d} KB vs first ({verdict})")
+    for number, cycle in enumerate(idle.cycles, 1):
+        if cycle.still_open != cycle.opened:
+            print(
+                f"  note: cycle {number}: only {cycle.still_open} of {cycle.opened} "
+                "were still open when measured"
             )
-            print(f"  second open/close cycle: RSS with clients {extra:+d} KB vs first ({verdict})")
-        for number, cycle in enumerate(idle.cycles, 1):
-            if cycle.still_open != cycle.opened:
-                print(
-                    f"  note: cycle {number}: only {cycle.still_open} of {cycle.opened} "
-                    "were still open when measured"
-                )
-        if idle.note:
-            print(f"  note: {idle.note}")
-    print()
-    print("Targets (PERFORMANCE.md; figure = the worse of SET and GET)")
-    for t in targets:
-        print(f"  {'PASS' if t['pass'] else 'MISS'}  {t['target']}: {t['figure']}")
+    if idle.note:
+        print(f"  note: {idle.note}")
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -769,14 +879,16 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _git_state() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return proc.stdout.strip()
+def _git(*args: str) -> str:
+    """A git command's stdout in this worktree ("" when it fails)."""
+    proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+    return proc.stdout.strip()
 
+
+def _git_state(this: AmbassadorTarget) -> dict[str, Any]:
     return {
-        "commit": git("rev-parse", "HEAD"),
-        "src_dirty": bool(git("status", "--porcelain", "src")),
+        "commit": this.commit,
+        "src_dirty": bool(_git("status", "--porcelain", "--", str(this.package_dir))),
     }
 
 
@@ -793,7 +905,7 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def _fmt_progress(run: Run) -> str:
+def _fmt_progress(run: Run, width: int) -> str:
     figures = "  ".join(
         f"{t} {run.tests[t].rps:>9,.0f} rps p50 {run.tests[t].p50_ms:.3f} ms" for t in TESTS
     )
@@ -802,8 +914,8 @@ def _fmt_progress(run: Run) -> str:
         per_req = run.ambassador_cpu_s * 1e6 / (run.requests_per_test * len(TESTS))
         cpu = f"  cpu {per_req:.2f} us/req, waited {run.ambassador_wait_share:.0%}"
     return (
-        f"  {run.target:<10} {figures}  ({run.wall_s:.1f} s, others {run.other_cores:.2f} cores)"
-        f"{cpu}"
+        f"  {run.target:<{width}} {figures}  ({run.wall_s:.1f} s, others "
+        f"{run.other_cores:.2f} cores){cpu}"
     )
 
 
@@ -813,35 +925,42 @@ def _resize(case: Case, n: int, wall_s: float, wanted_s: float, max_step: float 
     return max(int(round(n * scale, -3)), case.min_requests)
 
 
-def benchmark(
-    cluster: LocalCluster, amb: Ambassador, args: argparse.Namespace
-) -> tuple[list[Run], dict[tuple[str, str], int]]:
-    """Warm up and calibrate each case, then run all cases round by round, interleaved."""
-    direct_host, direct_port = cluster.seeds[0].rsplit(":", 1)
-    node_pids = [n.pid for n in cluster.nodes if n.pid is not None]
-    requests: dict[tuple[str, str], int] = {}
+class Runner:
+    """Runs redis-benchmark direct or against one ambassador, reading counters around it."""
 
-    def one(case: Case, target: str, rnd: int, n: int) -> Run:
-        amb.check_alive()
+    def __init__(
+        self, cluster: LocalCluster, ambassadors: list[Ambassador], args: argparse.Namespace
+    ) -> None:
+        host, port = cluster.seeds[0].rsplit(":", 1)
+        self.direct = (host, int(port))
+        self.node_pids = [n.pid for n in cluster.nodes if n.pid is not None]
+        self.ambassadors = {amb.target.name: amb for amb in ambassadors}
+        self.first = ambassadors[0]  # read around direct runs too, as when there was only one
+        self.direct_threads: int = args.direct_threads
+        self.names = [DIRECT, *self.ambassadors]
+        self.width = max(10, *(len(name) for name in self.names))
+
+    def run(self, case: Case, target: str, rnd: int, n: int) -> Run:
+        """One SET+GET run of `n` requests per test against `target`."""
+        amb = self.ambassadors.get(target, self.first)
+        # The idle ambassadors are part of the benchmark, not "other work on this machine".
+        bench_pids = self.node_pids + [a.pid for a in self.ambassadors.values() if a is not amb]
+        self.check_alive()
         load = float(Path("/proc/loadavg").read_text().split()[0])
-        probe_before = Probe.take(amb.pid, node_pids)
+        probe_before = Probe.take(amb.pid, bench_pids)
         cpu_before = cpu_seconds(amb.pid)
-        if target == "direct":
+        if target == DIRECT:
+            host, port = self.direct
             tests, wall, err = redis_benchmark(
-                direct_host,
-                int(direct_port),
-                cluster=True,
-                case=case,
-                requests=n,
-                threads=args.direct_threads,
+                host, port, cluster=True, case=case, requests=n, threads=self.direct_threads
             )
         else:
             tests, wall, err = redis_benchmark(
                 amb.host, amb.port, cluster=False, case=case, requests=n
             )
         cpu = cpu_seconds(amb.pid) - cpu_before
-        other_cores, wait_share = Probe.take(amb.pid, node_pids).since(probe_before)
-        amb.check_alive()
+        other_cores, wait_share = Probe.take(amb.pid, bench_pids).since(probe_before)
+        self.check_alive()
         return Run(
             case=case.name,
             target=target,
@@ -849,7 +968,7 @@ def benchmark(
             requests_per_test=n,
             wall_s=wall,
             tests=tests,
-            ambassador_cpu_s=cpu if target == "ambassador" else None,
+            ambassador_cpu_s=cpu if target != DIRECT else None,
             loadavg_1m=load,
             other_cores=other_cores,
             ambassador_wait_share=wait_share,
@@ -857,39 +976,197 @@ def benchmark(
             stderr=err,
         )
 
+    def check_alive(self) -> None:
+        """Raise if any ambassador has died."""
+        for amb in self.ambassadors.values():
+            amb.check_alive()
+
+
+def calibrate(runner: Runner, run_seconds: float) -> dict[tuple[str, str], int]:
+    """Requests per test, per case and target, for runs of about `run_seconds` (not reported)."""
     # Runs are sized by wall time, never by the rps of a short run: in --cluster mode
     # redis-benchmark runs one thread per master and a test only ends on a 250 ms timer tick,
     # so short direct runs report far too few rps (see README). Warm-up runs are not reported.
     print("warm-up and calibration")
+    requests: dict[tuple[str, str], int] = {}
     for case in CASES:
-        for target in TARGETS:
+        for target in runner.names:
             n = case.warmup_requests
             for _ in range(CALIBRATION_ATTEMPTS):
-                warm = one(case, target, 0, n)
-                n = _resize(case, n, warm.wall_s, args.run_seconds, max_step=10.0)
-                if warm.wall_s >= args.run_seconds * 0.5:
+                warm = runner.run(case, target, 0, n)
+                n = _resize(case, n, warm.wall_s, run_seconds, max_step=10.0)
+                if warm.wall_s >= run_seconds * 0.5:
                     break
             requests[(case.name, target)] = n
-        print(
-            f"  {case.name}: direct {requests[(case.name, 'direct')]:,}, ambassador "
-            f"{requests[(case.name, 'ambassador')]:,} requests per test"
-        )
+        counts = ", ".join(f"{t} {requests[(case.name, t)]:,}" for t in runner.names)
+        print(f"  {case.name}: {counts} requests per test")
+    return requests
 
+
+def run_rounds(
+    runner: Runner, requests: dict[tuple[str, str], int], args: argparse.Namespace
+) -> list[Run]:
+    """Every case, round by round: direct, then each ambassador, their order rotated per round."""
     runs: list[Run] = []
+    ambassadors = runner.names[1:]
     for rnd in range(1, args.rounds + 1):
+        # Rotating spreads drift within a round over the targets instead of always favouring one.
+        shift = (rnd - 1) % len(ambassadors)
+        order = [DIRECT, *ambassadors[shift:], *ambassadors[:shift]]
         for case in CASES:
             print(f"round {rnd}/{args.rounds}: {case.name}")
-            for target in TARGETS:
+            for target in order:
                 n = requests[(case.name, target)]
-                run = one(case, target, rnd, n)
+                run = runner.run(case, target, rnd, n)
                 runs.append(run)
-                print(_fmt_progress(run))
+                print(_fmt_progress(run, runner.width))
                 if run.stderr:
                     print(f"    redis-benchmark stderr: {run.stderr[-300:]}")
                 # Follow the machine's speed so every run stays near --run-seconds; rps are
-                # rates, so the two targets and the rounds need not use the same count.
+                # rates, so the targets and the rounds need not use the same count.
                 requests[(case.name, target)] = _resize(case, n, run.wall_s, args.run_seconds)
-    return runs, requests
+    return runs
+
+
+def this_tree(single: bool) -> AmbassadorTarget:
+    """The working tree's ambassador, uncommitted changes included."""
+    return AmbassadorTarget(
+        name=SINGLE_NAME if single else THIS_TREE,
+        tree=ROOT,
+        commit=_git("rev-parse", "HEAD"),
+        description=f"the working tree {ROOT}",
+    )
+
+
+def start_ambassadors(
+    targets: list[AmbassadorTarget],
+    cluster: LocalCluster,
+    args: argparse.Namespace,
+    stack: contextlib.ExitStack,
+) -> list[Ambassador]:
+    """One ambassador per target, each on its own port, checked with a SET and GET."""
+    single = len(targets) == 1
+    ambassadors: list[Ambassador] = []
+    for target in targets:
+        log = RESULTS_DIR / ("ambassador.log" if single else f"ambassador-{target.slug}.log")
+        amb = Ambassador(target, cluster.seeds, args.ambassador_arg, log)
+        label = "the ambassador" if single else f"ambassador {target.name!r} ({target.description})"
+        print(f"starting {label}: -m {PACKAGE} {' '.join(amb.serve_args)}")
+        stack.callback(amb.stop)
+        amb.start()
+        smoke_test(amb.host, amb.port)
+        amb.compiled = amb.compiled_modules()
+        if not single:
+            compiled = ", ".join(amb.compiled) or "none"
+            print(f"  imports {amb.imported}; compiled modules from its package: {compiled}")
+        ambassadors.append(amb)
+    return ambassadors
+
+
+def measure_all_idle(outcomes: list[Outcome], args: argparse.Namespace, nofile: int) -> None:
+    """Idle-client RSS on each target's fresh process (before any load), one at a time."""
+    if not args.idle_clients:
+        return
+    for outcome in outcomes:
+        label = "" if len(outcomes) == 1 else f" ({outcome.name})"
+        print(f"idle clients{label}: opening {args.idle_clients}")
+        outcome.idle = measure_idle(outcome.amb, args.idle_clients, nofile)
+
+
+def _measure(
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    nofile: int,
+    stack: contextlib.ExitStack,
+) -> list[Outcome]:
+    """Start everything (stopped by `stack`), measure, and fill in `results`."""
+    targets = [this_tree(single=True)]
+    results["git"] = _git_state(targets[0])
+    cluster = LocalCluster(masters=3, replicas_per_master=0)
+    stack.callback(cluster.stop)
+    print("starting a 3-master cluster (no replicas)")
+    cluster.start()
+    ambassadors = start_ambassadors(targets, cluster, args, stack)
+    results["ambassador_cmd"] = ambassadors[0].cmd
+    results["cluster_seeds"] = cluster.seeds
+    outcomes = [Outcome(amb) for amb in ambassadors]
+    measure_all_idle(outcomes, args, nofile)
+    if outcomes[0].idle is not None:
+        results["idle_clients"] = asdict(outcomes[0].idle)
+
+    runner = Runner(cluster, ambassadors, args)
+    requests = calibrate(runner, args.run_seconds)
+    runs = run_rounds(runner, requests, args)
+    results["requests_per_test_next"] = {f"{c} / {t}": n for (c, t), n in requests.items()}
+    results["runs"] = [asdict(r) for r in runs]
+    for outcome in outcomes:
+        outcome.rss_end_kb = status_kb(outcome.amb.pid, "VmRSS")
+        outcome.peak_rss_kb = status_kb(outcome.amb.pid, "VmHWM")
+        outcome.summary = summarize(runs, outcome.name)
+        outcome.goals = evaluate_targets(outcome.summary, outcome.idle)
+    this = outcomes[0]
+    results["ambassador_rss_kb_end"] = this.rss_end_kb
+    results["ambassador_peak_rss_kb"] = this.peak_rss_kb
+    results["summary"] = this.summary
+    results["targets"] = this.goals
+    return outcomes
+
+
+def _target_json(outcome: Outcome) -> dict[str, Any]:
+    """Everything about one ambassador target, for the JSON file."""
+    amb, target = outcome.amb, outcome.amb.target
+    return {
+        "name": target.name,
+        "description": target.description,
+        "ref": target.ref,
+        "commit": target.commit,
+        "tree": str(target.tree),
+        "imported": str(amb.imported),
+        "compiled_modules": amb.compiled,
+        "env": target.env,
+        "cmd": amb.cmd,
+        "log": str(amb.log_path),
+        "idle_clients": asdict(outcome.idle) if outcome.idle is not None else None,
+        "summary": outcome.summary,
+        "targets": outcome.goals,
+        "rss_kb_end": outcome.rss_end_kb,
+        "peak_rss_kb": outcome.peak_rss_kb,
+        "exit_code": amb.returncode,
+        "problems": amb.problems(),
+    }
+
+
+def _report(
+    args: argparse.Namespace, results: dict[str, Any], outcomes: list[Outcome], wall: float
+) -> None:
+    """Print the report, then write the JSON file."""
+    this = outcomes[0]
+    results["wall_s"] = wall
+    results["ambassador_exit_code"] = this.amb.returncode
+    results["ambassador_problems"] = this.amb.problems()
+    results["ambassadors"] = [_target_json(o) for o in outcomes]
+    # One benchmark thread ends each test exactly; several end it on a 250 ms tick.
+    print_report(outcomes, args.rounds, direct_rounded=args.direct_threads != 1)
+    for outcome in outcomes:
+        _print_problems(outcome.amb)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.json.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(args.json)
+    print(f"\nwall time {wall:.0f} s; results in {args.json}")
+
+
+def _print_problems(amb: Ambassador) -> None:
+    problems = amb.problems()
+    if problems:
+        print(
+            f"\n{amb.who} stderr had {len(problems)} warning/error line(s) "
+            f"(full log: {amb.log_path}):"
+        )
+        for line in problems[:10]:
+            print(f"  {line}")
+    if amb.returncode not in (0, None):
+        print(f"\n{amb.who} exited with code {amb.returncode} on SIGTERM")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -899,78 +1176,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: {tool} not found on PATH; run scripts/bootstrap", file=sys.stderr)
             return 1
     started = time.monotonic()
-    # Before anything is spawned, so the ambassador inherits the raised limit too.
+    # Before anything is spawned, so the ambassadors inherit the raised limit too.
     nofile = raise_nofile()
     results: dict[str, Any] = {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "git": _git_state(),
         "machine": _machine(),
         "rlimit_nofile": nofile,
     }
-    cluster = LocalCluster(masters=3, replicas_per_master=0)
-    amb: Ambassador | None = None
     try:
-        with _sigterm_as_interrupt():
-            try:
-                print("starting a 3-master cluster (no replicas)")
-                cluster.start()
-                amb = Ambassador(cluster.seeds, args.ambassador_arg, RESULTS_DIR / "ambassador.log")
-                print(f"starting the ambassador: {' '.join(amb.cmd[1:])}")
-                amb.start()
-                smoke_test(amb.host, amb.port)
-                results["ambassador_cmd"] = amb.cmd
-                results["cluster_seeds"] = cluster.seeds
-
-                idle: IdleResult | None = None
-                if args.idle_clients:
-                    print(f"idle clients: opening {args.idle_clients}")
-                    idle = measure_idle(amb, args.idle_clients, nofile)
-                    results["idle_clients"] = asdict(idle)
-
-                runs, requests = benchmark(cluster, amb, args)
-                results["requests_per_test_next"] = {
-                    f"{c} / {t}": n for (c, t), n in requests.items()
-                }
-                results["runs"] = [asdict(r) for r in runs]
-                results["ambassador_rss_kb_end"] = status_kb(amb.pid, "VmRSS")
-                results["ambassador_peak_rss_kb"] = status_kb(amb.pid, "VmHWM")
-                summary = summarize(runs)
-                targets = evaluate_targets(summary, idle)
-                results["summary"] = summary
-                results["targets"] = targets
-            finally:
-                if amb is not None:
-                    amb.stop()
-                    results["ambassador_exit_code"] = amb.returncode
-                    results["ambassador_problems"] = amb.problems()
-                cluster.stop()
+        with _sigterm_as_interrupt(), contextlib.ExitStack() as stack:
+            outcomes = _measure(args, results, nofile, stack)
     except KeyboardInterrupt:
-        print("\nbench: interrupted; ambassador and cluster stopped", file=sys.stderr)
+        print("\nbench: interrupted; ambassadors and cluster stopped", file=sys.stderr)
         return 130
     except (BenchError, LocalClusterError, OSError) as exc:
         print(f"bench: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-
-    wall = time.monotonic() - started
-    results["wall_s"] = wall
-    # One benchmark thread ends each test exactly; several end it on a 250 ms tick.
-    print_report(summary, idle, targets, args.rounds, direct_rounded=args.direct_threads != 1)
-    problems = results.get("ambassador_problems") or []
-    if problems:
-        print(
-            f"\nambassador stderr had {len(problems)} warning/error line(s) "
-            f"(full log: {RESULTS_DIR / 'ambassador.log'}):"
-        )
-        for line in problems[:10]:
-            print(f"  {line}")
-    if results.get("ambassador_exit_code") not in (0, None):
-        print(f"\nambassador exited with code {results['ambassador_exit_code']} on SIGTERM")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(args.json)
-    print(f"\nwall time {wall:.0f} s; results in {args.json}")
+    _report(args, results, outcomes, time.monotonic() - started)
     return 0
 
 
