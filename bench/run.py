@@ -27,6 +27,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -343,7 +344,12 @@ class Ambassador:
         self.serve_args = ["serve", "--listen", f"{self.host}:{self.port}"]
         for seed in seeds:
             self.serve_args += ["--seed", seed]
-        self.serve_args += extra_args + target.args
+        flags = extra_args + target.args
+        if not any(f == "--admin" or f.startswith("--admin=") for f in flags):
+            # Its own admin port: the default, 9090, would clash with the other targets' and
+            # with any other ambassador running on this machine.
+            self.serve_args += ["--admin", f"{self.host}:{free_port(self.host)}"]
+        self.serve_args += flags
         self.cmd = [sys.executable, "-c", LAUNCHER, *self.serve_args]
         # Same interpreter and virtualenv for every target; only the package's tree differs.
         pythonpath = [str(target.import_root), os.environ.get("PYTHONPATH", "")]
@@ -853,6 +859,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--json", type=Path, default=RESULTS_DIR / "latest.json", help="results file"
     )
+    _add_target_options(parser)
     args = parser.parse_args(argv)
     # The = form keeps argparse from reading the value as one of our own flags.
     args.ambassador_arg = [part for value in args.ambassador_arg for part in shlex.split(value)]
@@ -863,6 +870,61 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.rounds < 1 or args.run_seconds <= 0 or args.idle_clients < 0:
         parser.error("--rounds and --run-seconds must be positive, --idle-clients >= 0")
     return args
+
+
+def _add_target_options(parser: argparse.ArgumentParser) -> None:
+    """Which ambassadors to benchmark besides this tree's, in the same run."""
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="also benchmark the ambassador as of git REF (main, HEAD~3, a commit), exported to "
+        "a temporary directory; repeatable",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        type=parse_variant,
+        metavar="NAME:ENV=VALUE[,ENV=VALUE...]",
+        help="also benchmark this tree's ambassador with these environment variables, "
+        "as target NAME; repeatable",
+    )
+    parser.add_argument(
+        "--target-arg",
+        action="append",
+        default=[],
+        metavar="NAME=ARGS",
+        help="extra `serve` flags for one target (a --compare REF, a --variant NAME, or 'this'), "
+        "after the --ambassador-arg ones, split like a shell: --target-arg='main=--pool-size 4'",
+    )
+    parser.add_argument(
+        "--compare-build",
+        metavar="CMD",
+        help="shell command run in each --compare tree before its ambassador starts (e.g. to "
+        "build a compiled module in place), with the virtualenv's bin first on PATH",
+    )
+    parser.add_argument(
+        "--idle-targets",
+        choices=("all", "this"),
+        default="all",
+        help="whose idle-client RSS to measure: every target (default) or only this tree",
+    )
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
+    """`NAME:ENV=VALUE[,ENV=VALUE...]` (values cannot contain commas) as (NAME, env)."""
+    name, sep, assignments = spec.partition(":")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
+        raise argparse.ArgumentTypeError(f"{spec!r}: expected NAME:ENV=VALUE[,ENV=VALUE...]")
+    env: dict[str, str] = {}
+    for item in filter(None, assignments.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise argparse.ArgumentTypeError(f"{spec!r}: {item!r} is not ENV=VALUE")
+        env[key] = value
+    return name, env
 
 
 @contextlib.contextmanager
@@ -1038,6 +1100,94 @@ def this_tree(single: bool) -> AmbassadorTarget:
     )
 
 
+@contextlib.contextmanager
+def exported_tree(commit: str) -> Iterator[Path]:
+    """The files of `commit` (git archive) in a temporary directory, removed on every exit.
+
+    Nothing is written to the repository (no worktree to prune), so a run that is killed leaves
+    at most this directory behind."""
+    tmp = Path(tempfile.mkdtemp(prefix="redis-ambassador-bench-"))
+    try:
+        tree, archive = tmp / "tree", tmp / "tree.tar"
+        tree.mkdir()
+        for cmd in (
+            ["git", "-C", str(ROOT), "archive", "--format=tar", "-o", str(archive), commit],
+            ["tar", "-xf", str(archive), "-C", str(tree)],
+        ):
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise BenchError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-500:]}")
+        archive.unlink()
+        yield tree
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _ref_target(
+    ref: str, args: argparse.Namespace, stack: contextlib.ExitStack
+) -> AmbassadorTarget:
+    """The ambassador as of git `ref`, exported (and built with --compare-build) for this run."""
+    commit = _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if not commit:
+        raise BenchError(f"--compare {ref}: not a commit in {ROOT}")
+    tree = stack.enter_context(exported_tree(commit))
+    subject = _git("log", "-1", "--format=%s", commit)
+    print(f"exported {ref} ({commit[:10]}) to {tree}")
+    if args.compare_build:
+        print(f"  building it: {args.compare_build}")
+        venv_bin = str(Path(sys.executable).parent)
+        env = {**os.environ, "PATH": os.pathsep.join([venv_bin, os.environ.get("PATH", "")])}
+        proc = subprocess.run(
+            args.compare_build,
+            shell=True,
+            cwd=tree,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            output = (proc.stdout + proc.stderr).strip()[-2000:]
+            raise BenchError(f"--compare-build exited {proc.returncode} in {tree}:\n{output}")
+    return AmbassadorTarget(
+        name=ref,
+        tree=tree,
+        commit=commit,
+        description=f"{ref} = {commit[:10]} {subject[:60]!r}",
+        ref=ref,
+    )
+
+
+def prepare_targets(
+    args: argparse.Namespace, stack: contextlib.ExitStack
+) -> list[AmbassadorTarget]:
+    """This tree first, then each --compare ref and each --variant, with their own flags."""
+    this = this_tree(single=not (args.compare or args.variant))
+    targets = [this]
+    for ref in args.compare:
+        targets.append(_ref_target(ref, args, stack))
+    for name, env in args.variant:
+        settings = " ".join(f"{k}={v}" for k, v in env.items()) or "nothing"
+        description = f"the working tree with {settings}"
+        targets.append(AmbassadorTarget(name, ROOT, this.commit, description, env=env))
+    names = [t.name for t in targets]
+    for name in names:
+        if names.count(name) > 1 or name in (DIRECT, "this"):
+            raise BenchError(f"target name {name!r} is reserved or given twice")
+    by_name = {t.name: t for t in targets} | {"this": this}
+    for spec in args.target_arg:
+        name, _, flags = spec.partition("=")
+        if name not in by_name:
+            raise BenchError(f"--target-arg {spec!r}: no target {name!r} (have {names})")
+        by_name[name].args += shlex.split(flags)
+    for target in targets:
+        if not (target.package_dir / "__init__.py").is_file():
+            raise BenchError(
+                f"{target.name}: no {PACKAGE} package in {target.tree}/src or at its root"
+            )
+    return targets
+
+
 def start_ambassadors(
     targets: list[AmbassadorTarget],
     cluster: LocalCluster,
@@ -1060,6 +1210,15 @@ def start_ambassadors(
             compiled = ", ".join(amb.compiled) or "none"
             print(f"  imports {amb.imported}; compiled modules from its package: {compiled}")
         ambassadors.append(amb)
+    this = ambassadors[0]
+    for amb in ambassadors[1:]:
+        if amb.target.ref and amb.compiled != this.compiled:
+            # An export has only what git tracks: a module built in place is missing there.
+            print(
+                f"  note: {amb.target.name!r} maps {len(amb.compiled)} compiled module(s) from its "
+                f"package, this tree {len(this.compiled)}; if it has a build step, see "
+                "--compare-build"
+            )
     return ambassadors
 
 
@@ -1067,7 +1226,8 @@ def measure_all_idle(outcomes: list[Outcome], args: argparse.Namespace, nofile: 
     """Idle-client RSS on each target's fresh process (before any load), one at a time."""
     if not args.idle_clients:
         return
-    for outcome in outcomes:
+    chosen = outcomes if args.idle_targets == "all" else outcomes[:1]
+    for outcome in chosen:
         label = "" if len(outcomes) == 1 else f" ({outcome.name})"
         print(f"idle clients{label}: opening {args.idle_clients}")
         outcome.idle = measure_idle(outcome.amb, args.idle_clients, nofile)
@@ -1080,7 +1240,7 @@ def _measure(
     stack: contextlib.ExitStack,
 ) -> list[Outcome]:
     """Start everything (stopped by `stack`), measure, and fill in `results`."""
-    targets = [this_tree(single=True)]
+    targets = prepare_targets(args, stack)
     results["git"] = _git_state(targets[0])
     cluster = LocalCluster(masters=3, replicas_per_master=0)
     stack.callback(cluster.stop)
