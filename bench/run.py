@@ -601,6 +601,40 @@ def _round(run: Run) -> int:
     return run.round
 
 
+def _cpu_us_per_request(run: Run) -> float:
+    """The ambassador's CPU over a SET+GET run, per request."""
+    assert run.ambassador_cpu_s is not None
+    return run.ambassador_cpu_s * 1e6 / (run.requests_per_test * len(TESTS))
+
+
+def versus(runs: list[Run], base: str, target: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per case and test: `target` against `base` (this tree), paired per round like the ratios
+    to direct: rps as a ratio, CPU per request and latency percentiles as differences."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for case in CASES:
+        pairs = list(zip(_runs_of(runs, case, base), _runs_of(runs, case, target), strict=True))
+        cpu_diff = [_cpu_us_per_request(t) - _cpu_us_per_request(b) for b, t in pairs]
+        per_test: dict[str, dict[str, Any]] = {}
+        for test in TESTS:
+            ratios = [t.tests[test].rps / b.tests[test].rps for b, t in pairs]
+            per_test[test] = {
+                "rps_ratio": _median(ratios),
+                "rps_ratio_min": min(ratios, default=float("nan")),
+                "rps_ratio_max": max(ratios, default=float("nan")),
+                "rps_ratios": ratios,
+                # Read around a whole SET+GET run, like the CPU per request: per case.
+                "cpu_us_per_request_diff": _median(cpu_diff),
+                "p50_diff_us": _median(
+                    [(t.tests[test].p50_ms - b.tests[test].p50_ms) * 1000 for b, t in pairs]
+                ),
+                "p99_diff_us": _median(
+                    [(t.tests[test].p99_ms - b.tests[test].p99_ms) * 1000 for b, t in pairs]
+                ),
+            }
+        out[case.name] = per_test
+    return out
+
+
 def summarize(runs: list[Run], target: str) -> dict[str, dict[str, dict[str, Any]]]:
     """Per case and test, for one ambassador target: medians over rounds, and paired (same-round)
     ratios and deltas against direct."""
@@ -609,11 +643,7 @@ def summarize(runs: list[Run], target: str) -> dict[str, dict[str, dict[str, Any
         direct = _runs_of(runs, case, DIRECT)
         amb = _runs_of(runs, case, target)
         pairs = list(zip(direct, amb, strict=True))
-        cpu_us = [
-            r.ambassador_cpu_s * 1e6 / (r.requests_per_test * len(TESTS))
-            for r in amb
-            if r.ambassador_cpu_s is not None
-        ]
+        cpu_us = [_cpu_us_per_request(r) for r in amb if r.ambassador_cpu_s is not None]
         cpu_share = [r.ambassador_cpu_s / r.wall_s for r in amb if r.ambassador_cpu_s is not None]
         wait_share = [r.ambassador_wait_share for r in amb]
         per_test: dict[str, dict[str, Any]] = {}
@@ -710,6 +740,7 @@ class Outcome:
     goals: list[dict[str, Any]] = field(default_factory=list)  # evaluate_targets()
     rss_end_kb: int | None = None
     peak_rss_kb: int | None = None
+    vs_this_tree: dict[str, dict[str, dict[str, Any]]] | None = None  # versus()
 
     @property
     def name(self) -> str:
@@ -733,6 +764,8 @@ def print_report(outcomes: list[Outcome], rounds: int, direct_rounded: bool) -> 
         if not single:
             print(f"[{outcome.name}] {outcome.amb.target.description}")
         _print_rows(outcome.summary)
+    if not single:
+        _print_versus(outcomes)
     _print_noise([o.summary for o in outcomes], direct_rounded)
     print()
     for outcome in outcomes:
@@ -762,6 +795,37 @@ def _print_rows(summary: dict[str, dict[str, dict[str, Any]]]) -> None:
                 f"{s['ambassador_cpu_share_of_one_core']:>7.0%}/"
                 f"{s['ambassador_run_queue_wait_share']:<4.0%}"
             )
+
+
+def _print_versus(outcomes: list[Outcome]) -> None:
+    this = outcomes[0]
+    width = max(6, *(len(o.name) for o in outcomes))
+    header = (
+        f"{'target':<{width}} {'case':<24} {'test':<4} {'rps ratio':>9} {'(min-max)':>11} "
+        f"{'CPU us/req diff (target vs this)':>32} {'p50/p99 diff us':>16}"
+    )
+    print()
+    print(
+        f"Each target vs {this.name} (paired per round: rps ratio = target / {this.name} of the "
+        "same round; CPU and latency: target minus it)"
+    )
+    print(header)
+    print("-" * len(header))
+    for outcome in outcomes[1:]:
+        assert outcome.vs_this_tree is not None
+        for case in CASES:
+            for test in TESTS:
+                v = outcome.vs_this_tree[case.name][test]
+                cpu = (
+                    f"{v['cpu_us_per_request_diff']:+.2f} "
+                    f"({outcome.summary[case.name][test]['ambassador_cpu_us_per_request']:.2f} vs "
+                    f"{this.summary[case.name][test]['ambassador_cpu_us_per_request']:.2f})"
+                )
+                print(
+                    f"{outcome.name:<{width}} {case.name:<24} {test:<4} {v['rps_ratio']:>9.2f} "
+                    f"{v['rps_ratio_min']:>5.2f}-{v['rps_ratio_max']:<5.2f} {cpu:>32} "
+                    f"{v['p50_diff_us']:>+7.0f}/{v['p99_diff_us']:<+8.0f}"
+                )
 
 
 def _print_noise(
@@ -1090,14 +1154,20 @@ def run_rounds(
     return runs
 
 
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
+
+
 def this_tree(single: bool) -> AmbassadorTarget:
     """The working tree's ambassador, uncommitted changes included."""
-    return AmbassadorTarget(
-        name=SINGLE_NAME if single else THIS_TREE,
-        tree=ROOT,
-        commit=_git("rev-parse", "HEAD"),
-        description=f"the working tree {ROOT}",
+    commit = _git("rev-parse", "HEAD")
+    target = AmbassadorTarget(
+        name=SINGLE_NAME if single else THIS_TREE, tree=ROOT, commit=commit, description=""
     )
+    dirty = _git("status", "--porcelain", "--", str(target.package_dir))
+    changes = ", with uncommitted changes" if dirty else ""
+    target.description = f"the working tree {ROOT} (HEAD {commit[:10]}{changes})"
+    return target
 
 
 @contextlib.contextmanager
@@ -1153,7 +1223,7 @@ def _ref_target(
         name=ref,
         tree=tree,
         commit=commit,
-        description=f"{ref} = {commit[:10]} {subject[:60]!r}",
+        description=f'{ref} = {commit[:10]} "{_shorten(subject, 60)}"',
         ref=ref,
     )
 
@@ -1264,6 +1334,8 @@ def _measure(
         outcome.peak_rss_kb = status_kb(outcome.amb.pid, "VmHWM")
         outcome.summary = summarize(runs, outcome.name)
         outcome.goals = evaluate_targets(outcome.summary, outcome.idle)
+        if outcome is not outcomes[0]:
+            outcome.vs_this_tree = versus(runs, outcomes[0].name, outcome.name)
     this = outcomes[0]
     results["ambassador_rss_kb_end"] = this.rss_end_kb
     results["ambassador_peak_rss_kb"] = this.peak_rss_kb
@@ -1289,6 +1361,7 @@ def _target_json(outcome: Outcome) -> dict[str, Any]:
         "idle_clients": asdict(outcome.idle) if outcome.idle is not None else None,
         "summary": outcome.summary,
         "targets": outcome.goals,
+        "vs_this_tree": outcome.vs_this_tree,
         "rss_kb_end": outcome.rss_end_kb,
         "peak_rss_kb": outcome.peak_rss_kb,
         "exit_code": amb.returncode,
