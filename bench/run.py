@@ -495,6 +495,119 @@ def smoke_test(host: str, port: int) -> None:
         raise BenchError(f"ambassador smoke test: expected {want!r}, got {got!r}")
 
 
+# -- targets: which ambassadors, from which trees ---------------------------------------------
+
+
+def _git(*args: str) -> str:
+    """A git command's stdout in this worktree ("" when it fails)."""
+    proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+    return proc.stdout.strip()
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
+
+
+def this_tree(single: bool) -> AmbassadorTarget:
+    """The working tree's ambassador, uncommitted changes included."""
+    commit = _git("rev-parse", "HEAD")
+    target = AmbassadorTarget(
+        name=SINGLE_NAME if single else THIS_TREE, tree=ROOT, commit=commit, description=""
+    )
+    dirty = _git("status", "--porcelain", "--", str(target.package_dir))
+    changes = ", with uncommitted changes" if dirty else ""
+    target.description = f"the working tree {ROOT} (HEAD {commit[:10]}{changes})"
+    return target
+
+
+@contextlib.contextmanager
+def exported_tree(commit: str) -> Iterator[Path]:
+    """The files of `commit` (git archive) in a temporary directory, removed on every exit.
+
+    Nothing is written to the repository (no worktree to prune), so a run that is killed leaves
+    at most this directory behind."""
+    tmp = Path(tempfile.mkdtemp(prefix="redis-ambassador-bench-"))
+    try:
+        tree, archive = tmp / "tree", tmp / "tree.tar"
+        tree.mkdir()
+        for cmd in (
+            ["git", "-C", str(ROOT), "archive", "--format=tar", "-o", str(archive), commit],
+            ["tar", "-xf", str(archive), "-C", str(tree)],
+        ):
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise BenchError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-500:]}")
+        archive.unlink()
+        yield tree
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _ref_target(
+    ref: str, args: argparse.Namespace, stack: contextlib.ExitStack
+) -> AmbassadorTarget:
+    """The ambassador as of git `ref`, exported (and built with --compare-build) for this run."""
+    commit = _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if not commit:
+        raise BenchError(f"--compare {ref}: not a commit in {ROOT}")
+    tree = stack.enter_context(exported_tree(commit))
+    subject = _git("log", "-1", "--format=%s", commit)
+    print(f"exported {ref} ({commit[:10]}) to {tree}")
+    if args.compare_build:
+        print(f"  building it: {args.compare_build}")
+        venv_bin = str(Path(sys.executable).parent)
+        env = {**os.environ, "PATH": os.pathsep.join([venv_bin, os.environ.get("PATH", "")])}
+        proc = subprocess.run(
+            args.compare_build,
+            shell=True,
+            cwd=tree,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            output = (proc.stdout + proc.stderr).strip()[-2000:]
+            raise BenchError(f"--compare-build exited {proc.returncode} in {tree}:\n{output}")
+    return AmbassadorTarget(
+        name=ref,
+        tree=tree,
+        commit=commit,
+        description=f'{ref} = {commit[:10]} "{_shorten(subject, 60)}"',
+        ref=ref,
+    )
+
+
+def prepare_targets(
+    args: argparse.Namespace, stack: contextlib.ExitStack
+) -> list[AmbassadorTarget]:
+    """This tree first, then each --compare ref and each --variant, with their own flags."""
+    this = this_tree(single=not (args.compare or args.variant))
+    targets = [this]
+    for ref in args.compare:
+        targets.append(_ref_target(ref, args, stack))
+    for name, env in args.variant:
+        settings = " ".join(f"{k}={v}" for k, v in env.items()) or "nothing"
+        description = f"the working tree with {settings}"
+        targets.append(AmbassadorTarget(name, ROOT, this.commit, description, env=env))
+    names = [t.name for t in targets]
+    for name in names:
+        if names.count(name) > 1 or name in (DIRECT, "this"):
+            raise BenchError(f"target name {name!r} is reserved or given twice")
+    by_name = {t.name: t for t in targets} | {"this": this}
+    for spec in args.target_arg:
+        name, _, flags = spec.partition("=")
+        if name not in by_name:
+            raise BenchError(f"--target-arg {spec!r}: no target {name!r} (have {names})")
+        by_name[name].args += shlex.split(flags)
+    for target in targets:
+        if not (target.package_dir / "__init__.py").is_file():
+            raise BenchError(
+                f"{target.name}: no {PACKAGE} package in {target.tree}/src or at its root"
+            )
+    return targets
+
+
 # -- idle clients -----------------------------------------------------------------------------
 
 
@@ -583,6 +696,132 @@ def _still_open(sock: socket.socket) -> bool:
         return True
     except OSError:
         return False
+
+
+# -- runs -------------------------------------------------------------------------------------
+
+
+def _fmt_progress(run: Run, width: int) -> str:
+    figures = "  ".join(
+        f"{t} {run.tests[t].rps:>9,.0f} rps p50 {run.tests[t].p50_ms:.3f} ms" for t in TESTS
+    )
+    cpu = ""
+    if run.ambassador_cpu_s is not None:
+        per_req = run.ambassador_cpu_s * 1e6 / (run.requests_per_test * len(TESTS))
+        cpu = f"  cpu {per_req:.2f} us/req, waited {run.ambassador_wait_share:.0%}"
+    return (
+        f"  {run.target:<{width}} {figures}  ({run.wall_s:.1f} s, others "
+        f"{run.other_cores:.2f} cores){cpu}"
+    )
+
+
+def _resize(case: Case, n: int, wall_s: float, wanted_s: float, max_step: float = 2.0) -> int:
+    """Requests per test for a run of about `wanted_s`, given that `n` took `wall_s`."""
+    scale = min(max(wanted_s / max(wall_s, 1e-3), 1 / max_step), max_step)
+    return max(int(round(n * scale, -3)), case.min_requests)
+
+
+class Runner:
+    """Runs redis-benchmark direct or against one ambassador, reading counters around it."""
+
+    def __init__(
+        self, cluster: LocalCluster, ambassadors: list[Ambassador], args: argparse.Namespace
+    ) -> None:
+        host, port = cluster.seeds[0].rsplit(":", 1)
+        self.direct = (host, int(port))
+        self.node_pids = [n.pid for n in cluster.nodes if n.pid is not None]
+        self.ambassadors = {amb.target.name: amb for amb in ambassadors}
+        self.first = ambassadors[0]  # read around direct runs too, as when there was only one
+        self.direct_threads: int = args.direct_threads
+        self.names = [DIRECT, *self.ambassadors]
+        self.width = max(10, *(len(name) for name in self.names))
+
+    def run(self, case: Case, target: str, rnd: int, n: int) -> Run:
+        """One SET+GET run of `n` requests per test against `target`."""
+        amb = self.ambassadors.get(target, self.first)
+        # The idle ambassadors are part of the benchmark, not "other work on this machine".
+        bench_pids = self.node_pids + [a.pid for a in self.ambassadors.values() if a is not amb]
+        self.check_alive()
+        load = float(Path("/proc/loadavg").read_text().split()[0])
+        probe_before = Probe.take(amb.pid, bench_pids)
+        cpu_before = cpu_seconds(amb.pid)
+        if target == DIRECT:
+            host, port = self.direct
+            tests, wall, err = redis_benchmark(
+                host, port, cluster=True, case=case, requests=n, threads=self.direct_threads
+            )
+        else:
+            tests, wall, err = redis_benchmark(
+                amb.host, amb.port, cluster=False, case=case, requests=n
+            )
+        cpu = cpu_seconds(amb.pid) - cpu_before
+        other_cores, wait_share = Probe.take(amb.pid, bench_pids).since(probe_before)
+        self.check_alive()
+        return Run(
+            case=case.name,
+            target=target,
+            round=rnd,
+            requests_per_test=n,
+            wall_s=wall,
+            tests=tests,
+            ambassador_cpu_s=cpu if target != DIRECT else None,
+            loadavg_1m=load,
+            other_cores=other_cores,
+            ambassador_wait_share=wait_share,
+            test_seconds={t: n / f.rps for t, f in tests.items() if f.rps > 0},
+            stderr=err,
+        )
+
+    def check_alive(self) -> None:
+        """Raise if any ambassador has died."""
+        for amb in self.ambassadors.values():
+            amb.check_alive()
+
+
+def calibrate(runner: Runner, run_seconds: float) -> dict[tuple[str, str], int]:
+    """Requests per test, per case and target, for runs of about `run_seconds` (not reported)."""
+    # Runs are sized by wall time, never by the rps of a short run: in --cluster mode
+    # redis-benchmark runs one thread per master and a test only ends on a 250 ms timer tick,
+    # so short direct runs report far too few rps (see README). Warm-up runs are not reported.
+    print("warm-up and calibration")
+    requests: dict[tuple[str, str], int] = {}
+    for case in CASES:
+        for target in runner.names:
+            n = case.warmup_requests
+            for _ in range(CALIBRATION_ATTEMPTS):
+                warm = runner.run(case, target, 0, n)
+                n = _resize(case, n, warm.wall_s, run_seconds, max_step=10.0)
+                if warm.wall_s >= run_seconds * 0.5:
+                    break
+            requests[(case.name, target)] = n
+        counts = ", ".join(f"{t} {requests[(case.name, t)]:,}" for t in runner.names)
+        print(f"  {case.name}: {counts} requests per test")
+    return requests
+
+
+def run_rounds(
+    runner: Runner, requests: dict[tuple[str, str], int], args: argparse.Namespace
+) -> list[Run]:
+    """Every case, round by round: direct, then each ambassador, their order rotated per round."""
+    runs: list[Run] = []
+    ambassadors = runner.names[1:]
+    for rnd in range(1, args.rounds + 1):
+        # Rotating spreads drift within a round over the targets instead of always favouring one.
+        shift = (rnd - 1) % len(ambassadors)
+        order = [DIRECT, *ambassadors[shift:], *ambassadors[:shift]]
+        for case in CASES:
+            print(f"round {rnd}/{args.rounds}: {case.name}")
+            for target in order:
+                n = requests[(case.name, target)]
+                run = runner.run(case, target, rnd, n)
+                runs.append(run)
+                print(_fmt_progress(run, runner.width))
+                if run.stderr:
+                    print(f"    redis-benchmark stderr: {run.stderr[-300:]}")
+                # Follow the machine's speed so every run stays near --run-seconds; rps are
+                # rates, so the targets and the rounds need not use the same count.
+                requests[(case.name, target)] = _resize(case, n, run.wall_s, args.run_seconds)
+    return runs
 
 
 # -- summary ----------------------------------------------------------------------------------
@@ -1005,12 +1244,6 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _git(*args: str) -> str:
-    """A git command's stdout in this worktree ("" when it fails)."""
-    proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-    return proc.stdout.strip()
-
-
 def _git_state(this: AmbassadorTarget) -> dict[str, Any]:
     return {
         "commit": this.commit,
@@ -1029,233 +1262,6 @@ def _machine() -> dict[str, Any]:
         "redis_benchmark": version,
         "loadavg_at_start": loadavg,
     }
-
-
-def _fmt_progress(run: Run, width: int) -> str:
-    figures = "  ".join(
-        f"{t} {run.tests[t].rps:>9,.0f} rps p50 {run.tests[t].p50_ms:.3f} ms" for t in TESTS
-    )
-    cpu = ""
-    if run.ambassador_cpu_s is not None:
-        per_req = run.ambassador_cpu_s * 1e6 / (run.requests_per_test * len(TESTS))
-        cpu = f"  cpu {per_req:.2f} us/req, waited {run.ambassador_wait_share:.0%}"
-    return (
-        f"  {run.target:<{width}} {figures}  ({run.wall_s:.1f} s, others "
-        f"{run.other_cores:.2f} cores){cpu}"
-    )
-
-
-def _resize(case: Case, n: int, wall_s: float, wanted_s: float, max_step: float = 2.0) -> int:
-    """Requests per test for a run of about `wanted_s`, given that `n` took `wall_s`."""
-    scale = min(max(wanted_s / max(wall_s, 1e-3), 1 / max_step), max_step)
-    return max(int(round(n * scale, -3)), case.min_requests)
-
-
-class Runner:
-    """Runs redis-benchmark direct or against one ambassador, reading counters around it."""
-
-    def __init__(
-        self, cluster: LocalCluster, ambassadors: list[Ambassador], args: argparse.Namespace
-    ) -> None:
-        host, port = cluster.seeds[0].rsplit(":", 1)
-        self.direct = (host, int(port))
-        self.node_pids = [n.pid for n in cluster.nodes if n.pid is not None]
-        self.ambassadors = {amb.target.name: amb for amb in ambassadors}
-        self.first = ambassadors[0]  # read around direct runs too, as when there was only one
-        self.direct_threads: int = args.direct_threads
-        self.names = [DIRECT, *self.ambassadors]
-        self.width = max(10, *(len(name) for name in self.names))
-
-    def run(self, case: Case, target: str, rnd: int, n: int) -> Run:
-        """One SET+GET run of `n` requests per test against `target`."""
-        amb = self.ambassadors.get(target, self.first)
-        # The idle ambassadors are part of the benchmark, not "other work on this machine".
-        bench_pids = self.node_pids + [a.pid for a in self.ambassadors.values() if a is not amb]
-        self.check_alive()
-        load = float(Path("/proc/loadavg").read_text().split()[0])
-        probe_before = Probe.take(amb.pid, bench_pids)
-        cpu_before = cpu_seconds(amb.pid)
-        if target == DIRECT:
-            host, port = self.direct
-            tests, wall, err = redis_benchmark(
-                host, port, cluster=True, case=case, requests=n, threads=self.direct_threads
-            )
-        else:
-            tests, wall, err = redis_benchmark(
-                amb.host, amb.port, cluster=False, case=case, requests=n
-            )
-        cpu = cpu_seconds(amb.pid) - cpu_before
-        other_cores, wait_share = Probe.take(amb.pid, bench_pids).since(probe_before)
-        self.check_alive()
-        return Run(
-            case=case.name,
-            target=target,
-            round=rnd,
-            requests_per_test=n,
-            wall_s=wall,
-            tests=tests,
-            ambassador_cpu_s=cpu if target != DIRECT else None,
-            loadavg_1m=load,
-            other_cores=other_cores,
-            ambassador_wait_share=wait_share,
-            test_seconds={t: n / f.rps for t, f in tests.items() if f.rps > 0},
-            stderr=err,
-        )
-
-    def check_alive(self) -> None:
-        """Raise if any ambassador has died."""
-        for amb in self.ambassadors.values():
-            amb.check_alive()
-
-
-def calibrate(runner: Runner, run_seconds: float) -> dict[tuple[str, str], int]:
-    """Requests per test, per case and target, for runs of about `run_seconds` (not reported)."""
-    # Runs are sized by wall time, never by the rps of a short run: in --cluster mode
-    # redis-benchmark runs one thread per master and a test only ends on a 250 ms timer tick,
-    # so short direct runs report far too few rps (see README). Warm-up runs are not reported.
-    print("warm-up and calibration")
-    requests: dict[tuple[str, str], int] = {}
-    for case in CASES:
-        for target in runner.names:
-            n = case.warmup_requests
-            for _ in range(CALIBRATION_ATTEMPTS):
-                warm = runner.run(case, target, 0, n)
-                n = _resize(case, n, warm.wall_s, run_seconds, max_step=10.0)
-                if warm.wall_s >= run_seconds * 0.5:
-                    break
-            requests[(case.name, target)] = n
-        counts = ", ".join(f"{t} {requests[(case.name, t)]:,}" for t in runner.names)
-        print(f"  {case.name}: {counts} requests per test")
-    return requests
-
-
-def run_rounds(
-    runner: Runner, requests: dict[tuple[str, str], int], args: argparse.Namespace
-) -> list[Run]:
-    """Every case, round by round: direct, then each ambassador, their order rotated per round."""
-    runs: list[Run] = []
-    ambassadors = runner.names[1:]
-    for rnd in range(1, args.rounds + 1):
-        # Rotating spreads drift within a round over the targets instead of always favouring one.
-        shift = (rnd - 1) % len(ambassadors)
-        order = [DIRECT, *ambassadors[shift:], *ambassadors[:shift]]
-        for case in CASES:
-            print(f"round {rnd}/{args.rounds}: {case.name}")
-            for target in order:
-                n = requests[(case.name, target)]
-                run = runner.run(case, target, rnd, n)
-                runs.append(run)
-                print(_fmt_progress(run, runner.width))
-                if run.stderr:
-                    print(f"    redis-benchmark stderr: {run.stderr[-300:]}")
-                # Follow the machine's speed so every run stays near --run-seconds; rps are
-                # rates, so the targets and the rounds need not use the same count.
-                requests[(case.name, target)] = _resize(case, n, run.wall_s, args.run_seconds)
-    return runs
-
-
-def _shorten(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
-
-
-def this_tree(single: bool) -> AmbassadorTarget:
-    """The working tree's ambassador, uncommitted changes included."""
-    commit = _git("rev-parse", "HEAD")
-    target = AmbassadorTarget(
-        name=SINGLE_NAME if single else THIS_TREE, tree=ROOT, commit=commit, description=""
-    )
-    dirty = _git("status", "--porcelain", "--", str(target.package_dir))
-    changes = ", with uncommitted changes" if dirty else ""
-    target.description = f"the working tree {ROOT} (HEAD {commit[:10]}{changes})"
-    return target
-
-
-@contextlib.contextmanager
-def exported_tree(commit: str) -> Iterator[Path]:
-    """The files of `commit` (git archive) in a temporary directory, removed on every exit.
-
-    Nothing is written to the repository (no worktree to prune), so a run that is killed leaves
-    at most this directory behind."""
-    tmp = Path(tempfile.mkdtemp(prefix="redis-ambassador-bench-"))
-    try:
-        tree, archive = tmp / "tree", tmp / "tree.tar"
-        tree.mkdir()
-        for cmd in (
-            ["git", "-C", str(ROOT), "archive", "--format=tar", "-o", str(archive), commit],
-            ["tar", "-xf", str(archive), "-C", str(tree)],
-        ):
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                raise BenchError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-500:]}")
-        archive.unlink()
-        yield tree
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _ref_target(
-    ref: str, args: argparse.Namespace, stack: contextlib.ExitStack
-) -> AmbassadorTarget:
-    """The ambassador as of git `ref`, exported (and built with --compare-build) for this run."""
-    commit = _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
-    if not commit:
-        raise BenchError(f"--compare {ref}: not a commit in {ROOT}")
-    tree = stack.enter_context(exported_tree(commit))
-    subject = _git("log", "-1", "--format=%s", commit)
-    print(f"exported {ref} ({commit[:10]}) to {tree}")
-    if args.compare_build:
-        print(f"  building it: {args.compare_build}")
-        venv_bin = str(Path(sys.executable).parent)
-        env = {**os.environ, "PATH": os.pathsep.join([venv_bin, os.environ.get("PATH", "")])}
-        proc = subprocess.run(
-            args.compare_build,
-            shell=True,
-            cwd=tree,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            output = (proc.stdout + proc.stderr).strip()[-2000:]
-            raise BenchError(f"--compare-build exited {proc.returncode} in {tree}:\n{output}")
-    return AmbassadorTarget(
-        name=ref,
-        tree=tree,
-        commit=commit,
-        description=f'{ref} = {commit[:10]} "{_shorten(subject, 60)}"',
-        ref=ref,
-    )
-
-
-def prepare_targets(
-    args: argparse.Namespace, stack: contextlib.ExitStack
-) -> list[AmbassadorTarget]:
-    """This tree first, then each --compare ref and each --variant, with their own flags."""
-    this = this_tree(single=not (args.compare or args.variant))
-    targets = [this]
-    for ref in args.compare:
-        targets.append(_ref_target(ref, args, stack))
-    for name, env in args.variant:
-        settings = " ".join(f"{k}={v}" for k, v in env.items()) or "nothing"
-        description = f"the working tree with {settings}"
-        targets.append(AmbassadorTarget(name, ROOT, this.commit, description, env=env))
-    names = [t.name for t in targets]
-    for name in names:
-        if names.count(name) > 1 or name in (DIRECT, "this"):
-            raise BenchError(f"target name {name!r} is reserved or given twice")
-    by_name = {t.name: t for t in targets} | {"this": this}
-    for spec in args.target_arg:
-        name, _, flags = spec.partition("=")
-        if name not in by_name:
-            raise BenchError(f"--target-arg {spec!r}: no target {name!r} (have {names})")
-        by_name[name].args += shlex.split(flags)
-    for target in targets:
-        if not (target.package_dir / "__init__.py").is_file():
-            raise BenchError(
-                f"{target.name}: no {PACKAGE} package in {target.tree}/src or at its root"
-            )
-    return targets
 
 
 def start_ambassadors(
