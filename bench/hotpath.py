@@ -73,7 +73,7 @@ async def _measure(pipeline: int, command: bytes, rounds: int) -> dict[str, floa
     config = load_config(None, env={}, overrides={"cluster.seeds": ["127.0.0.1:1"]})
     names = Names(system_lookup, 1.0, 1.0)  # never used: nothing connects
     upstream = Upstream(_NoTasks(), config.upstream, names, Credentials())  # type: ignore[arg-type]
-    client_auth = ClientAuth.from_config(config.server)
+    client_auth = ClientAuth.from_config(config.server, b"")
     router = Router(config, upstream, _command_table(), ServerFacts(b"7.0.15"), client_auth)
     masters = [Address("127.0.0.1", 7000 + i) for i in range(MASTERS)]
     router.apply(SlotMap(tuple(masters[s * MASTERS // SLOTS] for s in range(SLOTS))))

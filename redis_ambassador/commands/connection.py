@@ -17,7 +17,7 @@ from redis_ambassador import errors
 from redis_ambassador.commands.state import ClientState, Handler, ServerFacts
 from redis_ambassador.commands.table import arity_ok
 from redis_ambassador.protocol.replies import OK, array, bulk, integer, null, status, verbatim
-from redis_ambassador.protocol.requests import string2ll
+from redis_ambassador.protocol.requests import as_bytes, string2ll
 
 RESET = b"+RESET\r\n"
 
@@ -49,6 +49,7 @@ def container(
     def handle(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
         if len(args) < 2:
             return errors.wrong_arity(command)
+        args = as_bytes(args)  # options read as text, names kept
         sub = args[1].lower()
         found = subcommands.get(sub)
         if found is None:

@@ -17,7 +17,7 @@ from redis_ambassador.commands.connection import (
 )
 from redis_ambassador.commands.state import ClientState, Handler, ServerFacts
 from redis_ambassador.protocol.replies import OK, PONG, array, bulk, integer, mapping
-from redis_ambassador.protocol.requests import string2ll
+from redis_ambassador.protocol.requests import as_bytes, string2ll
 
 
 def _ping(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
@@ -63,6 +63,7 @@ class Hello:
 
 def parse_hello(args: list[bytes]) -> Hello | bytes:
     """HELLO's arguments, or the error Redis gives for them (checked before any AUTH)."""
+    args = as_bytes(args)  # options read as text, the name and credentials kept
     i = 1
     proto = None
     if len(args) > 1:

@@ -68,7 +68,7 @@ class KeySpec:
             for i in range(start, stop, step):
                 if i >= argc or i < 1:
                     break
-                if args[i].lower() == self.keyword:
+                if bytes(args[i]).lower() == self.keyword:
                     first = i + 1
                     break
             if not first:
@@ -199,7 +199,7 @@ def _sort_store_key(args: list[bytes]) -> list[bytes]:
     found: list[bytes] = []
     i = 2
     while i < len(args):
-        option = args[i].lower()
+        option = bytes(args[i]).lower()
         if option in skip:
             i += skip[option]
         elif option == b"store" and i + 1 < len(args):
@@ -259,7 +259,7 @@ def _migrate_keys(args: list[bytes]) -> list[bytes] | None:
     skip = {b"auth": 1, b"auth2": 2}
     i = 6
     while i < len(args):
-        option = args[i].lower()
+        option = bytes(args[i]).lower()
         if option == b"keys":
             return args[i + 1 :] if not args[3] else []
         i += skip.get(option, 0) + 1

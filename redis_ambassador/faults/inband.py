@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from redis_ambassador import errors
 from redis_ambassador.faults.rules import Faults, RuleError
 from redis_ambassador.protocol.replies import OK, array, bulk, integer, status
+from redis_ambassador.protocol.requests import as_bytes
 
 if TYPE_CHECKING:
     from redis_ambassador.server.client import ClientConnection
@@ -52,6 +53,7 @@ def chaos_command(faults: Faults, client: ClientConnection, args: list[bytes], t
         return errors.unknown_subcommand(args[1], "chaos")
     if len(args) != arity:
         return errors.wrong_arity(f"chaos|{sub.decode()}")
+    args = as_bytes(args)  # a rule, an id or the token: read as text
     if sub == b"auth":
         if not token:
             return errors.CHAOS_NO_TOKEN

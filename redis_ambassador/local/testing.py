@@ -44,7 +44,10 @@ from redis_ambassador.faults.client import ChaosApiError, ChaosClient
 from redis_ambassador.local.cluster import LocalCluster, LocalNode, _die_with_parent
 from redis_ambassador.local.nodes import NodeActions
 
-__all__ = ["Ambassador", "AmbassadorStartError", "Chaos", "Fault", "free_port"]
+__all__ = [
+    "Ambassador", "AmbassadorStartError", "Chaos", "Fault", "free_port", "memory_bytes",
+    "reset_peak_rss",
+]  # fmt: skip
 
 _AMBASSADOR_READY_TIMEOUT = 20.0
 _AMBASSADOR_STOP_TIMEOUT = 10.0
@@ -57,6 +60,21 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def memory_bytes(pid: int, key: str) -> int:
+    """A memory figure of a process from /proc/PID/status (Linux): ``VmRSS``, its resident
+    memory, or ``VmHWM``, the peak of that."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {key} line in /proc/{pid}/status")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Make a process's peak RSS (``VmHWM``) its current RSS (Linux 4.0+; raises OSError where
+    not allowed), so the peak of what follows can be read."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 class AmbassadorStartError(RuntimeError):
@@ -172,11 +190,7 @@ class Ambassador:
 
     def rss_bytes(self) -> int:
         """Resident memory of the ambassador process (Linux /proc)."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS line in /proc status")
+        return memory_bytes(self.process.pid, "VmRSS")
 
     def stop(self, timeout: float = _AMBASSADOR_STOP_TIMEOUT) -> None:
         """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""

@@ -10,8 +10,11 @@ checked before anything is buffered), and malformed input (so the error text is 
 from __future__ import annotations
 
 import re
+from binascii import crc_hqx
 
 import hiredis
+
+from redis_ambassador.protocol.writes import LARGE_PIECE, LargeFrames
 
 # Redis's PROTO_INLINE_MAX_SIZE: how far a header or inline line may run without its newline.
 INLINE_MAX_SIZE = 64 * 1024
@@ -63,12 +66,32 @@ def encode_command(args: list[bytes]) -> bytes:
     return b"*%d\r\n%b" % (n, b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in args]))
 
 
-def _line_end(buf: bytearray, char: bytes) -> int:
-    """Where ``char`` ends the line at the start of ``buf``, as Redis's ``strchr`` finds it: a
+def as_bytes(args: list[bytes]) -> list[bytes]:
+    """``args`` with each large argument (a memoryview, see ExactReader) copied into bytes: for
+    code that reads arguments as text or keeps them, where only a client's mistake (or malice)
+    makes one that large."""
+    return [bytes(arg) for arg in args]
+
+
+def key_slot(key: bytes) -> int:
+    """The hash slot of a key (of its ``{hashtag}`` if it has one), as Redis Cluster computes
+    it; a large argument (a memoryview, see ExactReader) is copied first."""
+    if key.__class__ is not bytes:
+        key = bytes(key)
+    start = key.find(b"{")
+    if start >= 0:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            key = key[start + 1 : end]
+    return crc_hqx(key, 0) & 16383
+
+
+def _line_end(buf: bytearray, char: bytes, start: int) -> int:
+    """Where ``char`` ends the line at ``start`` in ``buf``, as Redis's ``strchr`` finds it: a
     NUL byte ends the search, so a line with a NUL before its end is not (yet) a line."""
-    end = buf.find(char)
+    end = buf.find(char, start)
     stop = end if end >= 0 else len(buf)
-    return -1 if buf.find(b"\0", 0, stop) >= 0 else end
+    return -1 if buf.find(b"\0", start, stop) >= 0 else end
 
 
 def string2ll(digits: bytes) -> int | None:
@@ -137,17 +160,38 @@ def split_inline(line: bytes) -> list[bytes]:
         args.append(bytes(current))
 
 
+class LargeArgs(list):  # type: ignore[type-arg]
+    """The arguments of a command whose frame was handed over (see ExactReader), which may hold
+    views into it: what keeps them past the command's handling keeps only the first two
+    (``Batch.first``), so that the frame is not kept alive with them."""
+
+    __slots__ = ()
+
+
 class ExactReader:
     """Redis's own query-buffer state machine, in Python; resumable across reads.
 
-    Keeps only the unconsumed bytes, checks every declared length against the limits before it
-    waits for the payload, and remembers where it stopped so a large command arriving in many
-    reads is scanned once.
+    Checks every declared length against the limits before it waits for the payload, and
+    remembers where it stopped so a large command arriving in many reads is scanned once.
+
+    Memory: the buffer holds the unfinished command from its first byte, as received, and that
+    is what is forwarded. Redis skips, unchecked, the byte after a header's '\r' and the two
+    after a payload; the reader sets them to '\n' and '\r\n' as it goes, so the buffer always
+    holds the canonical frame of the arguments read so far. A finished frame longer than
+    LARGE_PIECE is handed over as it is (a bytearray, the buffer itself: nothing is copied),
+    and the reader starts a new buffer with the bytes after it. Its arguments (a LargeArgs) are
+    copies, except that an argument longer than LARGE_PIECE at index 2 or later is a read-only
+    memoryview into the frame: a large value costs its size once, however long the command
+    waits for its node. The command's name and its first argument (the key of most commands,
+    the subcommand of containers) are always bytes; every consumer of later arguments takes
+    ``bytes | memoryview`` (``==``, ``hash``, ``len``, ``%b``, hashing and joining work on
+    both) and copies one that it keeps or reads as text (``bytes(arg)``, ``as_bytes``), so that
+    no view outlives its command's handling.
     """
 
     __slots__ = (
-        "_args", "_args_size", "_buf", "_bulklen", "_max_bulk", "_max_held", "_max_multibulk",
-        "_multibulklen",
+        "_buf", "_bulklen", "_max_bulk", "_max_held", "_max_multibulk", "_meta",
+        "_multibulklen", "_pos", "_spans",
     )  # fmt: skip
 
     def __init__(self, max_bulk_len: int, max_multibulk_len: int, max_held: int) -> None:
@@ -157,8 +201,12 @@ class ExactReader:
         self._max_held = max_held  # bytes of an unfinished command: the query buffer limit
         self._multibulklen = 0
         self._bulklen = -1
-        self._args: list[bytes] = []
-        self._args_size = 0  # payload bytes in _args
+        # Within the unfinished command (which starts the buffer): where reading goes on, the
+        # (start, end) of each argument read, and how many of the bytes before ``_pos`` are
+        # headers and trailers (the query buffer limit counts payloads and unread bytes).
+        self._pos = 0
+        self._spans: list[tuple[int, int]] = []
+        self._meta = 0
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -178,71 +226,98 @@ class ExactReader:
         self._buf.clear()
         return rest
 
-    def next_command(self) -> list[bytes] | None:
-        """The next complete command, an empty list for a no-op line, or None for 'need more'
-        (raises QueryBufferLimit when what the unfinished command holds is over the limit)."""
-        args = self._next_command()
-        if args is None and len(self._buf) + self._args_size > self._max_held:
+    def next_command(self) -> tuple[list[bytes], bytes | bytearray] | None:
+        """The next complete command and its frame, ``([], b"")`` for a no-op line, or None for
+        'need more' (raises QueryBufferLimit when what the unfinished command holds is over
+        the limit)."""
+        command = self._next_command()
+        if command is None and len(self._buf) - self._meta > self._max_held:
             raise QueryBufferLimit("query buffer limit reached")
-        return args
+        return command
 
-    def _next_command(self) -> list[bytes] | None:
+    def _next_command(self) -> tuple[list[bytes], bytes | bytearray] | None:
         buf = self._buf
         if not self._multibulklen:
             if not buf:
                 return None
             if buf[0] != 42:
                 return self._inline()
-            newline = self._header_end("Protocol error: too big mbulk count string")
+            newline = self._header_end(0, "Protocol error: too big mbulk count string")
             if newline < 0:
                 return None
             count = string2ll(bytes(buf[1:newline]))
             if count is None or count > self._max_multibulk:
                 raise ProtocolError("Protocol error: invalid multibulk length")
-            del buf[: newline + 2]
             if count <= 0:
-                return []
+                del buf[: newline + 2]
+                return [], b""
+            buf[newline + 1] = 10
             self._multibulklen = count
-            self._args = []
-            self._args_size = 0
+            self._pos = self._meta = newline + 2
+            self._spans = []
+        spans = self._spans
         while self._multibulklen:
+            pos = self._pos
             if self._bulklen == -1:
-                newline = self._header_end("Protocol error: too big bulk count string")
+                newline = self._header_end(pos, "Protocol error: too big bulk count string")
                 if newline < 0:
                     return None
-                if buf[0] != 36:
-                    raise ProtocolError(f"Protocol error: expected '$', got '{chr(buf[0])}'")
-                length = string2ll(bytes(buf[1:newline]))
+                if buf[pos] != 36:
+                    raise ProtocolError(f"Protocol error: expected '$', got '{chr(buf[pos])}'")
+                length = string2ll(bytes(buf[pos + 1 : newline]))
                 if length is None or length < 0 or length > self._max_bulk:
                     raise ProtocolError("Protocol error: invalid bulk length")
-                del buf[: newline + 2]
+                buf[newline + 1] = 10
+                self._meta += newline + 2 - pos
+                self._pos = pos = newline + 2
                 self._bulklen = length
-            if len(buf) < self._bulklen + 2:
+            end = pos + self._bulklen
+            if len(buf) < end + 2:
                 return None
-            self._args.append(bytes(buf[: self._bulklen]))
-            self._args_size += self._bulklen
-            # Like Redis, the two bytes after a payload are skipped unchecked.
-            del buf[: self._bulklen + 2]
+            spans.append((pos, end))
+            buf[end : end + 2] = b"\r\n"
+            self._meta += 2
+            self._pos = end + 2
             self._bulklen = -1
             self._multibulklen -= 1
-        args, self._args = self._args, []
-        self._args_size = 0
-        return args
+        return self._finish()
 
-    def _header_end(self, too_big: str) -> int:
-        """Where the header line at the start of the buffer ends ('\r'), -1 while incomplete
-        (Redis needs the byte after '\r' too, and gives up on a line past 64 KB)."""
+    def _finish(self) -> tuple[list[bytes], bytes | bytearray]:
+        """Cut the finished command (the buffer up to ``_pos``) out of the buffer."""
         buf = self._buf
-        newline = _line_end(buf, b"\r")
+        end = self._pos
+        spans = self._spans
+        self._pos = self._meta = 0
+        self._spans = []
+        if end <= LARGE_PIECE:
+            args = [bytes(buf[a:b]) for a, b in spans]
+            frame = bytes(buf[:end])
+            del buf[:end]
+            return args, frame
+        LargeFrames.queued += 1
+        # Resized now or never: a view into the frame forbids it from then on.
+        self._buf = buf[end:]
+        del buf[end:]
+        whole = memoryview(buf).toreadonly()
+        args = LargeArgs(
+            whole[a:b] if i >= 2 and b - a > LARGE_PIECE else bytes(whole[a:b])
+            for i, (a, b) in enumerate(spans)
+        )
+        return args, buf
+
+    def _header_end(self, start: int, too_big: str) -> int:
+        """Where the header line at ``start`` ends ('\r'), -1 while incomplete (Redis needs
+        the byte after '\r' too, and gives up on a line past 64 KB)."""
+        newline = _line_end(self._buf, b"\r", start)
         if newline < 0:
-            if len(buf) > INLINE_MAX_SIZE:
+            if len(self._buf) - start > INLINE_MAX_SIZE:
                 raise ProtocolError(too_big)
             return -1
-        return newline if newline <= len(buf) - 2 else -1
+        return newline if newline <= len(self._buf) - 2 else -1
 
-    def _inline(self) -> list[bytes] | None:
+    def _inline(self) -> tuple[list[bytes], bytes] | None:
         buf = self._buf
-        newline = _line_end(buf, b"\n")
+        newline = _line_end(buf, b"\n", 0)
         if newline < 0:
             if len(buf) > INLINE_MAX_SIZE:
                 raise ProtocolError("Protocol error: too big inline request")
@@ -250,7 +325,8 @@ class ExactReader:
         end = newline - 1 if newline and buf[newline - 1] == 13 else newline
         line = bytes(buf[:end])
         del buf[: newline + 1]
-        return split_inline(line)
+        args = split_inline(line)
+        return args, encode_command(args) if args else b""
 
 
 class RequestParser:
@@ -365,12 +441,13 @@ class RequestParser:
         exact = self._exact
         exact.feed(data)
         while True:
-            args = exact.next_command()
-            if args is None:
+            command = exact.next_command()
+            if command is None:
                 return b""
+            args, frame = command
             if args:
                 commands.append(args)
-                frames.append(encode_command(args))
+                frames.append(frame)
             if exact.idle:
                 self._exact = None
                 return b""

@@ -19,10 +19,8 @@ import random
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from redis.crc import key_slot
-
 from redis_ambassador.protocol.replies import bulk_value, elements, integer, verbatim
-from redis_ambassador.protocol.requests import encode_command
+from redis_ambassador.protocol.requests import encode_command, key_slot
 
 if TYPE_CHECKING:
     from redis_ambassador.server.client import Batch

@@ -65,7 +65,7 @@ def merge_info(args: list[bytes], view: ClusterView) -> Callable[[Sequence[Reply
 
 def _selection(args: list[bytes]) -> Callable[[str], bool]:
     """Whether INFO with these arguments shows a section (Redis's genInfoSectionDict rules)."""
-    names = {arg.decode("utf-8", "replace").lower() for arg in args[1:]} or {"default"}
+    names = {bytes(arg).decode("utf-8", "replace").lower() for arg in args[1:]} or {"default"}
     every = bool(names & {"all", "everything"})
     default = "default" in names
     return lambda section: every or (default and section in _DEFAULT) or section in names

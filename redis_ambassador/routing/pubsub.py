@@ -20,11 +20,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from redis.crc import key_slot
-
 from redis_ambassador import errors
 from redis_ambassador.protocol.replies import bulk_value, elements
-from redis_ambassador.protocol.requests import encode_command
+from redis_ambassador.protocol.requests import as_bytes, encode_command, key_slot
 from redis_ambassador.routing.fanout import Gather
 from redis_ambassador.upstream.subscriber import SubscriberConnection
 
@@ -185,6 +183,7 @@ class Subscriptions:
     # -- bookkeeping --------------------------------------------------------------------------
 
     def _send(self, link: _Link, batch: Batch | Gather | None, i: int, args: list[bytes]) -> _Owed:
+        args = as_bytes(args)  # the names are kept
         kind = args[0].lower()
         names = args[1:]
         if kind in _SUBSCRIBE:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 import anyio
 import hiredis
-from redis.crc import key_slot
 
 from redis_ambassador import errors
 from redis_ambassador.commands.cluster import REAL_VIEW
@@ -56,7 +55,7 @@ from redis_ambassador.operations.histogram import LatencyHistogram
 from redis_ambassador.operations.monitor import monitor_line
 from redis_ambassador.operations.ratelimit import LimitedLog
 from redis_ambassador.protocol.replies import OK, bulk
-from redis_ambassador.protocol.requests import encode_command
+from redis_ambassador.protocol.requests import encode_command, key_slot
 from redis_ambassador.routing.admin import ADMIN, ClusterView, Plan, To, uptime
 from redis_ambassador.routing.discovery import discover
 from redis_ambassador.routing.fanout import (
@@ -783,7 +782,7 @@ class Router:
         if len(args) != 3:
             batch.fill(i, errors.wrong_arity("client|reply"))
             return False
-        mode = args[2].lower()
+        mode = bytes(args[2]).lower()
         if mode == b"on":
             client.reply_mode = "on"
             if batch.silent is not None:
@@ -1192,7 +1191,7 @@ class Router:
     def _blocks(spec: CommandSpec, base: str, args: list[bytes]) -> bool:
         option = _BLOCK_OPTION.get(base)
         if option is not None:
-            return any(a.lower() == option for a in args[1:])
+            return any(bytes(a).lower() == option for a in args[1:])
         return "blocking" in spec.flags
 
     def _send_anywhere(

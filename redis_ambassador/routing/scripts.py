@@ -34,7 +34,7 @@ class ScriptCache:
         at = SOURCES[name]
         if len(args) <= at:
             return
-        body = args[at]
+        body = bytes(args[at])  # kept: never a view into the frame (see ExactReader)
         sha = hashlib.sha1(body).hexdigest().encode()
         self._bodies[sha] = body
         self._bodies.move_to_end(sha)

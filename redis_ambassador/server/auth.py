@@ -24,6 +24,7 @@ from redis_ambassador.commands.table import CommandSpec, arity_ok
 from redis_ambassador.config import ServerConfig
 from redis_ambassador.operations.ratelimit import LimitedLog
 from redis_ambassador.protocol.replies import OK
+from redis_ambassador.protocol.requests import as_bytes
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def unauthenticated_reply(spec: CommandSpec | None, args: list[bytes]) -> bytes 
 
 def parse_auth(args: list[bytes]) -> tuple[bytes | None, bytes] | bytes:
     """AUTH's (user, password): user None for ``AUTH password``; or Redis's error."""
+    args = as_bytes(args)  # kept while the cluster checks them
     if len(args) == 2:
         return None, args[1]
     if len(args) == 3:

@@ -21,6 +21,7 @@ from redis_ambassador.faults.inject import PacedWriter
 from redis_ambassador.operations.histogram import SAMPLE_EVERY
 from redis_ambassador.operations.ratelimit import LimitedLog
 from redis_ambassador.protocol.requests import QueryBufferLimit, RequestParser
+from redis_ambassador.protocol.writes import LargeFrames, write_joined
 
 if TYPE_CHECKING:
     from redis_ambassador.commands.transaction import Transaction
@@ -148,7 +149,9 @@ class Batch:
         self.silent: set[int] | None = None  # replies not to write (CLIENT REPLY OFF/SKIP)
         # Timing (the slow log, and one batch in SAMPLE_EVERY for the latency histogram): when
         # its commands were read (0.0: not timed, e.g. it holds a blocking command), and the
-        # first command's arguments (the name it is known by).
+        # first command's arguments (the name it is known by). Only the first two of a
+        # LargeArgs: the others may be views into a large frame (see ExactReader), which would
+        # then live as long as the whole batch, not just until its command is answered.
         self.read_at = read_at
         self.first = first
         self.sampled = False
@@ -373,12 +376,15 @@ class ClientConnection(asyncio.Protocol):
         if not batches or batches[0].remaining:
             # The common case: exactly one batch became writable.
             replies = head.replies if head.silent is None else head.written()
-            data = replies[0] if len(replies) == 1 else b"".join(replies)  # type: ignore[arg-type]
-            transport.write(data)  # type: ignore[arg-type]
-            self._registry.bytes_out += len(data)  # type: ignore[arg-type]
+            held = head.held
+            if held:  # a large reply among them: not joined (a copy), see write_joined
+                self._replies_held -= held
+                self._registry.bytes_out += write_joined(transport.write, replies)  # type: ignore[arg-type]
+            else:
+                data = replies[0] if len(replies) == 1 else b"".join(replies)  # type: ignore[arg-type]
+                transport.write(data)  # type: ignore[arg-type]
+                self._registry.bytes_out += len(data)  # type: ignore[arg-type]
             self._inflight -= len(head.replies)
-            if head.held:
-                self._replies_held -= head.held
             if self._write_paused and self._hard_limit_reached(transport):
                 return
             read_at = head.read_at
@@ -401,9 +407,12 @@ class ClientConnection(asyncio.Protocol):
                 done += len(nxt.replies)
                 held += nxt.held
                 close = nxt.close_after
-            data = b"".join(out)  # type: ignore[arg-type]
-            transport.write(data)
-            self._registry.bytes_out += len(data)
+            if held:
+                self._registry.bytes_out += write_joined(transport.write, out)  # type: ignore[arg-type]
+            else:
+                data = b"".join(out)  # type: ignore[arg-type]
+                transport.write(data)
+                self._registry.bytes_out += len(data)
             self._inflight -= done
             self._replies_held -= held
             if self._write_paused and self._hard_limit_reached(transport):
@@ -472,6 +481,8 @@ class ClientConnection(asyncio.Protocol):
         commands, frames = self._held
         self._held = None
         if commands:
+            # Made before the node connections' last writes, maybe large: have them look.
+            LargeFrames.queued += 1
             self._dispatch(commands, frames, 0.0)  # its wait behind the blocking one is no news
         if self._held is None and self._held_error is not None:
             self._refuse(self._held_error)
@@ -490,7 +501,10 @@ class ClientConnection(asyncio.Protocol):
         if len(commands) > self._max_inflight:
             self._dispatch_in_turns(commands, frames, read_at)
             return
-        batch = Batch(self, len(commands), read_at, commands[0])
+        first = commands[0]
+        if first.__class__ is not list:
+            first = first[:2]  # a LargeArgs: see Batch.first
+        batch = Batch(self, len(commands), read_at, first)
         registry = self._registry
         registry.sample_in -= 1
         if registry.sample_in <= 0:

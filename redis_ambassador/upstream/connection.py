@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from redis_ambassador.operations.histogram import SAMPLE_EVERY
 from redis_ambassador.protocol.replies import ReplyScanner
+from redis_ambassador.protocol.writes import LargeFrames, write_joined
 
 if TYPE_CHECKING:
     from redis_ambassador.config import Address
@@ -78,6 +79,7 @@ class NodeConnection(asyncio.Protocol):
         # so the router's hot loop appends to them directly; ``send`` does the same for the rest.
         self.queue: deque[Entry] = deque()
         self.out: list[bytes] = []
+        self._large_seen = -1  # LargeFrames.queued at the last write that looked for one
         self._partial: bytearray | None = None
         self._scanner = ReplyScanner()
         self.dirty = False
@@ -117,6 +119,8 @@ class NodeConnection(asyncio.Protocol):
 
     def send(self, batch: Batch | None, index: int, frame: bytes, hops: Attempt | int = 0) -> None:
         """Queue a command; its reply will fill ``batch.replies[index]``."""
+        if frame.__class__ is bytearray:
+            LargeFrames.queued += 1
         self.queue.append((batch, index, frame, hops))
         self.out.append(frame)
         if not self.dirty:
@@ -135,12 +139,19 @@ class NodeConnection(asyncio.Protocol):
         self.send(batch, index, frame, hops)
 
     def flush(self) -> None:
-        """Write everything queued since the last flush in one call."""
+        """Write everything queued since the last flush: in one call, unless a large frame is
+        among it (see LargeFrames)."""
         self.dirty = False
         if self._transport is None or not self.out:
             return
         out = self.out
-        self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if len(out) == 1:
+            self._transport.write(out[0])
+        elif self._large_seen == LargeFrames.queued:
+            self._transport.write(b"".join(out))
+        else:
+            self._large_seen = LargeFrames.queued
+            write_joined(self._transport.write, out)
         self.sent += len(out)
         out.clear()
         if not self._timed_at:
@@ -255,6 +266,11 @@ class NodeConnection(asyncio.Protocol):
                     asker = inflight[0][0]
                     if asker is not None:
                         asker.client.holding(asker, end - pos)
+                    if buf is partial and not pos:
+                        partial = buf = self._hand_over(partial, end)
+                        find = buf.find
+                        size = len(buf)
+                        continue
             batch, index, _, _ = popleft()
             if batch is not None:
                 batch.replies[index] = buf[pos:end]
@@ -273,6 +289,17 @@ class NodeConnection(asyncio.Protocol):
             if self._timed_left <= 0:
                 self._owner.observed(self, monotonic() - self._timed_at)
                 self._timed_at = 0.0
+
+    def _hand_over(self, whole: bytearray, end: int) -> bytearray:
+        """The reply at the head of the queue is ``whole[:end]``, in the buffer it grew in read
+        by read: that buffer itself becomes the reply (a copy would double a large value; it is
+        never changed again), and a new one holds what followed it, which is returned."""
+        rest = self._partial = whole[end:]
+        del whole[end:]
+        batch, index, _, _ = self.queue.popleft()
+        if batch is not None:
+            batch.fill(index, whole)  # type: ignore[arg-type]
+        return rest
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

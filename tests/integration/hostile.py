@@ -247,9 +247,9 @@ class Reference:
         commands: list[list[bytes]] = []
         error = None
         try:
-            while (args := reader.next_command()) is not None:
-                if args:
-                    commands.append(args)
+            while (command := reader.next_command()) is not None:
+                if command[0]:
+                    commands.append(command[0])
         except ProtocolError as exc:
             error = errors.protocol(str(exc))
         names = {c[0].lower() for c in commands}

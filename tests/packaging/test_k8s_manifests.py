@@ -169,3 +169,41 @@ def test_both_deployments_scrape_annotations_point_at_the_admin_port() -> None:
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/port"] == str(ADMIN_PORT)
         assert annotations["prometheus.io/path"] == "/metrics"
+
+
+# The README's sizing rule ("Sizing: memory"): limit >= 64 MiB + L x 1.5 x V, with V the largest
+# value (server.max_bulk_len) and L the connections moving one at once: two, the manifests say.
+MiB = 1024 * 1024
+_UNITS = {"Ki": 1024, "Mi": MiB, "Gi": 1024 * MiB}
+LARGE_VALUE_CONNECTIONS = 2
+
+
+def _quantity(text: str) -> int:
+    """A Kubernetes memory quantity in bytes (the binary suffixes the manifests use)."""
+    return int(text[:-2]) * _UNITS[text[-2:]] if text[-2:] in _UNITS else int(text)
+
+
+@pytest.mark.parametrize(
+    ("manifest", "where"),
+    [("deployment.yaml", "containers"), ("deployment-native-sidecar.yaml", "initContainers")],
+)
+def test_sidecar_memory_limit_fits_its_largest_value_by_the_sizing_rule(
+    manifest: str, where: str, tmp_path: Path
+) -> None:
+    spec = pod_spec(manifest)
+    (sidecar,) = [c for c in spec[where] if c["name"] == AMBASSADOR]
+    path, text = config_file_of(spec, sidecar)
+    local = tmp_path / path.name
+    local.write_text(text)
+    server = load_config(local, env=env_of(sidecar)).server
+    value = server.max_bulk_len
+    share = value * 3 // 2
+    # A largest value passes both ways, and no connection holds more than its share.
+    assert value < server.max_query_buffer <= share
+    assert value < server.output_buffer_hard_limit <= share
+    assert server.max_output_buffer <= server.output_buffer_hard_limit
+    limit = _quantity(sidecar["resources"]["limits"]["memory"])
+    assert limit >= 64 * MiB + LARGE_VALUE_CONNECTIONS * share, (
+        f"{manifest}: {limit // MiB} MiB cannot hold {LARGE_VALUE_CONNECTIONS} values of "
+        f"{value // MiB} MiB at once"
+    )

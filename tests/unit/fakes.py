@@ -64,6 +64,10 @@ class Batch:
     def batch_complete(self) -> None:
         pass
 
+    def fill(self, index: int, reply: bytes) -> None:
+        self.replies[index] = reply
+        self.remaining -= 1
+
     def holding(self, batch: Batch, size: int) -> None:
         pass
 

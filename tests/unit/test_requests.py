@@ -15,17 +15,22 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.crc import key_slot as redis_key_slot
 
 from redis_ambassador import errors
 from redis_ambassador.protocol.requests import (
     INLINE_MAX_SIZE,
     ExactReader,
+    LargeArgs,
     ProtocolError,
     QueryBufferLimit,
     RequestParser,
+    as_bytes,
     encode_command,
+    key_slot,
     split_inline,
 )
+from redis_ambassador.protocol.writes import LARGE_PIECE, LargeFrames, write_joined
 
 Result = tuple[list[list[bytes]], list[bytes], ProtocolError | None]
 
@@ -68,9 +73,9 @@ def reference(chunks: list[bytes], **limits: int) -> tuple[list[list[bytes]], by
     for chunk in chunks:
         reader.feed(chunk)
         try:
-            while (args := reader.next_command()) is not None:
-                if args:
-                    commands.append(args)
+            while (command := reader.next_command()) is not None:
+                if command[0]:
+                    commands.append(command[0])
         except ProtocolError as error:
             return commands, wire(error)
     return commands, None
@@ -557,3 +562,95 @@ def test_split_inline_splits_like_redis_sdssplitargs(line: bytes, args: list[byt
 def test_split_inline_refuses_unbalanced_quotes(line: bytes) -> None:
     with pytest.raises(ProtocolError, match=r"^Protocol error: unbalanced quotes in request$"):
         split_inline(line)
+
+
+# --- large commands: the frame as read, large arguments as views into it -------------------
+
+
+def test_a_large_command_read_in_pieces_is_its_own_frame_with_its_large_value_a_view() -> None:
+    value = bytes(random.Random(3).randbytes(3 * LARGE_PIECE))
+    data = resp(b"SET", b"k" * (LARGE_PIECE + 1), value)
+    parser = RequestParser()
+    assert parser.feed(data[:1000]) == ([], [], None)
+    before = LargeFrames.queued
+    (args, get), (frame, _), error = parser.feed(data[1000:] + resp(b"GET", b"k"))
+    assert (get, error) == ([b"GET", b"k"], None)
+    # Handed over, not copied: the buffer the reads went into, read-only views into it.
+    assert type(frame) is bytearray and frame == data
+    assert LargeFrames.queued == before + 1
+    assert type(args) is LargeArgs
+    name, key, view = args
+    assert (type(name), type(key)) == (bytes, bytes)  # the name and first argument: always bytes
+    assert type(view) is memoryview and view.readonly and view.obj is frame
+    assert (key, view) == (b"k" * (LARGE_PIECE + 1), value)
+    with pytest.raises(BufferError):
+        frame.append(0)  # nobody can change what a view sees
+
+
+def test_the_bytes_redis_skips_in_a_large_command_are_forwarded_as_crlf() -> None:
+    value = b"v" * (2 * LARGE_PIECE)
+    sloppy = b"*3\r\n$3\r\nSET\rX$1\r\nk\r\n$%d\rY%b\n\n" % (len(value), value)
+    commands, frames, error = feed_all([sloppy[:100], sloppy[100:]])
+    assert (commands, frames, error) == ([[b"SET", b"k", value]], [resp(b"SET", b"k", value)], None)
+
+
+def test_what_follows_a_large_command_in_the_same_read_is_read_after_it() -> None:
+    big = resp(b"SET", b"k", b"v" * (2 * LARGE_PIECE))
+    after = resp(b"GET", b"k") + b"*2\r\n$4\r\nECHO\r\n$3\r\nab"
+    parser = RequestParser()
+    parser.feed(big[:10])
+    commands, frames, _ = parser.feed(big[10:] + after)
+    assert len(commands) == 2
+    assert frames == [big, resp(b"GET", b"k")]
+    assert parser.feed(b"c\r\n")[:2] == ([[b"ECHO", b"abc"]], [resp(b"ECHO", b"abc")])
+
+
+def test_small_arguments_of_a_large_command_and_small_commands_are_bytes() -> None:
+    args = [b"MSET", *[b"x" * 1000] * 200]  # 200 KB, but no argument over LARGE_PIECE
+    data = resp(*args)
+    commands, frames, _ = feed_all([data[:5000], data[5000:]])
+    assert commands == [args] and all(type(a) is bytes for a in commands[0])
+    assert type(frames[0]) is bytearray  # the frame itself is still handed over
+    small = resp(b"SET", b"k", b"v" * 100)
+    commands, frames, _ = feed_all([small[:20], small[20:]])
+    assert type(frames[0]) is bytes and all(type(a) is bytes for a in commands[0])
+
+
+def test_key_slot_of_a_view_is_the_slot_of_its_bytes() -> None:
+    for key in [b"user:1", b"{user:1}:profile", b"{}x", b"a{b}c{d}", b"x" * (LARGE_PIECE + 1)]:
+        assert key_slot(memoryview(key).toreadonly()) == key_slot(key) == redis_key_slot(key)
+
+
+def test_as_bytes_copies_views_and_keeps_bytes() -> None:
+    name = b"SET"
+    args = as_bytes([name, memoryview(b"value").toreadonly()])
+    assert args == [b"SET", b"value"] and args[0] is name and type(args[1]) is bytes
+
+
+def test_write_joined_writes_each_large_piece_alone_and_joins_the_runs_between() -> None:
+    big = bytearray(LARGE_PIECE + 1)
+    written: list[bytes | bytearray] = []
+    size = write_joined(written.append, [b"a", b"b", big, b"c", big, big])
+    assert written == [b"ab", big, b"c", big, big] and written[1] is big
+    assert size == 3 + 3 * len(big)
+
+
+SIZES = [0, 1, LARGE_PIECE - 40, LARGE_PIECE, LARGE_PIECE + 1, 2 * LARGE_PIECE]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shapes=st.lists(
+        st.lists(st.sampled_from(SIZES), min_size=1, max_size=4), min_size=1, max_size=3
+    ),
+    cuts=st.lists(st.integers(0), max_size=5),
+)
+def test_commands_around_the_large_size_read_in_any_pieces_give_their_args_and_frames(
+    shapes: list[list[int]], cuts: list[int]
+) -> None:
+    rng = random.Random(len(cuts))
+    commands = [[b"CMD", *(rng.randbytes(size) for size in sizes)] for sizes in shapes]
+    data = b"".join(resp(*args) for args in commands)
+    got, frames, error = feed_all(chunked(data, cuts))
+    assert (got, error) == (commands, None)
+    assert frames == [resp(*args) for args in commands]
