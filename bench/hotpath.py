@@ -24,9 +24,9 @@ from redis_ambassador.commands.table import CommandTable
 from redis_ambassador.config import Address, load_config
 from redis_ambassador.protocol.requests import RequestParser, encode_command
 from redis_ambassador.routing.router import Router, ServerFacts
-from redis_ambassador.routing.topology import SLOTS, SlotMap
 from redis_ambassador.server.auth import ClientAuth
 from redis_ambassador.server.client import ClientConnection, ClientRegistry
+from redis_ambassador.topology.slotmap import SLOTS, SlotMap
 from redis_ambassador.upstream.credentials import Credentials
 from redis_ambassador.upstream.names import Names, system_lookup
 from redis_ambassador.upstream.pool import Upstream

@@ -33,14 +33,14 @@ from redis_ambassador.operations.listener import AdminRoutes, start_admin
 from redis_ambassador.operations.metrics import registry_for
 from redis_ambassador.reload import plan_reload
 from redis_ambassador.rotation import Secrets
-from redis_ambassador.routing.backends import OneShard, backend_for
-from redis_ambassador.routing.discovery import discover
 from redis_ambassador.routing.router import Router
-from redis_ambassador.routing.topology import ClusterUnreachable, SlotMap, control_client
 from redis_ambassador.server.auth import ClientAuth
 from redis_ambassador.server.client import ClientConnection, ClientRegistry
 from redis_ambassador.server.tls_listener import HANDSHAKE_TIMEOUT, ListenerContext
 from redis_ambassador.tls import NodeTLS
+from redis_ambassador.topology.backends import OneShard, backend_for
+from redis_ambassador.topology.discovery import discover
+from redis_ambassador.topology.slotmap import ClusterUnreachable, SlotMap, control_client
 from redis_ambassador.upstream.credentials import Credentials
 from redis_ambassador.upstream.health import run_health_checks
 from redis_ambassador.upstream.names import Lookup, Names, system_lookup

@@ -27,7 +27,7 @@ from redis_ambassador.config import (
 from redis_ambassador.faults import cli as chaos_cli
 from redis_ambassador.faults.control import NodeControl
 from redis_ambassador.rotation import Secrets
-from redis_ambassador.routing.topology import ClusterUnreachable
+from redis_ambassador.topology.slotmap import ClusterUnreachable
 
 log = logging.getLogger("redis_ambassador")
 

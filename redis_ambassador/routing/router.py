@@ -22,6 +22,7 @@ import anyio
 import hiredis
 
 from redis_ambassador import errors
+from redis_ambassador.commands.admin import ADMIN, ClusterView, Plan, To, uptime
 from redis_ambassador.commands.cluster import REAL_VIEW
 from redis_ambassador.commands.lanes import (
     CROSS_PROTOCOL,
@@ -37,7 +38,16 @@ from redis_ambassador.commands.local import (
     hello_reply,
     parse_hello,
 )
+from redis_ambassador.commands.merges import (
+    FANOUT,
+    SPLITTABLE,
+    Gather,
+    Merge,
+    ScanPlan,
+    split_by_slot,
+)
 from redis_ambassador.commands.policy import CommandPolicy
+from redis_ambassador.commands.scripts import SOURCES, ScriptCache
 from redis_ambassador.commands.state import ServerFacts
 from redis_ambassador.commands.table import CommandSpec, CommandTable
 from redis_ambassador.commands.transaction import (
@@ -52,25 +62,15 @@ from redis_ambassador.faults.inband import chaos_command
 from redis_ambassador.faults.inject import Catch, Injector
 from redis_ambassador.faults.rules import Command, Faults, Rule
 from redis_ambassador.operations.histogram import LatencyHistogram
-from redis_ambassador.operations.monitor import monitor_line
 from redis_ambassador.operations.ratelimit import LimitedLog
 from redis_ambassador.protocol.replies import OK, bulk
 from redis_ambassador.protocol.requests import encode_command, key_slot
-from redis_ambassador.routing.admin import ADMIN, ClusterView, Plan, To, uptime
-from redis_ambassador.routing.discovery import discover
-from redis_ambassador.routing.fanout import (
-    FANOUT,
-    SPLITTABLE,
-    Gather,
-    Merge,
-    ScanPlan,
-    split_by_slot,
-)
+from redis_ambassador.routing.monitor import monitor_line
 from redis_ambassador.routing.pubsub import Placement, Subscriptions
 from redis_ambassador.routing.reads import ReadPolicy
-from redis_ambassador.routing.scripts import SOURCES, ScriptCache
-from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap
 from redis_ambassador.server.auth import ClientAuth, parse_auth, unauthenticated_reply
+from redis_ambassador.topology.discovery import discover
+from redis_ambassador.topology.slotmap import SLOTS, ClusterUnreachable, SlotMap
 from redis_ambassador.upstream.breaker import BreakerSettings, State
 from redis_ambassador.upstream.connection import Entry, NodeConnection
 from redis_ambassador.upstream.credentials import Credentials
@@ -78,8 +78,8 @@ from redis_ambassador.upstream.pool import NodePool, Upstream
 from redis_ambassador.upstream.retry import NEVER, Attempt, RetryBudget, RetryPolicy
 
 if TYPE_CHECKING:
-    from redis_ambassador.routing.backends import OneShard
     from redis_ambassador.server.client import Batch, ClientConnection
+    from redis_ambassador.topology.backends import OneShard
 
 log = logging.getLogger(__name__)
 
@@ -733,7 +733,7 @@ class Router:
         self._loop.call_later(wait, batch.fill, i, reply)
         return True
 
-    # -- MONITOR (operations/monitor.py) -------------------------------------------------------
+    # -- MONITOR (routing/monitor.py) -------------------------------------------------------
 
     def _feed_monitors(
         self, client: ClientConnection, spec: CommandSpec, args: list[bytes]
@@ -1065,7 +1065,7 @@ class Router:
             return
         self._fan_out(batch, i, [(self._owners[plan.slot], plan.request(args))], plan.merge)
 
-    # -- admin commands (routing/admin.py) ----------------------------------------------------
+    # -- admin commands (commands/admin.py) ----------------------------------------------------
 
     def _admin(
         self, client: ClientConnection, batch: Batch, i: int, frame: bytes, plan: Plan

@@ -22,8 +22,8 @@ from redis.maint_notifications import MaintNotificationsConfig
 from redis_ambassador.ambassador import _learn_cluster
 from redis_ambassador.config import Address
 from redis_ambassador.local.cluster import LocalCluster
-from redis_ambassador.routing.discovery import discover
-from redis_ambassador.routing.topology import SlotMap
+from redis_ambassador.topology.discovery import discover
+from redis_ambassador.topology.slotmap import SlotMap
 from redis_ambassador.upstream.credentials import Credentials
 from redis_ambassador.upstream.names import Names, system_lookup
 

@@ -13,9 +13,9 @@ import hiredis
 import pytest
 
 from redis_ambassador import __version__
-from redis_ambassador.protocol.replies import bulk_value, elements
-from redis_ambassador.routing.admin import ADMIN, ClusterView, Plan, To
-from redis_ambassador.routing.fanout import (
+from redis_ambassador.commands.admin import ADMIN, ClusterView, Plan, To
+from redis_ambassador.commands.info import bytes_to_human
+from redis_ambassador.commands.merges import (
     FANOUT,
     all_ok,
     labelled_texts,
@@ -25,7 +25,7 @@ from redis_ambassador.routing.fanout import (
     slowlog_get,
     sum_integers,
 )
-from redis_ambassador.routing.info import bytes_to_human
+from redis_ambassador.protocol.replies import bulk_value, elements
 
 DATA = Path(__file__).parent / "data"
 
@@ -76,7 +76,7 @@ def test_config_changes_go_to_every_node_and_succeed_only_if_every_node_says_ok(
 
 
 def test_config_get_says_port_and_cluster_enabled_as_the_one_server_info_describes() -> None:
-    from redis_ambassador.routing.admin import standalone_config
+    from redis_ambassador.commands.admin import standalone_config
 
     # Shapes as redis-server 7.0.15 sends them: a flat array in RESP2, a map in RESP3.
     resp2 = b"*4\r\n$4\r\nport\r\n$5\r\n16483\r\n$15\r\ncluster-enabled\r\n$3\r\nyes\r\n"

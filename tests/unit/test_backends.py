@@ -4,8 +4,8 @@ answer offers for reads, and which sentinel events concern the master."""
 from __future__ import annotations
 
 from redis_ambassador.config import Address, AddressMap
-from redis_ambassador.routing.backends import Sentinel, _online_replica, one_shard
-from redis_ambassador.routing.topology import SLOTS
+from redis_ambassador.topology.backends import Sentinel, _online_replica, one_shard
+from redis_ambassador.topology.slotmap import SLOTS
 from redis_ambassador.upstream.credentials import Credentials
 
 MASTER = Address("10.0.0.1", 6379)

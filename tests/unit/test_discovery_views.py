@@ -11,9 +11,9 @@ import anyio
 import pytest
 
 from redis_ambassador.config import Address, AddressMap
-from redis_ambassador.routing import discovery
-from redis_ambassador.routing.discovery import View, choose, config_epoch
-from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap
+from redis_ambassador.topology import discovery
+from redis_ambassador.topology.discovery import View, choose, config_epoch
+from redis_ambassador.topology.slotmap import SLOTS, ClusterUnreachable, SlotMap
 from redis_ambassador.upstream.credentials import Credentials
 from redis_ambassador.upstream.names import Names
 

@@ -6,7 +6,7 @@ import hiredis
 import pytest
 from redis.crc import key_slot
 
-from redis_ambassador.routing.fanout import (
+from redis_ambassador.commands.merges import (
     FANOUT,
     ScanPlan,
     all_true,

@@ -6,7 +6,7 @@ import re
 
 from redis.client import Monitor
 
-from redis_ambassador.operations.monitor import monitor_line, quoted
+from redis_ambassador.routing.monitor import monitor_line, quoted
 
 
 def test_arguments_are_quoted_as_redis_sdscatrepr_does() -> None:

@@ -6,7 +6,7 @@ import hashlib
 
 import hiredis
 
-from redis_ambassador.routing.scripts import ScriptCache
+from redis_ambassador.commands.scripts import ScriptCache
 
 
 def decode(frame: bytes) -> list[bytes]:

@@ -18,7 +18,7 @@ import hiredis
 import pytest
 
 from redis_ambassador.config import Address
-from redis_ambassador.routing.topology import SLOTS, SlotMap
+from redis_ambassador.topology.slotmap import SLOTS, SlotMap
 
 DATA = Path(__file__).parent / "data"
 

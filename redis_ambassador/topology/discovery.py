@@ -18,14 +18,14 @@ import anyio
 from redis.exceptions import RedisError, ResponseError
 
 from redis_ambassador.config import Address
-from redis_ambassador.routing.topology import (
+from redis_ambassador.tls import NodeTLS
+from redis_ambassador.topology.slotmap import (
     SLOTS,
     ClusterUnreachable,
     SlotMap,
     control_client,
     failure,
 )
-from redis_ambassador.tls import NodeTLS
 from redis_ambassador.upstream.credentials import Credentials
 from redis_ambassador.upstream.names import Names
 

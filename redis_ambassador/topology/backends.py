@@ -26,8 +26,8 @@ import redis.asyncio
 from redis.exceptions import RedisError
 
 from redis_ambassador.config import Address, AddressMap, Config
-from redis_ambassador.routing.topology import SLOTS, ClusterUnreachable, SlotMap, control_client
 from redis_ambassador.tls import NodeTLS
+from redis_ambassador.topology.slotmap import SLOTS, ClusterUnreachable, SlotMap, control_client
 from redis_ambassador.upstream.credentials import Credentials
 
 if TYPE_CHECKING:

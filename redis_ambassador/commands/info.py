@@ -38,7 +38,7 @@ from redis_ambassador import __version__
 from redis_ambassador.protocol.replies import bulk_value, verbatim
 
 if TYPE_CHECKING:
-    from redis_ambassador.routing.admin import ClusterView
+    from redis_ambassador.commands.admin import ClusterView
 
 Reply = bytes | bytearray
 Lines = list[bytes]

@@ -5,7 +5,7 @@ Each admin command gets a ``Plan`` (sans-IO; the router sends the parts and merg
 - ``CONFIG SET/RESETSTAT/REWRITE`` go to *every node*, masters and replicas (a replica promoted
   later must behave as its master did): ``+OK`` only if every node said so, else the first error.
   ``CONFIG GET`` is not here: any master answers it as one server would (the RESP3 map included);
-- ``INFO`` goes to every master and the answers merge into one server's (``routing/info.py``);
+- ``INFO`` goes to every master and the answers merge into one server's (``commands/info.py``);
 - ``SLOWLOG GET [count]``: every master's entries, newest first, ``count`` of them (default 10);
 - ``LATENCY DOCTOR``: every master's report, each under its node's name. SLOWLOG LEN/RESET and
   LATENCY LATEST/HISTORY/HISTOGRAM/RESET need no arguments to merge: they are ``FANOUT`` entries;
@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis_ambassador import errors
+from redis_ambassador.commands.info import merge_info
+from redis_ambassador.commands.merges import Merge, all_ok, labelled_texts, slowlog_get
 from redis_ambassador.protocol.replies import bulk, bulk_value, elements
 from redis_ambassador.protocol.requests import string2ll
-from redis_ambassador.routing.fanout import Merge, all_ok, labelled_texts, slowlog_get
-from redis_ambassador.routing.info import merge_info
 
 _STARTED = time.monotonic()
 
