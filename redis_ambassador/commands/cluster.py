@@ -22,7 +22,7 @@ from redis_ambassador import errors
 from redis_ambassador.commands.connection import container
 from redis_ambassador.commands.state import ClientState, Handler, ServerFacts
 from redis_ambassador.protocol.replies import array, bulk, integer, mapping, status, verbatim
-from redis_ambassador.protocol.requests import key_slot
+from redis_ambassador.slots import key_slot
 
 NODE_ID = secrets.token_hex(20).encode()  # 40 hex characters, like a Redis node id
 SHARD_ID = secrets.token_hex(20).encode()

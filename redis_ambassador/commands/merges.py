@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from redis_ambassador.protocol.replies import bulk_value, elements, integer, verbatim
-from redis_ambassador.protocol.requests import encode_command, key_slot
+from redis_ambassador.protocol.requests import encode_command
+from redis_ambassador.slots import SLOTS, key_slot
 
 if TYPE_CHECKING:
     from redis_ambassador.server.client import Batch
@@ -360,12 +361,10 @@ def _in_order(replies: Sequence[Reply], order: list[int]) -> Reply:
 
 # -- SCAN across masters --------------------------------------------------------------------------
 
+
 # A client's cursor packs the node's own cursor and the first slot of the node being scanned:
 # cursor = node_cursor * 16384 + first_slot. 0 (node cursor 0 on the first node) starts, and is
 # returned only once the last node is done.
-_SLOTS = 16384
-
-
 def _strtoul(text: bytes) -> int | None:
     """The cursor as Redis reads it (strtoul, whole string, no leading space): an optional sign,
     digits below 2**64 ("-1" wraps around, "" is 0); None if Redis says "invalid cursor"."""
@@ -393,7 +392,7 @@ class ScanPlan:
         value = _strtoul(cursor)
         if value is None or not starts:
             return
-        node_cursor, slot = divmod(value, _SLOTS)
+        node_cursor, slot = divmod(value, SLOTS)
         if value == 0:
             slot = starts[0]
         self.valid = True
@@ -413,7 +412,7 @@ class ScanPlan:
         cursor, keys = elements(reply)
         node_cursor = int(bulk_value(cursor))
         if node_cursor:
-            value = node_cursor * _SLOTS + self.slot
+            value = node_cursor * SLOTS + self.slot
         else:
             value = self._next if self._next is not None else 0
         text = b"%d" % value

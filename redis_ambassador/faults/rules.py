@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis_ambassador.slots import SLOTS
+
 # Actions, in the order a rule's fields are checked; a rule has at most one (a delay may come
 # before any of them, or stand alone).
 ACTIONS = ("error", "redirect", "timeout", "drop", "reset", "bandwidth", "split", "partition")
@@ -25,7 +27,6 @@ _MATCH_FIELDS = ("command", "key", "slots", "node", "client", "probability", "co
 _DELAY_FIELDS = ("delay_ms", "jitter_ms", "distribution")
 FIELDS = frozenset([*_MATCH_FIELDS, *_DELAY_FIELDS, *ACTIONS, "to"])
 DISTRIBUTIONS = ("uniform", "normal", "exponential")
-_SLOTS = 16384
 
 
 class RuleError(ValueError):
@@ -386,8 +387,8 @@ def slot_range(value: object) -> tuple[int, int]:
         bounds = [int(first), int(last or first)]
     else:
         raise RuleError("slots: a slot or an inclusive range, e.g. '0-5460'")
-    if not all(isinstance(b, int) and 0 <= b < _SLOTS for b in bounds) or bounds[0] > bounds[1]:
-        raise RuleError(f"slots: a range within 0-{_SLOTS - 1}, first <= last")
+    if not all(isinstance(b, int) and 0 <= b < SLOTS for b in bounds) or bounds[0] > bounds[1]:
+        raise RuleError(f"slots: a range within 0-{SLOTS - 1}, first <= last")
     return bounds[0], bounds[1]
 
 

@@ -38,11 +38,11 @@ from typing import Any, Self
 
 import pytest
 import redis
-from redis.crc import key_slot
 
 from redis_ambassador.faults.client import ChaosApiError, ChaosClient
 from redis_ambassador.local.cluster import LocalCluster, LocalNode, _die_with_parent
 from redis_ambassador.local.nodes import NodeActions
+from redis_ambassador.slots import key_slot
 
 __all__ = [
     "Ambassador", "AmbassadorStartError", "Chaos", "Fault", "free_port", "memory_bytes",

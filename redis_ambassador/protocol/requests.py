@@ -10,7 +10,6 @@ checked before anything is buffered), and malformed input (so the error text is 
 from __future__ import annotations
 
 import re
-from binascii import crc_hqx
 
 import hiredis
 
@@ -71,19 +70,6 @@ def as_bytes(args: list[bytes]) -> list[bytes]:
     code that reads arguments as text or keeps them, where only a client's mistake (or malice)
     makes one that large."""
     return [bytes(arg) for arg in args]
-
-
-def key_slot(key: bytes) -> int:
-    """The hash slot of a key (of its ``{hashtag}`` if it has one), as Redis Cluster computes
-    it; a large argument (a memoryview, see ExactReader) is copied first."""
-    if key.__class__ is not bytes:
-        key = bytes(key)
-    start = key.find(b"{")
-    if start >= 0:
-        end = key.find(b"}", start + 1)
-        if end > start + 1:
-            key = key[start + 1 : end]
-    return crc_hqx(key, 0) & 16383
 
 
 def _line_end(buf: bytearray, char: bytes, start: int) -> int:

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 from redis_ambassador import errors
 from redis_ambassador.commands.merges import Gather
 from redis_ambassador.protocol.replies import bulk_value, elements
-from redis_ambassador.protocol.requests import as_bytes, encode_command, key_slot
+from redis_ambassador.protocol.requests import as_bytes, encode_command
+from redis_ambassador.slots import key_slot
 from redis_ambassador.upstream.subscriber import SubscriberConnection
 
 if TYPE_CHECKING:

@@ -64,13 +64,14 @@ from redis_ambassador.faults.rules import Command, Faults, Rule
 from redis_ambassador.operations.histogram import LatencyHistogram
 from redis_ambassador.operations.ratelimit import LimitedLog
 from redis_ambassador.protocol.replies import OK, bulk
-from redis_ambassador.protocol.requests import encode_command, key_slot
+from redis_ambassador.protocol.requests import encode_command
 from redis_ambassador.routing.monitor import monitor_line
 from redis_ambassador.routing.pubsub import Placement, Subscriptions
 from redis_ambassador.routing.reads import ReadPolicy
 from redis_ambassador.server.auth import ClientAuth, parse_auth, unauthenticated_reply
+from redis_ambassador.slots import SLOTS, key_slot, only_slot
 from redis_ambassador.topology.discovery import discover
-from redis_ambassador.topology.slotmap import SLOTS, ClusterUnreachable, SlotMap
+from redis_ambassador.topology.slotmap import ClusterUnreachable, SlotMap
 from redis_ambassador.upstream.breaker import BreakerSettings, State
 from redis_ambassador.upstream.connection import Entry, NodeConnection
 from redis_ambassador.upstream.credentials import Credentials
@@ -200,7 +201,7 @@ class Router:
         # One server behind (standalone, Sentinel; None: a cluster): every key is in "slot 0",
         # so no command is refused or split for its keys' slots.
         self._one_shard = backend
-        self._slot_of: Callable[[bytes], int] = key_slot if backend is None else _only_slot
+        self._slot_of: Callable[[bytes], int] = key_slot if backend is None else only_slot
         # The error for a command no master can take now (once it has waited its turn).
         self._uncovered = (
             errors.CLUSTERDOWN_UNCOVERED if backend is None else errors.no_master(backend.name)
@@ -1623,11 +1624,6 @@ class _Verification:
     def batch_complete(self) -> None:
         self._conn.close()
         self._router.verified(self, bytes(self.replies[0]))  # type: ignore[arg-type]
-
-
-def _only_slot(key: bytes) -> int:
-    """The slot of every key when one server holds them all."""
-    return 0
 
 
 def _node_named(pool: NodePool | None) -> str:

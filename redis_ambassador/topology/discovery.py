@@ -18,9 +18,9 @@ import anyio
 from redis.exceptions import RedisError, ResponseError
 
 from redis_ambassador.config import Address
+from redis_ambassador.slots import SLOTS
 from redis_ambassador.tls import NodeTLS
 from redis_ambassador.topology.slotmap import (
-    SLOTS,
     ClusterUnreachable,
     SlotMap,
     control_client,

@@ -19,12 +19,11 @@ from redis.cluster import parse_cluster_shards_unified, parse_cluster_slots
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from redis_ambassador.config import Address
+from redis_ambassador.slots import SLOTS
 from redis_ambassador.tls import NodeTLS, connect_options, describe
 from redis_ambassador.upstream.credentials import Credentials
 
 log = logging.getLogger(__name__)
-
-SLOTS = 16384
 
 
 def _text(value: object) -> str:

@@ -27,10 +27,10 @@ from redis_ambassador.protocol.requests import (
     RequestParser,
     as_bytes,
     encode_command,
-    key_slot,
     split_inline,
 )
 from redis_ambassador.protocol.writes import LARGE_PIECE, LargeFrames, write_joined
+from redis_ambassador.slots import key_slot
 
 Result = tuple[list[list[bytes]], list[bytes], ProtocolError | None]
 
