@@ -864,7 +864,8 @@ class Generator:
             return rng.choice([b"string", b"list", b"normal", b"pubsub"])
         if name in ("yes/no",):
             return rng.choice([b"yes", b"no"])
-        return rng.choice(_VALUES)
+        # Values that name their session: another session's in a reply is a reply gone astray.
+        return (ns.prefix if rng.random() < 0.3 else b"") + rng.choice(_VALUES)
 
     def _arguments(self, docs: Iterable[dict[str, Any]], blocking: bool) -> Args:
         out: Args = []
@@ -1572,6 +1573,7 @@ class Session:
                  report: Report, timeout: float, ns: Namespace) -> None:  # fmt: skip
         self.index = index
         self.prefix = ns.prefix
+        self._sessions = re.compile(re.escape(ns.token.encode()) + rb"\.(\d+)\.")
         self.seed = seed
         self.targets = targets
         self.report = report
@@ -1600,6 +1602,11 @@ class Session:
         )
         self.over = True
 
+    def _strays(self, got: Got) -> bool:
+        """Whether a reply holds a key or value of another session (all of them name theirs)."""
+        found = self._sessions.findall(b"".join(got.replies) + got.extra)
+        return any(int(index) != self.index for index in found)
+
     def _finding(self, what: str) -> None:
         self.report.findings.append(
             f"seed {self.seed} session {self.index} step {self.step}: {what}"
@@ -1625,6 +1632,9 @@ class Session:
         took = time.monotonic() - started
         if took > STALL and not got.timed_out and command.base not in _TAKES_TIME:
             report.slow.append((started, started + took, command.show()[:100]))
+        if not _server_specific(command.name) and self._strays(got):
+            self._mismatch("another client's data in the reply", command, got, None)
+            return
         if got.replies[:1] and got.replies[0].startswith(_NEEDS_KEYS):
             await self._oracle.keys(command)
         rule = None if self.targets.self_check else _by_design(command, state, got)
