@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hiredis
+import redis
 from conftest import RawConnection, reply_end, resp
 from redis.crc import key_slot
 
@@ -1930,6 +1931,7 @@ def run(
         asyncio.run(hostile())
     finally:
         report.well_behaved = well.stop()
+        clean_up(token, [reference, *(aftermath.masters if aftermath else [subject])])
     report.seconds = time.monotonic() - started
     for name, p in report.well_behaved.items():
         for error in p["errors"][:10]:
@@ -1945,6 +1947,24 @@ def run(
     if aftermath is not None:
         aftermath.check(report)
     return report
+
+
+def clean_up(token: str, servers: Iterable[Address]) -> None:
+    """Remove what a run left on servers that outlive it: its keys and function libraries (all
+    named with its token) in every database."""
+    for host, port in servers:
+        with redis.Redis(host=host, port=port, socket_timeout=10, protocol=2) as server:
+            for db in (1, 0):  # SELECT 1 runs where it is allowed: against a plain server
+                try:
+                    server.execute_command("SELECT", db)
+                except redis.ResponseError:
+                    continue  # a cluster node: database 0 only
+                pipe = server.pipeline(transaction=False)
+                for key in server.scan_iter(match=f"*{token}*", count=1000):
+                    pipe.unlink(key)  # one by one: a cluster node refuses keys of two slots
+                pipe.execute()
+            for library in server.execute_command("FUNCTION", "LIST", "LIBRARYNAME", f"L{token}_*"):
+                server.execute_command("FUNCTION", "DELETE", library[1])
 
 
 def _stalls(stalls: list[list[Any]], slow: list[tuple[float, float, str]]) -> list[str]:
@@ -1991,7 +2011,10 @@ def run_state_commands(ambassador: Ambassador, cluster: LocalCluster, reference:
                     await session.finish(gen)
                 index += 1
 
-    asyncio.run(sessions())
+    try:
+        asyncio.run(sessions())
+    finally:
+        clean_up(token, [reference, *aftermath.masters])
     aftermath.check(report)
     return report
 
