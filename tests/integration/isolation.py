@@ -1906,7 +1906,25 @@ def run(
     catalog = Catalog.fetch(targets.table_from)
     if ambassador is not None and cluster is not None:
         aftermath = Aftermath(ambassador, cluster, catalog)
-    well = WellBehaved(subject, token)
+    # What the run leaves on servers that outlive it goes, once the checks have looked (in
+    # database 1 too where SELECT 1 runs: on plain servers).
+    leftovers: list[tuple[Address, Sequence[int]]] = [(reference, (0, 1))]
+    if aftermath is not None:
+        leftovers += [(master, (0,)) for master in aftermath.masters]
+    else:
+        leftovers.append((subject, (0, 1)))
+    try:
+        _run(ambassador, seed, sessions, connections, rate, control_seconds, timeout, token,
+             catalog, targets, report, aftermath)  # fmt: skip
+    finally:
+        clean_up(token, leftovers)
+    return report
+
+
+def _run(ambassador: Ambassador | None, seed: int, sessions: int, connections: int, rate: float,
+         control_seconds: float, timeout: float, token: str, catalog: Catalog, targets: Targets,
+         report: Report, aftermath: Aftermath | None) -> None:  # fmt: skip
+    well = WellBehaved(targets.subject, token)
     started = time.monotonic()
     breakers: list[str] = []
     try:
@@ -1931,7 +1949,6 @@ def run(
         asyncio.run(hostile())
     finally:
         report.well_behaved = well.stop()
-        clean_up(token, [reference, *(aftermath.masters if aftermath else [subject])])
     report.seconds = time.monotonic() - started
     for name, p in report.well_behaved.items():
         for error in p["errors"][:10]:
@@ -1946,19 +1963,16 @@ def run(
         report.findings.append(f"circuit breakers opened: {sorted(set(breakers))[:10]}")
     if aftermath is not None:
         aftermath.check(report)
-    return report
 
 
-def clean_up(token: str, servers: Iterable[Address]) -> None:
-    """Remove what a run left on servers that outlive it: its keys and function libraries (all
-    named with its token) in every database."""
-    for host, port in servers:
+def clean_up(token: str, servers: Iterable[tuple[Address, Sequence[int]]]) -> None:
+    """Remove what a run left on servers that outlive it: its keys (in the databases given
+    with each server) and function libraries, all named with its token."""
+    for (host, port), databases in servers:
         with redis.Redis(host=host, port=port, socket_timeout=10, protocol=2) as server:
-            for db in (1, 0):  # SELECT 1 runs where it is allowed: against a plain server
-                try:
+            for db in databases:
+                if databases != (0,):
                     server.execute_command("SELECT", db)
-                except redis.ResponseError:
-                    continue  # a cluster node: database 0 only
                 pipe = server.pipeline(transaction=False)
                 for key in server.scan_iter(match=f"*{token}*", count=1000):
                     pipe.unlink(key)  # one by one: a cluster node refuses keys of two slots
@@ -2013,9 +2027,9 @@ def run_state_commands(ambassador: Ambassador, cluster: LocalCluster, reference:
 
     try:
         asyncio.run(sessions())
+        aftermath.check(report)
     finally:
-        clean_up(token, [reference, *aftermath.masters])
-    aftermath.check(report)
+        clean_up(token, [(reference, (0,)), *((m, (0,)) for m in aftermath.masters)])
     return report
 
 
