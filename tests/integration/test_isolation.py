@@ -236,6 +236,7 @@ UNKNOWN = [
     resp(""),
     resp("x" * 200, "y" * 200, "z"),
     resp("with\r\nnewline", "arg\r\nx", "it's"),
+    resp("f\0oo", "a\0b", "c"),  # Redis quotes with %.128s: each cut at its first NUL
     b"GETT key\r\n",
     resp("ClIeNtS", "list"),
     resp("MULTI") + resp("FOO", "bar") + resp("EXEC"),
