@@ -1953,7 +1953,8 @@ def _run(ambassador: Ambassador | None, seed: int, sessions: int, connections: i
     for name, p in report.well_behaved.items():
         for error in p["errors"][:10]:
             report.findings.append(f"well-behaved client ({name}): {error}")
-        if name == "hostile" and p["stalls"]:
+        # Against two plain servers, the stalls are Redis's own (PFSELFTEST): not the point.
+        if name == "hostile" and p["stalls"] and ambassador is not None:
             report.findings.append(
                 f"well-behaved client: {len(p['stalls'])} round trips over {STALL * 1000:.0f} ms "
                 f"under hostile load; {describe_phase(p)}; the first, with the slow hostile "
