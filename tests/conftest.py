@@ -83,16 +83,25 @@ class Ambassador(_PluginAmbassador):
                 raise AssertionError(f"no log line matching {expect!r} after SIGHUP:\n{lines}")
             time.sleep(0.02)
 
-    def metric(self, name: str, **labels: str) -> float:
-        """One sample from ``/metrics`` (started with ``admin=True``): ``name`` without the
-        ``redis_ambassador_`` prefix, e.g. ``client_disconnects_total``; 0 when absent."""
+    def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """Every sample of one metric from ``/metrics`` (started with ``admin=True``), with its
+        labels: ``name`` without the ``redis_ambassador_`` prefix, e.g. ``breaker_state``."""
         url = f"http://{self.host}:{self.admin_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == "redis_ambassador_" + name and sample.labels == labels:
-                    return float(sample.value)
+        return [
+            (sample.labels, float(sample.value))
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "redis_ambassador_" + name
+        ]
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample from ``/metrics`` (started with ``admin=True``): ``name`` without the
+        ``redis_ambassador_`` prefix, e.g. ``client_disconnects_total``; 0 when absent."""
+        for found, value in self.samples(name):
+            if found == labels:
+                return value
         return 0.0
 
 

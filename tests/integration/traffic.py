@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -24,10 +24,11 @@ def key_slot(key: str) -> int:
     return _key_slot(key.encode())
 
 
-def no_retry_client(ambassador: Ambassador) -> redis.Redis:
-    """One connection, no silent retries: every error the ambassador sends is seen and counted."""
+def no_retry_client(ambassador: Ambassador, **options: Any) -> redis.Redis:
+    """One connection, no silent retries: every error the ambassador sends is seen and counted
+    (``options``: more ``redis.Redis`` arguments, e.g. ``protocol=2``)."""
     return ambassador.client(
-        single_connection_client=True, socket_timeout=10, retry=Retry(NoBackoff(), 0)
+        single_connection_client=True, socket_timeout=10, retry=Retry(NoBackoff(), 0), **options
     )
 
 
@@ -37,10 +38,12 @@ class Traffic:
 
     ``round_fn(client, n)`` runs round ``n`` and returns problems (wrong replies) as strings;
     it raises on error replies. Errors and problems are recorded, never retried.
+    ``client_options`` go to its client (``no_retry_client``).
     """
 
     ambassador: Ambassador
     round_fn: Callable[[redis.Redis, int], list[str]]
+    client_options: dict[str, Any] = field(default_factory=dict)
     rounds: int = 0
     errors: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -53,7 +56,7 @@ class Traffic:
         self._thread.start()
 
     def _run(self) -> None:
-        client = no_retry_client(self.ambassador)
+        client = no_retry_client(self.ambassador, **self.client_options)
         try:
             while not self._stop.is_set():
                 try:
@@ -62,7 +65,7 @@ class Traffic:
                     self.errors.append(f"round {self.rounds}: {type(exc).__name__}: {exc}")
                     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
                         client.close()
-                        client = no_retry_client(self.ambassador)
+                        client = no_retry_client(self.ambassador, **self.client_options)
                 else:
                     self.problems.extend(f"round {self.rounds}: {p}" for p in problems)
                 with self._progress:
