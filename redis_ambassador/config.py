@@ -526,6 +526,10 @@ DEFAULT_DENIED: tuple[str, ...] = (
     "config|rewrite",
     "debug",
     "migrate",
+    # Hyperloglog debugging: PFSELFTEST holds the node for half a second (every client of it
+    # waits), PFDEBUG rewrites a key's encoding.
+    "pfselftest",
+    "pfdebug",
 )
 
 
