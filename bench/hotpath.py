@@ -20,13 +20,15 @@ from pathlib import Path
 
 import hiredis
 
+from redis_ambassador.commands.auth import ClientAuth
+from redis_ambassador.commands.state import ServerFacts
 from redis_ambassador.commands.table import CommandTable
 from redis_ambassador.config import Address, load_config
 from redis_ambassador.protocol.requests import RequestParser, encode_command
-from redis_ambassador.routing.router import Router, ServerFacts
-from redis_ambassador.server.auth import ClientAuth
+from redis_ambassador.routing.router import Router
 from redis_ambassador.server.client import ClientConnection, ClientRegistry
-from redis_ambassador.topology.slotmap import SLOTS, SlotMap
+from redis_ambassador.slots import SLOTS
+from redis_ambassador.topology.slotmap import SlotMap
 from redis_ambassador.upstream.credentials import Credentials
 from redis_ambassador.upstream.names import Names, system_lookup
 from redis_ambassador.upstream.pool import Upstream
@@ -58,8 +60,16 @@ class _Transport:
         pass
 
 
-class _NoTasks:
-    def start_soon(self, *args: object, **kwargs: object) -> None:
+class _NoDial:
+    """Connects nothing: the node connections are given their fake transports by hand."""
+
+    names = Names(system_lookup, 1.0, 1.0)  # never used
+    tls = None
+
+    def dial(self, *args: object) -> None:
+        pass
+
+    def start_soon(self, *args: object) -> None:
         pass
 
 
@@ -71,12 +81,12 @@ def _command_table() -> CommandTable:
 
 async def _measure(pipeline: int, command: bytes, rounds: int) -> dict[str, float]:
     config = load_config(None, env={}, overrides={"cluster.seeds": ["127.0.0.1:1"]})
-    names = Names(system_lookup, 1.0, 1.0)  # never used: nothing connects
-    upstream = Upstream(_NoTasks(), config.upstream, names, Credentials())  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    upstream = Upstream(config.upstream, Credentials(), loop, _NoDial())
     client_auth = ClientAuth.from_config(config.server, b"")
-    router = Router(config, upstream, _command_table(), ServerFacts(b"7.0.15"), client_auth)
+    router = Router(config, upstream, _command_table(), ServerFacts(b"7.0.15"), client_auth, loop)
     masters = [Address("127.0.0.1", 7000 + i) for i in range(MASTERS)]
-    router.apply(SlotMap(tuple(masters[s * MASTERS // SLOTS] for s in range(SLOTS))))
+    router.refresher.apply(SlotMap(tuple(masters[s * MASTERS // SLOTS] for s in range(SLOTS))))
     conns = [c for pool in upstream.pools.values() for c in pool.conns if not c.closed]
     for conn in conns:
         conn.connection_made(_Transport())  # type: ignore[arg-type]

@@ -18,12 +18,14 @@ import resource
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from redis.exceptions import RedisError
 
+from redis_ambassador.commands.auth import ClientAuth
 from redis_ambassador.commands.state import ServerFacts
 from redis_ambassador.commands.table import CommandTable
 from redis_ambassador.config import Address, Config
@@ -34,14 +36,14 @@ from redis_ambassador.operations.metrics import registry_for
 from redis_ambassador.reload import plan_reload
 from redis_ambassador.rotation import Secrets
 from redis_ambassador.routing.router import Router
-from redis_ambassador.server.auth import ClientAuth
 from redis_ambassador.server.client import ClientConnection, ClientRegistry
 from redis_ambassador.server.tls_listener import HANDSHAKE_TIMEOUT, ListenerContext
 from redis_ambassador.tls import NodeTLS
 from redis_ambassador.topology.backends import OneShard, backend_for
-from redis_ambassador.topology.discovery import discover
+from redis_ambassador.topology.discovery import Discovered, discover
 from redis_ambassador.topology.slotmap import ClusterUnreachable, SlotMap, control_client
 from redis_ambassador.upstream.credentials import Credentials
+from redis_ambassador.upstream.dialer import Dialer
 from redis_ambassador.upstream.health import run_health_checks
 from redis_ambassador.upstream.names import Lookup, Names, system_lookup
 from redis_ambassador.upstream.pool import Upstream
@@ -171,8 +173,8 @@ class Running:
         use_secrets: Callable[[Secrets], None],
     ) -> None:
         self.config = config
-        self._router = router
-        self._clients = clients
+        self.router = router
+        self.clients = clients
         self._servers = servers  # the plain listener, and the TLS one if configured
         self._secrets = secrets
         self._use_secrets = use_secrets  # hands rotated secrets to whatever uses them
@@ -184,7 +186,7 @@ class Running:
         """Why /readyz says no (None: ready): draining, or slots without a reachable master."""
         if self._stop_requested.is_set():
             return "shutting down (draining)"
-        return self._router.unready()
+        return self.router.unready()
 
     def stop(self, reason: str = "stop") -> None:
         """The first call drains (``serve`` returns when done); a second cuts the drain short."""
@@ -205,7 +207,7 @@ class Running:
             self._secrets = reread.secrets
             self._use_secrets(reread.secrets)
         if plan.applied:
-            self._router.reconfigure(plan.config)
+            self.router.reconfigure(plan.config)
             log.info("config reloaded: %s now in effect", ", ".join(plan.applied))
         elif not plan.pending and not reread.failed:
             log.info("config reloaded: nothing changed")
@@ -218,7 +220,7 @@ class Running:
         # Refuse new connections at once; answer what every client already sent, then close it.
         for server in self._servers:
             server.close()
-        clients = self._clients
+        clients = self.clients
         timeout = self.config.server.drain_timeout
         started = time.monotonic()
         clients.drain()
@@ -265,73 +267,34 @@ async def serve(
     if not config.cluster.seeds:
         raise ValueError("no seed nodes configured (cluster.seeds / --seed HOST:PORT)")
     loop = asyncio.get_running_loop()
-    timeout = config.upstream.connect_timeout
     _fit_open_files_limit(config.server.max_clients)
     # Secrets and certificates read before binding: an unreadable file stops the start with a
     # clear error.
     secrets = Secrets.load(config)
-    credentials = secrets.upstream
     client_auth = ClientAuth.from_config(config.server, secrets.requirepass)
     sock = _listen_socket(config.server.listen)
     tls_sock = _tls_socket(config, sock)
     routes = AdminRoutes(secrets.admin_token)
     admin = None
     try:
-        if config.server.admin is not None:
-            # Up before the cluster is found, so a readiness probe hears "starting", not silence.
-            admin_sock = _admin_socket(config.server.admin)
-            admin = await start_admin(routes, admin_sock)
-            admin_address = Address(config.server.admin.host, admin_sock.getsockname()[1])
-            log.info("admin HTTP on http://%s (/metrics, /healthz, /readyz)", admin_address)
-        names = Names(lookup, config.cluster.resolve_interval, timeout)
+        # Up before the cluster is found, so a readiness probe hears "starting", not silence.
+        admin = await _start_admin(config, routes)
+        names = Names(lookup, config.cluster.resolve_interval, config.upstream.connect_timeout)
         backend = backend_for(config, secrets)
-        found = None
-        if backend is None:
-            cluster = config.cluster
-            found = await discover(
-                cluster.seeds,
-                names,
-                timeout,
-                cluster.refresh_nodes,
-                cluster.address_map,
-                credentials,
-                secrets.node_tls,
-            )
-            slot_map, via = found.slot_map, found.via
-        else:
-            slot_map, via = await _first_master(backend)
-        named = None if found is None else found.via_named
-        table, version = await _learn_cluster(
-            slot_map, via, timeout, credentials, names, secrets.node_tls, named
-        )
+        start = await _find(config, secrets, names, backend)
     except BaseException:
-        sock.close()
-        if tls_sock is not None:
-            tls_sock.close()
-        if admin is not None:
-            admin.close()
+        for closing in (sock, tls_sock, admin):
+            if closing is not None:
+                closing.close()
         raise
-    log.info(
-        "%s found via %s: %d masters, %d commands known, Redis %s",
-        config.cluster.backend, via, len(slot_map.masters), len(table), version.decode(),
-    )  # fmt: skip
     clients = ClientRegistry()
-    facts = ServerFacts(version, backend is not None, lambda: clients.connected)
+    facts = ServerFacts(start.version, backend is not None, clients.sessions)
     async with anyio.create_task_group() as tg:
-        upstream = Upstream(tg, config.upstream, names, credentials, secrets.node_tls)
-        if backend is not None:
-            # A server without cluster support refuses READONLY; its replicas read without it.
-            upstream.readonly = False
-        faults = _chaos(config, table)
-        router = Router(config, upstream, table, facts, client_auth, faults, backend=backend)
-        router.apply(slot_map)
-        if found is not None:
-            router.stats.epoch, router.stats.views = found.epoch, found.answered
-        servers = [await loop.create_server(lambda: ClientConnection(router, clients), sock=sock)]
-        listener = None
-        if tls_sock is not None and secrets.listener_tls is not None:
-            listener = ListenerContext(secrets.listener_tls, clients)
-            servers.append(await _serve_tls(tls_sock, listener, router, clients))
+        dialer = Dialer(tg, names, secrets.node_tls, config.upstream.connect_timeout)
+        upstream = Upstream(config.upstream, secrets.upstream, loop, dialer)
+        router = _router(config, upstream, start, facts, client_auth, backend)
+        faults = router.faults
+        servers, listener = await _listen(secrets, sock, tls_sock, router, clients)
 
         def use_secrets(rotated: Secrets) -> None:
             client_auth.requirepass = rotated.requirepass
@@ -342,33 +305,11 @@ async def serve(
             if listener is not None and rotated.listener_tls is not None:
                 listener.use(rotated.listener_tls)
 
-        supervise(tg, "topology refresher", router.run_refresher)
-        if backend is not None:
-            supervise(tg, "backend events", backend.watch, router.request_refresh)
-        supervise(tg, "watchdog", upstream.run_watchdog, config.upstream.command_timeout)
-        supervise(
-            tg,
-            "health checks",
-            run_health_checks,
-            upstream,
-            config.upstream.health_check_interval,
-            config.upstream.health_check_timeout,
-        )
-        supervise(tg, "memory", _return_memory_after_departures, clients)
-        if faults is not None:
-            supervise(tg, "chaos partitions", _follow_partition_windows, faults, upstream)
         running = Running(config, router, clients, servers, secrets, use_secrets)
-        supervise(tg, "client sweep", _sweep_clients, running, clients)
+        _supervise_all(tg, running, upstream, backend)
         chaos = None if faults is None else ChaosApi(faults, nodes)
         routes.attach(registry_for(router, upstream, clients), running.unready, chaos)
-        address = Address(config.server.listen.host, sock.getsockname()[1])
-        log.info("serving Redis on %s", address)
-        if tls_sock is not None and config.server.tls_listen is not None:
-            log.info(
-                "serving Redis over TLS on %s%s",
-                Address(config.server.tls_listen.host, tls_sock.getsockname()[1]),
-                " (mutual TLS)" if config.server.tls_listen_ca_file else "",
-            )
+        address = _serving(config, sock, tls_sock)
         # Start-up objects (command table, slot table) live forever: keep them out of the
         # collector's full passes, which then only walk what the traffic allocates.
         gc.freeze()
@@ -386,6 +327,123 @@ async def serve(
                 client.abort()
             upstream.close()
             tg.cancel_scope.cancel()
+
+
+async def _listen(
+    secrets: Secrets,
+    sock: socket.socket,
+    tls_sock: socket.socket | None,
+    router: Router,
+    clients: ClientRegistry,
+) -> tuple[list[asyncio.Server], ListenerContext | None]:
+    """Serve clients on the bound sockets: the plain listener, and the TLS one if configured
+    (with the context each new handshake asks for, which rotation replaces)."""
+    loop = asyncio.get_running_loop()
+    servers = [await loop.create_server(lambda: ClientConnection(router, clients), sock=sock)]
+    listener = None
+    if tls_sock is not None and secrets.listener_tls is not None:
+        listener = ListenerContext(secrets.listener_tls, clients)
+        servers.append(await _serve_tls(tls_sock, listener, router, clients))
+    return servers, listener
+
+
+async def _start_admin(config: Config, routes: AdminRoutes) -> asyncio.Server | None:
+    """The admin HTTP listener, if configured (``server.admin``)."""
+    if config.server.admin is None:
+        return None
+    admin_sock = _admin_socket(config.server.admin)
+    admin = await start_admin(routes, admin_sock)
+    admin_address = Address(config.server.admin.host, admin_sock.getsockname()[1])
+    log.info("admin HTTP on http://%s (/metrics, /healthz, /readyz)", admin_address)
+    return admin
+
+
+def _router(
+    config: Config,
+    upstream: Upstream,
+    start: _Found,
+    facts: ServerFacts,
+    client_auth: ClientAuth,
+    backend: OneShard | None,
+) -> Router:
+    """The router over the node pools, routing by the slot map start-up found."""
+    if backend is not None:
+        # A server without cluster support refuses READONLY; its replicas read without it.
+        upstream.readonly = False
+    faults = _chaos(config, start.table)
+    loop = asyncio.get_running_loop()
+    router = Router(config, upstream, start.table, facts, client_auth, loop, faults, backend)
+    router.refresher.apply(start.slot_map)
+    if start.found is not None:
+        router.stats.epoch, router.stats.views = start.found.epoch, start.found.answered
+    return router
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What start-up learned of the cluster before serving it."""
+
+    slot_map: SlotMap
+    table: CommandTable
+    version: bytes  # the lowest Redis version among the nodes
+    found: Discovered | None  # how discovery found a cluster (None: another backend)
+
+
+async def _find(config: Config, secrets: Secrets, names: Names, backend: OneShard | None) -> _Found:
+    """The first slot map, the command table and the version to report."""
+    timeout = config.upstream.connect_timeout
+    found = None
+    if backend is None:
+        cluster = config.cluster
+        found = await discover(
+            cluster.seeds, names, timeout, cluster.refresh_nodes, cluster.address_map,
+            secrets.upstream, secrets.node_tls,
+        )  # fmt: skip
+        slot_map, via = found.slot_map, found.via
+    else:
+        slot_map, via = await _first_master(backend)
+    named = None if found is None else found.via_named
+    table, version = await _learn_cluster(
+        slot_map, via, timeout, secrets.upstream, names, secrets.node_tls, named
+    )
+    log.info(
+        "%s found via %s: %d masters, %d commands known, Redis %s",
+        config.cluster.backend, via, len(slot_map.masters), len(table), version.decode(),
+    )  # fmt: skip
+    return _Found(slot_map, table, version, found)
+
+
+def _supervise_all(
+    tg: TaskGroup, running: Running, upstream: Upstream, backend: OneShard | None
+) -> None:
+    """Start the ambassador's lifelong tasks: refreshes, the watchdog, health checks, memory
+    and client housekeeping, and chaos's partition windows."""
+    config, router, clients = running.config, running.router, running.clients
+    supervise(tg, "topology refresher", router.refresher.run)
+    if backend is not None:
+        supervise(tg, "backend events", backend.watch, router.request_refresh)
+    supervise(tg, "watchdog", upstream.run_watchdog, config.upstream.command_timeout)
+    supervise(
+        tg, "health checks", run_health_checks, upstream, config.upstream.health_check_interval,
+        config.upstream.health_check_timeout,
+    )  # fmt: skip
+    supervise(tg, "memory", _return_memory_after_departures, clients)
+    if router.faults is not None:
+        supervise(tg, "chaos partitions", _follow_partition_windows, router.faults, upstream)
+    supervise(tg, "client sweep", _sweep_clients, running, clients)
+
+
+def _serving(config: Config, sock: socket.socket, tls_sock: socket.socket | None) -> Address:
+    """Log where Redis is served; the plain listener's address (its port if 0 was asked)."""
+    address = Address(config.server.listen.host, sock.getsockname()[1])
+    log.info("serving Redis on %s", address)
+    if tls_sock is not None and config.server.tls_listen is not None:
+        log.info(
+            "serving Redis over TLS on %s%s",
+            Address(config.server.tls_listen.host, tls_sock.getsockname()[1]),
+            " (mutual TLS)" if config.server.tls_listen_ca_file else "",
+        )
+    return address
 
 
 def supervise(

@@ -8,6 +8,12 @@ from __future__ import annotations
 from redis_ambassador.protocol.replies import error
 
 
+def _c_string(arg: bytes) -> bytes:
+    """An argument as C's ``%s`` prints it: up to its first NUL byte."""
+    end = arg.find(b"\0")
+    return bytes(arg if end < 0 else arg[:end])
+
+
 def _shown(arg: bytes) -> str:
     return arg.decode("utf-8", "replace")
 
@@ -68,13 +74,14 @@ def too_many_redirects(last_error: bytes) -> bytes:
 
 def unknown_command(args: list[bytes]) -> bytes:
     """Redis's reply to a command it does not know, with the first arguments quoted (up to
-    about 128 bytes, as processCommand builds it)."""
+    about 128 bytes, as processCommand builds it; each as C reads it: up to a NUL byte)."""
     quoted = b""
     for arg in args[1:]:
         if len(quoted) >= 128:
             break
-        quoted += b"'%b' " % arg[: 128 - len(quoted)]
-    text = b"-ERR unknown command '%b', with args beginning with: %b" % (args[0][:128], quoted)
+        quoted += b"'%b' " % _c_string(arg)[: 128 - len(quoted)]
+    name = _c_string(args[0])[:128]
+    text = b"-ERR unknown command '%b', with args beginning with: %b" % (name, quoted)
     return text.replace(b"\r", b" ").replace(b"\n", b" ") + b"\r\n"
 
 
@@ -83,6 +90,13 @@ EXEC_WITHOUT_MULTI = error("ERR EXEC without MULTI")
 DISCARD_WITHOUT_MULTI = error("ERR DISCARD without MULTI")
 WATCH_IN_MULTI = error("ERR WATCH inside MULTI is not allowed")
 EXECABORT = error("EXECABORT Transaction discarded because of previous errors.")
+
+
+def exec_aborted(refusal: bytes) -> bytes:
+    """EXEC itself refused (its arity, NOAUTH): Redis discards the transaction and says why,
+    with the refusal's text (an ``ERR`` prefix dropped, as Redis's own message has none)."""
+    text = refusal[1:].rstrip(b"\r\n").decode("utf-8", "replace").removeprefix("ERR ")
+    return error(f"EXECABORT Transaction discarded because of: {text}")
 
 
 def subscribed_context(name: str) -> bytes:
@@ -169,7 +183,7 @@ def invalid_rule(problem: str) -> bytes:
 
 # Authentication, worded as Redis 7 words it (server.c, acl.c).
 NOAUTH = error("NOAUTH Authentication required.")
-NOAUTH_EXEC = error("EXECABORT Transaction discarded because of: NOAUTH Authentication required.")
+NOAUTH_EXEC = exec_aborted(NOAUTH)
 NOAUTH_HELLO = error(
     "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
     "HELLO AUTH <user> <pass> option can be used to authenticate the client and select the "

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis_ambassador import errors
-from redis_ambassador.commands.info import merge_info
+from redis_ambassador.commands.info import ClusterView, merge_info
 from redis_ambassador.commands.merges import Merge, all_ok, labelled_texts, slowlog_get
 from redis_ambassador.protocol.replies import bulk, bulk_value, elements
 from redis_ambassador.protocol.requests import string2ll
@@ -55,23 +55,6 @@ class Plan:
     keys: tuple[bytes, ...] = ()  # To.KEYS
     reply: bytes = b""  # To.NOWHERE
     always: bool = False  # answer (merge no replies) even when no master is known: INFO
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterView:
-    """What the merges say about the ambassador and the cluster, as the router sees them when
-    the command arrives."""
-
-    protocol: int  # the client's
-    port: int  # the ambassador's, as the client dialed it
-    version: bytes  # the lowest Redis version among the nodes
-    clients: int  # clients connected to the ambassador
-    masters: tuple[str, ...]  # host:port, in the order the parts are sent
-    replicas: int
-    slots_covered: int
-    uptime: int
-    breakers_open: int = 0  # nodes whose circuit breaker is not closed
-    unready: str = ""  # why /readyz says no; empty when ready
 
 
 Planner = Callable[[list[bytes], ClusterView], Plan]

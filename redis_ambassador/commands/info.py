@@ -32,16 +32,31 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from redis_ambassador import __version__
 from redis_ambassador.protocol.replies import bulk_value, verbatim
 
-if TYPE_CHECKING:
-    from redis_ambassador.commands.admin import ClusterView
-
 Reply = bytes | bytearray
 Lines = list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """What the merges say about the ambassador and the cluster, as the router sees them when
+    the command arrives."""
+
+    protocol: int  # the client's
+    port: int  # the ambassador's, as the client dialed it
+    version: bytes  # the lowest Redis version among the nodes
+    clients: int  # clients connected to the ambassador
+    masters: tuple[str, ...]  # host:port, in the order the parts are sent
+    replicas: int
+    slots_covered: int
+    uptime: int
+    breakers_open: int = 0  # nodes whose circuit breaker is not closed
+    unready: str = ""  # why /readyz says no; empty when ready
+
 
 # Redis 7's section order (genRedisInfoString); module sections follow, then the ambassador's.
 _ORDER = [

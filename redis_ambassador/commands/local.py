@@ -53,16 +53,17 @@ def _ok(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
 
 @dataclass(frozen=True)
 class Hello:
-    """A parsed HELLO: the protocol asked for (None: keep the client's), the AUTH option's
-    (user, password), and SETNAME's name."""
+    """A parsed HELLO: the protocol asked for (None: keep the client's), and its options in the
+    order given, which Redis applies in that order as it reads them (an AUTH signs in, a SETNAME
+    names the client, before a later option is even looked at): ``(b"auth", user, password)``,
+    ``(b"setname", name)``, or ``(b"error", reply)`` where the options stop making sense."""
 
     protocol: int | None
-    auth: tuple[bytes, bytes] | None
-    name: bytes | None
+    options: tuple[tuple[bytes, ...], ...]
 
 
 def parse_hello(args: list[bytes]) -> Hello | bytes:
-    """HELLO's arguments, or the error Redis gives for them (checked before any AUTH)."""
+    """HELLO's arguments, or the error Redis gives for its protocol version (checked first)."""
     args = as_bytes(args)  # options read as text, the name and credentials kept
     i = 1
     proto = None
@@ -73,27 +74,42 @@ def parse_hello(args: list[bytes]) -> Hello | bytes:
         if proto not in (2, 3):
             return errors.NOPROTO
         i = 2
-    name = auth = None
+    options: list[tuple[bytes, ...]] = []
     while i < len(args):
         option = args[i].lower()
         if option == b"setname" and i + 1 < len(args):
-            name = args[i + 1]
-            if not valid_client_attribute(name):
-                return errors.CLIENT_NAME_CHARS
+            options.append((b"setname", args[i + 1]))
             i += 2
         elif option == b"auth" and i + 2 < len(args):
-            auth = (args[i + 1], args[i + 2])
+            options.append((b"auth", args[i + 1], args[i + 2]))
             i += 3
         else:
-            return errors.hello_syntax(args[i])
-    return Hello(proto, auth, name)
+            options.append((b"error", errors.hello_syntax(args[i])))
+            break
+    return Hello(proto, tuple(options))
 
 
-def hello_reply(client: ClientState, hello: Hello, facts: ServerFacts) -> bytes:
-    """Apply a HELLO (its AUTH already accepted) and answer it with the server map."""
-    proto = client.protocol if hello.protocol is None else hello.protocol
-    if hello.name is not None:
-        client.name = hello.name
+def hello_options(client: ClientState, hello: Hello, start: int = 0) -> tuple[int, bytes | None]:
+    """Apply HELLO's options from ``start`` on, in order, until its next AUTH (for the caller
+    to check): ``(that AUTH's index, None)``; ``(index, error)`` where one fails (a name Redis
+    refuses, a syntax error); ``(len(options), None)`` once all applied."""
+    options = hello.options
+    for index in range(start, len(options)):
+        kind, value = options[index][:2]
+        if kind == b"auth":
+            return index, None
+        if kind == b"error":
+            return index, value
+        if not valid_client_attribute(value):
+            return index, errors.CLIENT_NAME_CHARS
+        client.name = value
+    return len(options), None
+
+
+def hello_reply(client: ClientState, protocol: int | None, facts: ServerFacts) -> bytes:
+    """A HELLO whose options all applied: switch to ``protocol`` (None: keep the client's) and
+    answer with the server map."""
+    proto = client.protocol if protocol is None else protocol
     client.set_protocol(proto)
     return mapping(
         [
@@ -110,11 +126,15 @@ def hello_reply(client: ClientState, hello: Hello, facts: ServerFacts) -> bytes:
 
 
 def _hello(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
-    """HELLO from a client that is in, without AUTH (the router checks AUTH first)."""
+    """HELLO without AUTH, from a client that is in (the router signs the others in)."""
     hello = parse_hello(args)
     if isinstance(hello, bytes):
         return hello
-    return hello_reply(client, hello, facts)
+    index, failed = hello_options(client, hello)
+    if failed is not None:
+        return failed
+    assert index == len(hello.options), "HELLO ... AUTH is the router's"
+    return hello_reply(client, hello.protocol, facts)
 
 
 def _role(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:

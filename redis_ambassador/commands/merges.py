@@ -7,8 +7,7 @@ Two shapes, both sans-IO here (the router sends the parts):
 - *fan-out*: a whole-keyspace command (``DBSIZE``, ``KEYS``, ``FLUSHALL``, ``SCRIPT LOAD``) goes to
   every master, and the replies are aggregated.
 
-A ``Gather`` stands in for a client's batch towards the node connections: the parts' replies
-fill it by index, and once all are in, the merge writes the one reply into the client's batch.
+The parts' replies are gathered (routing/fanout.py) and merged here into the one reply.
 Merges work on raw reply bytes (RESP2 or RESP3, as the client's lane speaks), so the values the
 nodes sent reach the client untouched.
 """
@@ -17,50 +16,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from redis_ambassador.protocol.replies import bulk_value, elements, integer, verbatim
 from redis_ambassador.protocol.requests import encode_command
 from redis_ambassador.slots import SLOTS, key_slot
 
-if TYPE_CHECKING:
-    from redis_ambassador.server.client import Batch
-
 Reply = bytes | bytearray
 Merge = Callable[[Sequence[Reply]], Reply]
-
-
-class Gather:
-    """Collects the replies of one command's parts; merges them into the client's batch.
-
-    Node connections treat it as a batch: they set ``replies[i]``, count ``remaining`` down and
-    call ``client.batch_complete()`` (so the gather is its own ``client``, with the real
-    client's ``lane`` for resends after a redirection).
-    """
-
-    __slots__ = ("_batch", "_index", "_merge", "client", "lane", "remaining", "replies")
-
-    def __init__(self, batch: Batch, index: int, parts: int, merge: Merge) -> None:
-        self.client = self
-        self.lane = batch.client.lane
-        self.replies: list[Reply | None] = [None] * parts
-        self.remaining = parts
-        self._batch = batch
-        self._index = index
-        self._merge = merge
-
-    def fill(self, index: int, reply: bytes) -> None:
-        self.replies[index] = reply
-        self.remaining -= 1
-        if not self.remaining:
-            self.batch_complete()
-
-    def batch_complete(self) -> None:
-        self._batch.fill(self._index, bytes(self._merge(self.replies)))  # type: ignore[arg-type]
-
-    def holding(self, batch: object, size: int) -> None:
-        """A large part arrived: it counts in the real client's output buffer meanwhile."""
-        self._batch.client.holding(self._batch, size)
 
 
 # -- merges -------------------------------------------------------------------------------------

@@ -32,12 +32,13 @@ class Transaction:
 
     def queue(self, frame: bytes, slots: list[int]) -> bytes:
         """Queue a valid command with its keys' slots; ``+QUEUED``, or CROSSSLOT (which
-        aborts the transaction, as it does in Redis Cluster)."""
-        for slot in slots:
-            if self.slot is None:
-                self.slot = slot
-            elif slot != self.slot:
-                return self.fail(errors.CROSSSLOT)
+        aborts the transaction, as it does in Redis Cluster). A command refused so binds no
+        slot: only a queued one does."""
+        wanted = set(slots)
+        if len(wanted) > 1 or (self.slot is not None and wanted - {self.slot}):
+            return self.fail(errors.CROSSSLOT)
+        if wanted:
+            self.slot = wanted.pop()
         self.frames.append(frame)
         return QUEUED
 

@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from redis_ambassador import errors
 from redis_ambassador.faults.rules import Faults, RuleError
 from redis_ambassador.protocol.replies import OK, array, bulk, integer, status
 from redis_ambassador.protocol.requests import as_bytes
 
-if TYPE_CHECKING:
-    from redis_ambassador.server.client import ClientConnection
+
+class Asker(Protocol):
+    """The client sending CHAOS: whether it gave the admin token on its connection."""
+
+    chaos_admin: bool
+
 
 _HELP = [
     "CHAOS <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -42,7 +46,7 @@ _HELP = [
 _ARITY = {b"add": 3, b"list": 2, b"remove": 3, b"clear": 2, b"help": 2, b"auth": 3}
 
 
-def chaos_command(faults: Faults, client: ClientConnection, args: list[bytes], token: str) -> bytes:
+def chaos_command(faults: Faults, client: Asker, args: list[bytes], token: str) -> bytes:
     """The reply to one CHAOS command (Redis's wording for arity and unknown subcommands);
     ``token``: the admin token the client must give first ("": none)."""
     if len(args) < 2:

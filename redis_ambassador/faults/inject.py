@@ -22,13 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from redis_ambassador.faults.rules import Command, Faults, Rule
+from redis_ambassador.loop import Scheduler
 from redis_ambassador.operations.ratelimit import LimitedLog
-
-if TYPE_CHECKING:
-    from redis_ambassador.server.client import Batch, ClientConnection
+from redis_ambassador.upstream.collector import Collector
 
 log = logging.getLogger("redis_ambassador.chaos")
 
@@ -42,11 +41,34 @@ _PACED_HIGH_WATER = 64 * 1024
 Reply = bytes | bytearray
 
 
+class Target(Protocol):
+    """The client connection a fault acts on (server/client.py)."""
+
+    def describe(self) -> str: ...
+
+    def cut(self, reset: bool) -> None:
+        """Close now, the replies owed never written (reset: a TCP RST instead of a FIN)."""
+        ...
+
+    def pace(self, piece: int, pause: float) -> None:
+        """Write the next replies ``piece`` bytes at a time, ``pause`` seconds apart."""
+        ...
+
+
+class PacedClient(Protocol):
+    """What a paced writer tells its client connection about its writing."""
+
+    def pause_writing(self) -> None: ...
+
+    def resume_writing(self) -> None: ...
+
+    def restore_transport(self, paced: PacedWriter, transport: asyncio.Transport) -> None: ...
+
+
 class Catch:
-    """Stands in for a client's batch while one command is under a fault: the node's reply
-    (or the ambassador's error for it) comes here first, and the fault decides what the client
-    gets. It is its own ``client`` (connections call ``batch.client.batch_complete()``; the
-    router reads ``batch.client.lane`` to follow a redirection)."""
+    """Stands in for a client's batch while one command is under a fault (a Collector of one
+    reply): the node's reply (or the ambassador's error for it) comes here first, and the fault
+    decides what the client gets."""
 
     __slots__ = ("_then", "lane", "remaining", "replies")
 
@@ -56,11 +78,7 @@ class Catch:
         self.lane = lane
         self._then = then
 
-    @property
-    def client(self) -> Catch:
-        return self
-
-    def batch_complete(self) -> None:
+    def complete(self) -> None:
         reply = self.replies[0]
         assert reply is not None
         self._then(reply)
@@ -70,7 +88,7 @@ class Catch:
         self.remaining = 0
         self._then(reply)
 
-    def holding(self, batch: object, size: int) -> None:
+    def holding(self, size: int) -> None:
         """A large reply arrived: not counted against the client's output buffer limit (the
         fault decides what the client gets, and when)."""
 
@@ -81,7 +99,12 @@ class PacedWriter:
     gets its transport back. Everything else goes straight to the transport."""
 
     def __init__(
-        self, client: ClientConnection, transport: asyncio.Transport, piece: int, pause: float
+        self,
+        client: PacedClient,
+        transport: asyncio.Transport,
+        piece: int,
+        pause: float,
+        scheduler: Scheduler,
     ) -> None:
         self._client = client
         self._transport = transport
@@ -90,7 +113,7 @@ class PacedWriter:
         self._pending = bytearray()
         self._scheduled = False
         self._close_when_done = False
-        self._loop = asyncio.get_running_loop()
+        self._loop = scheduler
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._pending += data
@@ -133,18 +156,18 @@ class PacedWriter:
 class Injector:
     """Carries out the faults the rules decide on, for the router."""
 
-    def __init__(self, faults: Faults, log_faults: bool) -> None:
+    def __init__(self, faults: Faults, log_faults: bool, scheduler: Scheduler) -> None:
         self.faults = faults
-        self._loop = asyncio.get_running_loop()
+        self._loop = scheduler
         self._log = LimitedLog(log, logging.INFO, 100, "injected faults") if log_faults else None
 
     def inject(
         self,
-        client: ClientConnection,
+        client: Target,
         command: Command,
-        batch: Batch,
+        batch: Collector,
         index: int,
-        send: Callable[[Batch | Catch], None],
+        send: Callable[[Collector], None],
         redirect: Callable[[Rule], None],
     ) -> bool:
         """Apply the rule that fires for this command, if any (True: it took the command over;
@@ -173,7 +196,7 @@ class Injector:
             def then(reply: Reply) -> None:
                 self._later(delay, self._deliver, rule, client, batch, index, reply)
 
-            send(Catch(client.lane, then))
+            send(Catch(batch.lane, then))
         return True
 
     def _later(self, delay: float, act: Callable[..., object], *args: object) -> None:
@@ -183,9 +206,7 @@ class Injector:
             act(*args)
 
     @staticmethod
-    def _deliver(
-        rule: Rule, client: ClientConnection, batch: Batch, index: int, reply: Reply
-    ) -> None:
+    def _deliver(rule: Rule, client: Target, batch: Collector, index: int, reply: Reply) -> None:
         """The node answered a command under ``rule``: what the client gets of the reply."""
         action = rule.action
         if action == "timeout":

@@ -177,7 +177,7 @@ class AmbassadorCollector(Collector):
             "seconds since the slot map was last refreshed",
             self._loop.time() - stats.refreshed_at,
         )
-        yield _gauge("slots_covered", "slots with a master", self._router.slots_covered)
+        yield _gauge("slots_covered", "slots with a master", self._router.owners.covered)
         backend, masters = self._router.backend_masters()
         in_use = GaugeMetricFamily(
             _PREFIX + "backend_masters",

@@ -14,6 +14,12 @@ arrived: a redirection may send it on), ``masters`` (sent to every master), ``an
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from redis_ambassador.routing.session import Session
+
 _ESCAPES = {ord("\\"): b"\\\\", ord('"'): b'\\"', ord("\n"): b"\\n", ord("\r"): b"\\r",
             ord("\t"): b"\\t", 7: b"\\a", 8: b"\\b"}  # fmt: skip
 
@@ -46,3 +52,30 @@ def monitor_line(now: float, peer: str, args: list[bytes], destination: str) -> 
         quoted_args,
         destination.encode(),
     )
+
+
+class Monitors:
+    """The clients in MONITOR, and the feed they get of every client's commands (while any
+    is, every client takes the router's slow path, as Redis's MONITOR costs every command)."""
+
+    def __init__(self) -> None:
+        self.watching: list[Session] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.watching)
+
+    def start(self, session: Session) -> None:
+        if session not in self.watching:
+            self.watching.append(session)
+
+    def stop(self, session: Session) -> None:
+        if session in self.watching:
+            self.watching = [monitor for monitor in self.watching if monitor is not session]
+
+    def feed(self, session: Session, args: list[bytes], destination: str) -> None:
+        """Show a command of ``session`` to every client in MONITOR."""
+        line = monitor_line(time.time(), session.client.peer, args, destination)
+        if any(monitor.client.gone for monitor in self.watching):
+            self.watching = [monitor for monitor in self.watching if not monitor.client.gone]
+        for monitor in self.watching:
+            monitor.client.push(line)

@@ -14,22 +14,24 @@ another. A shard channel whose slot moves is unsubscribed by its old node (an un
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from redis_ambassador import errors
-from redis_ambassador.commands.merges import Gather
+from redis_ambassador.loop import Scheduler
 from redis_ambassador.protocol.replies import bulk_value, elements
 from redis_ambassador.protocol.requests import as_bytes, encode_command
+from redis_ambassador.routing.call import Call
+from redis_ambassador.routing.fanout import Gather
 from redis_ambassador.slots import key_slot
 from redis_ambassador.upstream.subscriber import SubscriberConnection
 
 if TYPE_CHECKING:
     from redis_ambassador.config import Address
-    from redis_ambassador.server.client import Batch, ClientConnection
+    from redis_ambassador.routing.session import Session
+    from redis_ambassador.upstream.collector import Collector
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ class _Owed:
 
     def __init__(
         self,
-        batch: Batch | Gather | None,
+        batch: Collector | None,
         index: int,
         kind: bytes,
         expected: int,
@@ -93,9 +95,11 @@ class Placement:
         owner: Callable[[int], Address | None],
         connect: Callable[[SubscriberConnection, Address], None],
         refresh: Callable[[], None],
+        scheduler: Scheduler,
         slot_of: Callable[[bytes], int] = key_slot,
         uncovered: bytes = errors.CLUSTERDOWN_UNCOVERED,
     ) -> None:
+        self.scheduler = scheduler  # resubscribing waits a little between attempts
         self.any_master = any_master
         self.owner = owner
         self.connect = connect
@@ -107,12 +111,11 @@ class Placement:
 class Subscriptions:
     """The client's subscriber connections and their bookkeeping."""
 
-    def __init__(self, client: ClientConnection, placement: Placement) -> None:
-        self._client = client
+    def __init__(self, session: Session, placement: Placement) -> None:
+        self._session = session
         self._placement = placement
         self._classic: _Link | None = None
         self._shard: dict[Address, _Link] = {}
-        self._loop = asyncio.get_running_loop()
 
     @property
     def active(self) -> bool:
@@ -130,7 +133,7 @@ class Subscriptions:
 
     # -- commands -----------------------------------------------------------------------------
 
-    def classic(self, batch: Batch, i: int, args: list[bytes]) -> bytes | None:
+    def classic(self, batch: Collector, i: int, args: list[bytes]) -> bytes | None:
         """SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE, PUNSUBSCRIBE: on the classic connection. Returns
         an error reply instead when no node can take them."""
         link = self._classic_link()
@@ -139,14 +142,14 @@ class Subscriptions:
         self._send(link, batch, i, args)
         return None
 
-    def shard(self, batch: Batch, i: int, args: list[bytes]) -> bytes | None:
+    def shard(self, batch: Collector, i: int, args: list[bytes]) -> bytes | None:
         """SSUBSCRIBE, SUNSUBSCRIBE: to the node that owns the channels' slot (SUNSUBSCRIBE with
         no channel: to every node the client has shard channels on)."""
         if len(args) == 1:
             links = [link for link in self._shard.values() if link.channels]
             if not links:
                 # Nothing to leave; Redis still confirms once, with a null channel.
-                link = self._shard_link(key_slot(b""))
+                link = self._shard_link(self._placement.slot_of(b""))
                 if link is None:
                     return self._placement.uncovered
                 links = [link]
@@ -165,7 +168,7 @@ class Subscriptions:
         self._send(link, batch, i, args)
         return None
 
-    def ping(self, batch: Batch, i: int, args: list[bytes]) -> None:
+    def ping(self, batch: Collector, i: int, args: list[bytes]) -> None:
         """PING while subscribed (RESP2): the node answers it in its subscribed form, in order
         with the confirmations on that connection."""
         links = [link for link in (self._classic, *self._shard.values()) if link and link.active]
@@ -183,7 +186,7 @@ class Subscriptions:
 
     # -- bookkeeping --------------------------------------------------------------------------
 
-    def _send(self, link: _Link, batch: Batch | Gather | None, i: int, args: list[bytes]) -> _Owed:
+    def _send(self, link: _Link, batch: Collector | None, i: int, args: list[bytes]) -> _Owed:
         args = as_bytes(args)  # the names are kept
         kind = args[0].lower()
         names = args[1:]
@@ -221,8 +224,8 @@ class Subscriptions:
         return link
 
     def _open(self, address: Address, shard: bool) -> _Link:
-        client = self._client
-        conn = SubscriberConnection(address, self, client.protocol, client.upstream_auth)
+        session = self._session
+        conn = SubscriberConnection(address, self, session.protocol, session.upstream_auth)
         self._placement.connect(conn, address)
         return _Link(conn, shard)
 
@@ -239,14 +242,14 @@ class Subscriptions:
             return
         kind = _kind(reply)
         if kind in _MESSAGES:
-            self._client.push(reply)
+            self._session.client.push(reply)
             return
         owed = link.owed[0] if link.owed else None
         if kind == b"sunsubscribe" and (owed is None or owed.kind != b"sunsubscribe"):
             self._slot_moved(link, reply)
             return
         if owed is None:
-            self._client.push(reply)  # nothing asked for it: pass it on rather than lose it
+            self._session.client.push(reply)  # nothing asked for it: pass it on rather than lose it
             return
         if reply[:1] in (b"-", b"!") and not owed.got:
             # Refused whole (-NOPERM for a channel the node's user may not use): one error
@@ -257,7 +260,7 @@ class Subscriptions:
             if owed.batch is not None:
                 owed.batch.fill(owed.index, reply)
             if self.idle:
-                self._client.unsubscribed()
+                self._session.unsubscribed()
             return
         owed.got.append(reply)
         if len(owed.got) < owed.expected:
@@ -266,7 +269,7 @@ class Subscriptions:
         if owed.batch is not None:
             owed.batch.fill(owed.index, b"".join(owed.got))
         if self.idle:
-            self._client.unsubscribed()
+            self._session.unsubscribed()
 
     def lost(self, conn: SubscriberConnection) -> None:
         link = self._link_of(conn)
@@ -309,10 +312,11 @@ class Subscriptions:
 
     def _resubscribe(self, lost: _Link, attempts: int) -> None:
         """Subscribe again to what ``lost`` held, once the topology says where."""
-        self._loop.call_later(_RESUBSCRIBE_DELAY, self._try_resubscribe, lost, attempts)
+        later = self._placement.scheduler.call_later
+        later(_RESUBSCRIBE_DELAY, self._try_resubscribe, lost, attempts)
 
     def _try_resubscribe(self, lost: _Link, attempts: int) -> None:
-        if self._client.subscriptions is not self:
+        if self._session.subscriptions is not self:
             return  # the client left or reset meanwhile
         if not lost.shard:
             link = self._classic_link()
@@ -325,7 +329,7 @@ class Subscriptions:
             return
         pending: set[bytes] = set()
         for channel in lost.channels:
-            link = self._shard_link(key_slot(channel))
+            link = self._shard_link(self._placement.slot_of(channel))
             if link is None or link.conn is lost.conn:
                 pending.add(channel)
             elif channel not in link.channels:
@@ -353,3 +357,55 @@ def _kind(reply: bytes) -> bytes:
     if not items or items[0][:1] != b"$":
         return b""
     return bulk_value(items[0]).lower()
+
+
+class PubSub:
+    """The subscribe family's handler: each client's subscriptions on connections of its own."""
+
+    def __init__(self, placement: Placement) -> None:
+        self._placement = placement
+
+    def handle(self, call: Call) -> bool:
+        """(P|S)SUBSCRIBE and (P|S)UNSUBSCRIBE, on the client's subscriber connections."""
+        session = call.session
+        subscriptions = session.subscriptions
+        if subscriptions is None:
+            subscriptions = session.subscriptions = Subscriptions(session, self._placement)
+        if call.name in ("ssubscribe", "sunsubscribe"):
+            failed = subscriptions.shard(call.batch, call.index, call.args)
+        else:
+            failed = subscriptions.classic(call.batch, call.index, call.args)
+        if failed is not None:
+            call.answer(failed)
+            if subscriptions.idle:
+                session.unsubscribed()
+        return True
+
+    @staticmethod
+    def outside_subscribed_mode(call: Call) -> bytes | None:
+        """A RESP2 client subscribed to something may only run pub/sub commands, PING, QUIT
+        and RESET: Redis's refusal of anything else (None: it may run). Its PING the node
+        answers, in its subscribed form."""
+        session = call.session
+        subscriptions = session.subscriptions
+        if subscriptions is None or session.protocol != 2 or not subscriptions.active:
+            return None
+        if call.base in SUBSCRIBING or call.base in ("ping", "quit", "reset"):
+            return None
+        return errors.subscribed_context(call.name)
+
+    @staticmethod
+    def ping(call: Call) -> bool:
+        """PING: by the node on the client's subscriber connection, while it is subscribed in
+        RESP2 (the node answers in the subscribed form); else answered here."""
+        session = call.session
+        subscriptions = session.subscriptions
+        if subscriptions is None or session.protocol != 2 or not subscriptions.active:
+            return False
+        subscriptions.ping(call.batch, call.index, call.args)
+        return True
+
+
+SUBSCRIBING = frozenset(
+    ["subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe"]
+)

@@ -1,8 +1,10 @@
 """One client connection: read commands, hand them to the router, write replies in order.
 
-A read's commands form one ``Batch``. Its replies are filled in as nodes answer (in any order
-across nodes) and the batch is written once complete, after every earlier batch: the client sees
-replies in exactly the order it sent the commands, as from a single Redis.
+A read's commands form one ``Batch`` (routing/batch.py). Its replies are filled in as nodes answer
+(in any order across nodes) and the batch is written once complete, after every earlier batch:
+the client sees replies in exactly the order it sent the commands, as from a single Redis. The
+connection owns bytes in and out and the limits on them; the client's routing state is its
+``Session`` (routing/session.py), which the router reads and changes.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import socket
 import struct
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from redis_ambassador import errors
 from redis_ambassador.faults.inject import PacedWriter
@@ -22,13 +24,10 @@ from redis_ambassador.operations.histogram import SAMPLE_EVERY
 from redis_ambassador.operations.ratelimit import LimitedLog
 from redis_ambassador.protocol.requests import QueryBufferLimit, RequestParser
 from redis_ambassador.protocol.writes import LargeFrames, write_joined
+from redis_ambassador.routing.session import Batch, Session
 
 if TYPE_CHECKING:
-    from redis_ambassador.commands.transaction import Transaction
-    from redis_ambassador.config import Address
-    from redis_ambassador.routing.pubsub import Subscriptions
-    from redis_ambassador.routing.router import Router
-    from redis_ambassador.upstream.connection import NodeConnection
+    from redis_ambassador.config import ServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +69,10 @@ class ClientRegistry:
         self.over_soft_limit: dict[ClientConnection, float] = {}
         self.tls_handshake_failures = 0  # TLS listener's clients refused before connecting
         self._all_gone: asyncio.Event | None = None  # set once draining and none is left
+
+    def sessions(self) -> list[Session]:
+        """Every connected client's session (CLIENT LIST)."""
+        return [client.session for client in self.connected]
 
     def add(self, client: ClientConnection) -> None:
         self.connected.add(client)
@@ -117,73 +120,31 @@ class ClientRegistry:
         return len(over)
 
 
-class _Dropped(list):  # type: ignore[type-arg]
-    """The replies of a batch whose client is gone: what nodes still send is dropped as it
-    arrives, instead of piling up in a batch nobody will write."""
+class Dispatcher(Protocol):
+    """What a client connection asks of the router (routing/router.py)."""
 
-    __slots__ = ()
+    settings: ServerConfig  # the server's limits, read by each new connection
+    pool_size: int
+    slow_after: float  # seconds after which a request is slow
 
-    def __setitem__(self, index: object, reply: object) -> None:
-        pass
+    @property
+    def auth_required(self) -> bool:
+        """Whether a new client must AUTH before anything else."""
+        ...
 
+    def upstream_auth(self, block: int) -> bytes:
+        """The AUTH frame a client's own node connection opened now signs in with."""
+        ...
 
-class Batch:
-    """The replies owed for one read's commands, filled in place by index."""
-
-    __slots__ = (
-        "client", "close_after", "first", "held", "read_at", "remaining", "replies", "sampled",
-        "silent",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        client: ClientConnection,
-        size: int,
-        read_at: float = 0.0,
-        first: list[bytes] | tuple[()] = (),
+    def dispatch(
+        self, session: Session, batch: Batch, commands: list[list[bytes]], frames: list[bytes]
     ) -> None:
-        self.client = client
-        self.replies: list[bytes | bytearray | None] = [None] * size
-        self.remaining = size
-        self.close_after = False
-        self.silent: set[int] | None = None  # replies not to write (CLIENT REPLY OFF/SKIP)
-        # Timing (the slow log, and one batch in SAMPLE_EVERY for the latency histogram): when
-        # its commands were read (0.0: not timed, e.g. it holds a blocking command), and the
-        # first command's arguments (the name it is known by). Only the first two of a
-        # LargeArgs: the others may be views into a large frame (see ExactReader), which would
-        # then live as long as the whole batch, not just until its command is answered.
-        self.read_at = read_at
-        self.first = first
-        self.sampled = False
-        self.held = 0  # bytes of its large replies, counted in the client's output buffer
+        """Send (or answer) every command of one read; replies land in ``batch`` by index."""
+        ...
 
-    def silence(self, index: int) -> None:
-        """The command at ``index`` runs, but its reply is not written."""
-        if self.silent is None:
-            self.silent = set()
-        self.silent.add(index)
-
-    def written(self) -> list[bytes | bytearray | None]:
-        """The replies to write: all but the silenced ones."""
-        if self.silent is None:
-            return self.replies
-        return [r for k, r in enumerate(self.replies) if k not in self.silent]
-
-    def drop(self) -> None:
-        """Its client is gone: keep no reply received for it from now on."""
-        self.replies = _Dropped(itertools.repeat(None, len(self.replies)))
-
-    def cut_after(self, index: int) -> None:
-        """Drop the commands after ``index`` unanswered (QUIT: Redis never runs them)."""
-        self.remaining -= len(self.replies) - index - 1
-        del self.replies[index + 1 :]
-
-    def fill(self, index: int, reply: bytes) -> None:
-        """Set one reply (for replies produced outside a node connection's hot loop)."""
-        self.replies[index] = reply
-        self.remaining -= 1
-        if not self.remaining:
-            self.client.batch_complete()
+    def answered(self, session: Session, batch: Batch, elapsed: float) -> None:
+        """A sampled or slow batch's replies were written ``elapsed`` seconds after its read."""
+        ...
 
 
 class ClientConnection(asyncio.Protocol):
@@ -191,36 +152,17 @@ class ClientConnection(asyncio.Protocol):
 
     # Slots, not a per-instance dict: ten thousand idle clients each keep only these.
     __slots__ = (
-        "_batches", "_closing", "_held", "_held_error", "_inflight", "_lane_base",
-        "_max_inflight", "_max_output", "_max_output_hard", "_parser", "_pool_size", "_reading",
-        "_registry", "_replies_held", "_router", "_transport", "_write_paused", "authenticated",
-        "block", "chaos_admin", "connected_at", "failed_auths", "fd", "id", "lane", "last_read",
-        "lib_name", "lib_ver", "local_address",
-        "name", "no_evict", "no_touch", "peer", "private", "protocol", "reply_mode",
-        "subscriptions", "transaction", "user", "watched_slot", "watching",
+        "_batches", "_closing", "_held", "_held_error", "_inflight", "_max_inflight",
+        "_max_output", "_max_output_hard", "_parser", "_reading", "_registry", "_replies_held",
+        "_router", "_transport", "_write_paused", "connected_at", "fd", "last_read",
+        "local_address", "peer", "session",
     )  # fmt: skip
 
-    def __init__(self, router: Router, registry: ClientRegistry) -> None:
-        self.id = next(_client_ids)
+    def __init__(self, router: Dispatcher, registry: ClientRegistry) -> None:
         settings = router.settings
-        self._lane_base = self.id % router.pool_size
-        self._pool_size = router.pool_size
-        self.lane = self._lane_base
-        # Who the client is: until it authenticates (when the ambassador asks it to), it takes
-        # the router's slow path, which answers NOAUTH. ACL users' commands travel the lanes of
-        # their user's block of lanes (``block``; 0: the ambassador's own user).
-        self.authenticated = not router.client_auth.required
-        self.chaos_admin = False  # gave server.admin_token with CHAOS AUTH
-        self.failed_auths = 0  # on this connection, ever: RESET must not wipe a guesser's count
-        self.user = b"default"
-        self.block = 0
-        self.protocol = 2
-        self.name = b""
-        # Answered here, per client (CLIENT SETINFO/NO-EVICT/NO-TOUCH, CLIENT INFO/LIST):
-        self.lib_name = b""
-        self.lib_ver = b""
-        self.no_evict = False
-        self.no_touch = False
+        self.session = Session(
+            self, next(_client_ids), router.pool_size, router.auth_required, router.upstream_auth
+        )
         self.connected_at = self.last_read = time.monotonic()
         self._router = router
         self._registry = registry
@@ -243,53 +185,20 @@ class ClientConnection(asyncio.Protocol):
         # answered (a blocked Redis client runs nothing after it); reading is paused meanwhile.
         self._held: tuple[list[list[bytes]], list[bytes]] | None = None
         self._held_error: bytes | None = None  # a protocol error read after them
-        # Connections to nodes for this client alone (blocking commands, WATCH), by node.
-        self.private: dict[Address, NodeConnection] = {}
-        self.transaction: Transaction | None = None  # between MULTI and EXEC/DISCARD
-        self.watching: NodeConnection | None = None  # the private connection holding WATCHes
-        self.watched_slot: int | None = None
-        self.subscriptions: Subscriptions | None = None  # after a (P|S)SUBSCRIBE
-        # CLIENT REPLY: "on", "off" (no replies), or "skip" (none for the next command).
-        self.reply_mode = "on"
         self.peer = "?"
         self.local_address = ("", 0)  # what the client dialed: CLUSTER SLOTS/SHARDS/NODES
         self.fd = -1
 
     def describe(self) -> str:
         """The client as log lines name it: address, id, and name if it set one."""
-        named = f", name {self.name.decode(errors='replace')}" if self.name else ""
-        return f"{self.peer} (id {self.id}{named})"
+        session = self.session
+        named = f", name {session.name.decode(errors='replace')}" if session.name else ""
+        return f"{self.peer} (id {session.id}{named})"
 
     @property
     def gone(self) -> bool:
         """The connection is closed (or closing)."""
         return self._transport is None or self._closing
-
-    @property
-    def upstream_auth(self) -> bytes:
-        """The AUTH frame a node connection of this client's own signs in with when opened now:
-        its user's (for block 0 the ambassador's, as a reload may have rotated them)."""
-        return self._router.upstream_auth(self.block)
-
-    def set_protocol(self, protocol: int) -> None:
-        """HELLO 2/3: later commands use node connections that speak the same protocol."""
-        self.protocol = protocol
-        # Each block is 2 * pool_size lanes: RESP2's, then RESP3's.
-        self.lane = (2 * self.block + (protocol == 3)) * self._pool_size + self._lane_base
-
-    def sign_in(self, user: bytes, block: int) -> None:
-        """AUTH succeeded: later commands run as ``user``, on the lanes of ``block``."""
-        self.authenticated = True
-        self.user = user
-        self.block = block
-        self.set_protocol(self.protocol)
-
-    def sign_out(self) -> None:
-        """RESET: back to a new connection's identity (unauthenticated, if AUTH is required)."""
-        router = self._router
-        self.sign_in(b"default", 0)
-        self.authenticated = not router.client_auth.required
-        self.chaos_admin = False
 
     # -- asyncio's side -----------------------------------------------------------------------
 
@@ -343,11 +252,8 @@ class ClientConnection(asyncio.Protocol):
         # Replies still owed go nowhere; the batches are dropped when their nodes answer.
         self._drop_batches()
         self._held = None
-        # A blocked command or a WATCH ends with its connection.
-        for conn in self.private.values():
-            conn.close()
-        self.private.clear()
-        self.unsubscribed()
+        # A blocked command, a WATCH or a subscription ends with its connection.
+        self.session.depart()
 
     def pause_writing(self) -> None:
         # The client is not reading: stop reading its commands, so what we buffer for it stays
@@ -453,12 +359,6 @@ class ClientConnection(asyncio.Protocol):
         self._replies_held += size
         self._hard_limit_reached(transport)
 
-    def unsubscribed(self) -> None:
-        """Subscribed to nothing any more: close the subscriber connections."""
-        if self.subscriptions is not None:
-            self.subscriptions.close()
-            self.subscriptions = None
-
     def waiting_before(self, batch: Batch, index: int) -> bool:
         """Whether any command sent before ``batch[index]`` still awaits its reply."""
         return self._batches[0] is not batch or None in batch.replies[:index]
@@ -512,7 +412,7 @@ class ClientConnection(asyncio.Protocol):
             batch.sampled = True
         self._batches.append(batch)
         self._inflight += len(commands)
-        self._router.dispatch(self, batch, commands, frames)
+        self._router.dispatch(self.session, batch, commands, frames)
 
     def _dispatch_in_turns(
         self, commands: list[list[bytes]], frames: list[bytes], read_at: float
@@ -548,7 +448,7 @@ class ClientConnection(asyncio.Protocol):
         """A timed batch's replies were written: the latency sample, the slow log."""
         elapsed = _monotonic() - batch.read_at
         if batch.sampled or elapsed >= self._router.slow_after:
-            self._router.answered(self, batch, elapsed)
+            self._router.answered(self.session, batch, elapsed)
 
     def _refuse(self, reply: bytes) -> None:
         """Queue an error after everything owed, then close (Redis's protocol-error behaviour)."""
@@ -669,7 +569,8 @@ class ClientConnection(asyncio.Protocol):
         what is written meanwhile has gone out (a bandwidth or split fault)."""
         transport = self._transport
         if transport is not None and not isinstance(transport, PacedWriter):
-            self._transport = PacedWriter(self, transport, piece, pause)  # type: ignore[assignment]
+            paced = PacedWriter(self, transport, piece, pause, asyncio.get_running_loop())
+            self._transport = paced  # type: ignore[assignment]
 
     def restore_transport(self, paced: PacedWriter, transport: asyncio.Transport) -> None:
         """The paced writes are out: write straight to the transport again."""
@@ -714,6 +615,6 @@ class ClientConnection(asyncio.Protocol):
     def idle_for(self, now: float) -> float:
         """Seconds since the last read, or 0 for a client the idle timeout must spare: one
         with a reply owed (a blocking command among them), or subscribed, as in Redis."""
-        if self._batches or self._held is not None or self.subscriptions is not None:
+        if self._batches or self._held is not None or self.session.subscriptions is not None:
             return 0.0
         return now - self.last_read

@@ -2,7 +2,7 @@
 
 Frames from every client are queued and written once per event-loop tick; replies come back in
 the order the frames were written, so a FIFO of "who asked" is all the bookkeeping needed. Each
-reply's bytes are handed to the batch that asked, untouched.
+reply's bytes are handed to the collector that asked (upstream/collector.py), untouched.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Protocol
 from redis_ambassador.operations.histogram import SAMPLE_EVERY
 from redis_ambassador.protocol.replies import ReplyScanner
 from redis_ambassador.protocol.writes import LargeFrames, write_joined
+from redis_ambassador.upstream.collector import Collector
 
 if TYPE_CHECKING:
     from redis_ambassador.config import Address
-    from redis_ambassador.server.client import Batch
     from redis_ambassador.upstream.retry import Attempt
 
-# Who asked: the batch (None for an ASKING whose +OK is dropped), the command's place in it,
+# Who asked: the collector (None for an ASKING whose +OK is dropped), the command's place in it,
 # its frame (kept to resend on a redirection) and its retry history (0 until its first
 # redirection or retry, then an Attempt).
-Entry = tuple["Batch | None", int, bytes, "Attempt | int"]
+Entry = tuple[Collector | None, int, bytes, "Attempt | int"]
 
 ASKING = b"*1\r\n$6\r\nASKING\r\n"
 READONLY = b"*1\r\n$8\r\nREADONLY\r\n"
@@ -117,7 +117,9 @@ class NodeConnection(asyncio.Protocol):
 
     # -- the owner's side -------------------------------------------------------------------
 
-    def send(self, batch: Batch | None, index: int, frame: bytes, hops: Attempt | int = 0) -> None:
+    def send(
+        self, batch: Collector | None, index: int, frame: bytes, hops: Attempt | int = 0
+    ) -> None:
         """Queue a command; its reply will fill ``batch.replies[index]``."""
         if frame.__class__ is bytearray:
             LargeFrames.queued += 1
@@ -131,7 +133,7 @@ class NodeConnection(asyncio.Protocol):
         self.dirty = True
         self._owner.schedule_flush(self)
 
-    def send_asking(self, batch: Batch, index: int, frame: bytes, hops: Attempt | int) -> None:
+    def send_asking(self, batch: Collector, index: int, frame: bytes, hops: Attempt | int) -> None:
         """Queue ASKING and the command back to back, so no other client's command can land
         between them on this shared connection."""
         self.queue.append((None, 0, ASKING, hops))
@@ -250,22 +252,16 @@ class NodeConnection(asyncio.Protocol):
                     pos = end
                     continue
                 if kind == 45 or kind == 33:  # an error (RESP3: a blob error)
-                    if kind == 45 and buf.startswith(_REDIRECT_PREFIXES, pos):
-                        self._owner.redirected(popleft(), bytes(buf[pos:end]), self)
+                    taken = self._error(buf, pos, end)
+                    if taken is None:
+                        return  # the connection's AUTH refused: it is failing
+                    if taken:
                         pos = end
                         continue
-                    if kind == 45 and buf.startswith(_PROTOCOL_ERROR, pos):
-                        self.refused_input = True
-                    if inflight[0][2] is self.auth and inflight[0][0] is None:
-                        self._auth_refused(bytes(buf[pos:end]))
-                        return
-                    self._owner.errored(inflight[0][2])
                 if end - pos > LARGE_REPLY:
-                    # Who asked: a client's Batch, or a stand-in for one (a fan-out's Gather,
-                    # a fault's Catch), each its own ``client`` with a ``holding``.
                     asker = inflight[0][0]
                     if asker is not None:
-                        asker.client.holding(asker, end - pos)
+                        asker.holding(end - pos)
                     if buf is partial and not pos:
                         partial = buf = self._hand_over(partial, end)
                         find = buf.find
@@ -276,7 +272,7 @@ class NodeConnection(asyncio.Protocol):
                 batch.replies[index] = buf[pos:end]
                 batch.remaining -= 1
                 if not batch.remaining:
-                    batch.client.batch_complete()
+                    batch.complete()
             pos = end
         if pos >= size:
             self._partial = None
@@ -289,6 +285,23 @@ class NodeConnection(asyncio.Protocol):
             if self._timed_left <= 0:
                 self._owner.observed(self, monotonic() - self._timed_at)
                 self._timed_at = 0.0
+
+    def _error(self, buf: bytes | bytearray, pos: int, end: int) -> bool | None:
+        """An error reply at ``buf[pos:end]``, for the command at the head of the queue: True
+        when taken here (a redirection or a "not now" refusal, the owner's to act on), None when
+        it refused the connection's AUTH (the connection fails), else False (the command's own
+        reply, counted)."""
+        inflight = self.queue
+        if buf[pos] == 45 and buf.startswith(_REDIRECT_PREFIXES, pos):
+            self._owner.redirected(inflight.popleft(), bytes(buf[pos:end]), self)
+            return True
+        if buf[pos] == 45 and buf.startswith(_PROTOCOL_ERROR, pos):
+            self.refused_input = True
+        if inflight[0][2] is self.auth and inflight[0][0] is None:
+            self._auth_refused(bytes(buf[pos:end]))
+            return None
+        self._owner.errored(inflight[0][2])
+        return False
 
     def _hand_over(self, whole: bytearray, end: int) -> bytearray:
         """The reply at the head of the queue is ``whole[:end]``, in the buffer it grew in read

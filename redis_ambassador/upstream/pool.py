@@ -21,13 +21,14 @@ import logging
 import random
 import weakref
 from collections.abc import Callable, Collection
+from typing import Protocol
 
 import anyio
-from anyio.abc import TaskGroup
 
 from redis_ambassador.config import Address, UpstreamConfig
+from redis_ambassador.loop import Scheduler
 from redis_ambassador.operations.histogram import LatencyHistogram
-from redis_ambassador.tls import NodeTLS, connect_options, describe
+from redis_ambassador.tls import NodeTLS
 from redis_ambassador.upstream.breaker import BreakerSettings, CircuitBreaker, State
 from redis_ambassador.upstream.connection import UNOPENED, ConnectionOwner, Entry, NodeConnection
 from redis_ambassador.upstream.credentials import Credentials
@@ -117,19 +118,32 @@ class NodePool:
             conn.close()
 
 
+class Dial(Protocol):
+    """How node connections are opened (upstream/dialer.py's ``Dialer``; tests give a fake)."""
+
+    names: Names  # node host names (discovery and health checks resolve them too)
+    tls: NodeTLS | None  # every connection to a node uses it (health probes and discovery too)
+
+    def dial(self, conn: asyncio.Protocol, address: Address) -> None:
+        """Start connecting ``conn`` to the node at ``address``."""
+        ...
+
+    def start_soon(self, task: Callable[[], object], name: str) -> None:
+        """Run a task beside the connects (a health check)."""
+        ...
+
+
 class Upstream(ConnectionOwner):
-    """All node pools; owns their connect tasks and flushes dirty connections once per tick."""
+    """All node pools; flushes dirty connections once per loop turn."""
 
     def __init__(
         self,
-        task_group: TaskGroup,
         config: UpstreamConfig,
-        names: Names,
         credentials: Credentials,
-        tls: NodeTLS | None = None,
+        scheduler: Scheduler,
+        dialer: Dial,
     ) -> None:
-        self.names = names  # node host names: resolved on each connect, at most so often
-        self.tls = tls  # every connection to a node uses it (health probes and discovery too)
+        self.dialer = dialer
         self.pool_size = config.pool_size
         self.credentials = credentials
         # Each block of lanes and who its connections sign in as; block 0 is the ambassador's.
@@ -138,13 +152,11 @@ class Upstream(ConnectionOwner):
         self._block_of = {_identity(credentials): 0}
         self._rotated: set[bytes] = set()  # AUTH frames block 0 signed in with before a reload
         self.readonly = config.read_policy != "master"  # pooled connections send READONLY
-        self._connect_timeout = config.connect_timeout
         self.breaker_settings = BreakerSettings.from_config(config)
-        self._tg = task_group
         self._pools: dict[Address, NodePool] = {}
         self._discarded_sent = 0
         self._dirty: list[NodeConnection] = []
-        self._loop = asyncio.get_running_loop()
+        self._loop = scheduler
         self.partitioned: frozenset[Address] = frozenset()  # cut off by chaos rules
         # Set by the router: what to do when a reply is a redirection, a connection fails, or
         # a node's circuit breaker changes state.
@@ -152,6 +164,14 @@ class Upstream(ConnectionOwner):
         self.on_failure: Callable[[NodeConnection, list[Entry], list[Entry]], None] = _unset
         self.on_breaker: Callable[[NodePool, State], None] = _unset
         self.on_error: Callable[[bytes], None] = _unset  # a node answered a command with an error
+
+    @property
+    def names(self) -> Names:
+        return self.dialer.names
+
+    @property
+    def tls(self) -> NodeTLS | None:
+        return self.dialer.tls
 
     def pool(self, address: Address) -> NodePool:
         """The pool for a node, created (and connecting) on first use."""
@@ -181,7 +201,7 @@ class Upstream(ConnectionOwner):
         """Sign in and shake hands with these on every connection opened from now on (a reload
         rotated them): block 0's lanes as they are reopened, clients' own connections, probes,
         discovery. Connections already open stay as they are."""
-        self.tls = tls
+        self.dialer.tls = tls
         old = self.credentials
         if credentials == old:
             return
@@ -249,29 +269,17 @@ class Upstream(ConnectionOwner):
         self.partitioned = cut
 
     def start_soon(self, task: Callable[[], object], name: str) -> None:
-        self._tg.start_soon(task, name=name)  # type: ignore[arg-type]
+        self.dialer.start_soon(task, name)
 
     def connect(self, conn: asyncio.Protocol, address: Address) -> None:
-        self._tg.start_soon(self._connect, conn, address, name=f"connect {address}")
-
-    async def _connect(self, conn: asyncio.Protocol, address: Address) -> None:
-        try:
-            with anyio.fail_after(self._connect_timeout):
-                if address in self.partitioned:
-                    raise ConnectionRefusedError(errno.ECONNREFUSED, _PARTITIONED)
-                dial = (await self.names.resolve(address))[0]
-                tls = connect_options(self.tls, address, self._connect_timeout)
-                await self._loop.create_connection(lambda: conn, dial.host, dial.port, **tls)
-        except Exception as exc:
-            # ssl.SSLError is an OSError: a failed handshake is a failed connect (the breaker's).
-            # Anything else is a bug, logged in full, but still only this connect's failure.
-            if isinstance(exc, OSError | TimeoutError | RuntimeError):
-                log.warning("cannot connect to node %s: %s", address, describe(exc) or "timed out")
-            else:
-                log.exception("cannot connect to node %s: unexpected error", address)
+        """Connect ``conn`` to a node; a node partitioned by a chaos rule refuses, as if it did."""
+        if address in self.partitioned:
+            refused = ConnectionRefusedError(errno.ECONNREFUSED, _PARTITIONED)
             if isinstance(conn, NodeConnection) and not conn.closing:
                 conn.failure = "cannot connect"
-            conn.connection_lost(exc)
+            self._loop.call_soon(conn.connection_lost, refused)
+            return
+        self.dialer.dial(conn, address)
 
     # -- ConnectionOwner ----------------------------------------------------------------------
 

@@ -308,9 +308,11 @@ def _not_queued(command: Command, state: SessionState, match: re.Match[bytes]) -
     )
 
 
-def _sign_in(command: Command, state: SessionState, match: re.Match[bytes]) -> bool:
-    return command.base == "auth" or (
-        command.base == "hello" and any(a.lower() == b"auth" for a in command.args[2:])
+def _newer_client_subcommand(command: Command, state: SessionState, match: re.Match[bytes]) -> bool:
+    return (
+        command.base == "client"
+        and len(command.args) > 1
+        and (bytes(command.args[1]).lower() in (b"setinfo", b"no-touch", b"maint_notifications"))
     )
 
 
@@ -363,11 +365,11 @@ BY_DESIGN: tuple[Rule, ...] = (
         "itself, or needs every node or a connection of the client's own, cannot be part of it",
     ),
     Rule(
-        "auth rate limit",
-        re.compile(rb"^-ERR redis-ambassador: too many failed authentication attempts from this "
-                   rb"address, try again in \d+ seconds\r\n\Z"),
-        _sign_in,
-        "server.auth_max_failures: failed AUTHs from one address are limited (Redis has no limit)",
+        "newer CLIENT subcommands",
+        re.compile(rb"^[+-]"),
+        _newer_client_subcommand,
+        "client libraries send CLIENT SETINFO (Redis 7.2), NO-TOUCH and MAINT_NOTIFICATIONS at "
+        "connect: the ambassador answers them as the Redis that added them, whatever the nodes'",
     ),
     Rule(
         "sort pattern",

@@ -16,7 +16,7 @@ from conftest import Ambassador, RawConnection, resp
 from redis_ambassador.commands.table import CommandTable
 from redis_ambassador.local.cluster import LocalCluster
 from redis_ambassador.local.testing import memory_bytes, reset_peak_rss
-from redis_ambassador.protocol.requests import key_slot
+from redis_ambassador.slots import key_slot
 
 MB = 1024 * 1024
 VALUE = 64 * MB

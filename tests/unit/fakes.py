@@ -54,22 +54,27 @@ class Owner:
 
 
 class Batch:
-    """The replies owed to one client read, filled by index."""
+    """A Collector (upstream/collector.py): the replies owed to one client read, by index."""
+
+    lane = 0
 
     def __init__(self, size: int = 1) -> None:
-        self.client = self
-        self.replies: list[bytes | None] = [None] * size
+        self.replies: list[bytes | bytearray | None] = [None] * size
         self.remaining = size
+        self.completed = 0
+        self.held = 0  # bytes of large replies announced by holding()
 
-    def batch_complete(self) -> None:
-        pass
+    def complete(self) -> None:
+        self.completed += 1
 
-    def fill(self, index: int, reply: bytes) -> None:
+    def fill(self, index: int, reply: bytes | bytearray) -> None:
         self.replies[index] = reply
         self.remaining -= 1
+        if not self.remaining:
+            self.complete()
 
-    def holding(self, batch: Batch, size: int) -> None:
-        pass
+    def holding(self, size: int) -> None:
+        self.held += size
 
 
 def connected(auth: bytes = b"", protocol: int = 2) -> tuple[NodeConnection, Transport, Owner]:

@@ -13,8 +13,8 @@ import hiredis
 import pytest
 
 from redis_ambassador import __version__
-from redis_ambassador.commands.admin import ADMIN, ClusterView, Plan, To
-from redis_ambassador.commands.info import bytes_to_human
+from redis_ambassador.commands.admin import ADMIN, Plan, To
+from redis_ambassador.commands.info import ClusterView, bytes_to_human
 from redis_ambassador.commands.merges import (
     FANOUT,
     all_ok,

@@ -233,16 +233,20 @@ def test_hello_that_fails_leaves_protocol_and_name_unchanged(
     assert run(b"CLIENT", b"GETNAME", session=session) == b"$-1\r\n"
 
 
-def test_hello_auth_is_parsed_for_the_router_to_check_like_redis() -> None:
+def test_hello_options_are_parsed_in_order_for_the_router_to_apply_like_redis() -> None:
     hello = parse_hello([b"HELLO", b"3", b"AUTH", b"app", b"pw", b"SETNAME", b"n"])
-    assert hello == Hello(3, (b"app", b"pw"), b"n")
+    assert hello == Hello(3, ((b"auth", b"app", b"pw"), (b"setname", b"n")))
+    # Redis applies each option as it reads it: what comes before a bad one still applies.
+    assert parse_hello([b"HELLO", b"2", b"SETNAME", b"a", b"FOO", b"SETNAME", b"b"]) == Hello(
+        2, ((b"setname", b"a"), (b"error", b"-ERR Syntax error in HELLO option 'FOO'\r\n"))
+    )
     # The protocol version comes first, as in Redis.
     assert parse_hello([b"HELLO", b"AUTH", b"app", b"pw"]) == (
         b"-ERR Protocol version is not an integer or out of range\r\n"
     )
     # Observed on redis-server 7.0.15: AUTH needs both its arguments.
-    assert parse_hello([b"HELLO", b"2", b"AUTH", b"x"]) == (
-        b"-ERR Syntax error in HELLO option 'AUTH'\r\n"
+    assert parse_hello([b"HELLO", b"2", b"AUTH", b"x"]) == Hello(
+        2, ((b"error", b"-ERR Syntax error in HELLO option 'AUTH'\r\n"),)
     )
     assert parse_hello([b"HELLO", b"4", b"AUTH", b"default", b"no"]) == (
         b"-NOPROTO unsupported protocol version\r\n"

@@ -20,7 +20,6 @@ import logging
 from dataclasses import dataclass
 
 from redis_ambassador import errors
-from redis_ambassador.commands.table import CommandSpec, arity_ok
 from redis_ambassador.config import ServerConfig
 from redis_ambassador.operations.ratelimit import LimitedLog
 from redis_ambassador.protocol.replies import OK
@@ -28,22 +27,10 @@ from redis_ambassador.protocol.requests import as_bytes
 
 log = logging.getLogger(__name__)
 
-# What a client may send before it is in (Redis's no-auth commands, and QUIT).
+# What a client may send before it is in (Redis's no-auth commands, and QUIT); anything else
+# gets NOAUTH, once Redis's own checks (unknown command, arity) pass.
 NO_AUTH_NEEDED = frozenset(["auth", "hello", "quit", "reset"])
 _limited_log = LimitedLog(log, logging.WARNING, 10, "connections slowed for failed AUTHs")
-
-
-def unauthenticated_reply(spec: CommandSpec | None, args: list[bytes]) -> bytes | None:
-    """The reply to a command from a client not yet in, as Redis checks it (unknown command,
-    then arity, then authentication); None for the commands it may send."""
-    if spec is None:
-        return errors.unknown_command(args)
-    if not arity_ok(spec.arity, len(args)):
-        return errors.wrong_arity(spec.name)
-    base = spec.name.split("|", 1)[0]
-    if base in NO_AUTH_NEEDED:
-        return None
-    return errors.NOAUTH_EXEC if base == "exec" else errors.NOAUTH
 
 
 def parse_auth(args: list[bytes]) -> tuple[bytes | None, bytes] | bytes:
