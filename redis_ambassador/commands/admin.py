@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from redis_ambassador import errors
 from redis_ambassador.commands.info import ClusterView, merge_info
 from redis_ambassador.commands.merges import Merge, all_ok, labelled_texts, slowlog_get
-from redis_ambassador.protocol.replies import bulk, bulk_value, elements
+from redis_ambassador.protocol.replies import bulk, bulk_value, elements, mapping
 from redis_ambassador.protocol.requests import string2ll
 
 _STARTED = time.monotonic()
@@ -148,8 +148,7 @@ def standalone_config(reply: bytes, port: int) -> bytes:
             items[k + 1] = bulk(b"%d" % port)
         elif name == b"cluster-enabled":
             items[k + 1] = bulk(b"no")
-    count = len(items) // 2 if reply[:1] == b"%" else len(items)
-    return b"%b%d\r\n%b" % (reply[:1], count, b"".join(items))
+    return mapping(items, 3 if reply[:1] == b"%" else 2)
 
 
 # Admin commands planned here, by the command table's name (``debug`` has no subcommands there).

@@ -17,7 +17,15 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from redis_ambassador.protocol.replies import bulk_value, elements, integer, verbatim
+from redis_ambassador.protocol.replies import (
+    array,
+    bulk,
+    bulk_value,
+    elements,
+    integer,
+    mapping,
+    verbatim,
+)
 from redis_ambassador.protocol.requests import encode_command
 from redis_ambassador.slots import SLOTS, key_slot
 
@@ -60,8 +68,7 @@ def concat_arrays(replies: Sequence[Reply]) -> Reply:
     failed = _first_error(replies)
     if failed is not None:
         return failed
-    items = [item for reply in replies for item in elements(reply)]
-    return b"*%d\r\n%b" % (len(items), b"".join(items))
+    return array([item for reply in replies for item in elements(reply)])
 
 
 def any_value(replies: Sequence[Reply]) -> Reply:
@@ -79,8 +86,9 @@ def all_true(replies: Sequence[Reply]) -> Reply:
     if failed is not None:
         return failed
     columns = [elements(r) for r in replies]
-    items = [min(column, key=lambda item: int(item[1:-2])) for column in zip(*columns, strict=True)]
-    return b"*%d\r\n%b" % (len(items), b"".join(items))
+    return array(
+        [min(column, key=lambda item: int(item[1:-2])) for column in zip(*columns, strict=True)]
+    )
 
 
 # -- SLOWLOG and LATENCY: every master's records as one server's ---------------------------------
@@ -89,10 +97,6 @@ def all_true(replies: Sequence[Reply]) -> Reply:
 def _int(reply: Reply) -> int:
     """The value of an integer reply (``:42``)."""
     return int(reply[1:-2])
-
-
-def _array(items: Sequence[Reply]) -> bytes:
-    return b"*%d\r\n%b" % (len(items), b"".join(items))
 
 
 def slowlog_get(limit: int | None) -> Merge:
@@ -105,7 +109,7 @@ def slowlog_get(limit: int | None) -> Merge:
             return failed
         entries = [entry for reply in replies for entry in elements(reply)]
         entries.sort(key=_slowlog_order, reverse=True)
-        return _array(entries if limit is None else entries[:limit])
+        return array(entries if limit is None else entries[:limit])
 
     return merge
 
@@ -133,9 +137,7 @@ def latency_latest(replies: Sequence[Reply]) -> Reply:
                     at, latest = seen[0], seen[1]
                 worst = max(worst, seen[2])
             events[name] = (at, latest, worst)
-    return _array(
-        [b"*4\r\n%b:%d\r\n:%d\r\n:%d\r\n" % (name, *numbers) for name, numbers in events.items()]
-    )
+    return array([array([name, *map(integer, numbers)]) for name, numbers in events.items()])
 
 
 _LATENCY_SAMPLES = 160  # LATENCY_TS_LEN: the samples Redis keeps per event
@@ -153,7 +155,7 @@ def latency_history(replies: Sequence[Reply]) -> Reply:
             at, latency = (_int(n) for n in elements(sample))
             samples[at] = max(latency, samples.get(at, 0))
     newest = sorted(samples.items())[-_LATENCY_SAMPLES:]
-    return _array([b"*2\r\n:%d\r\n:%d\r\n" % sample for sample in newest])
+    return array([array([integer(at), integer(latency)]) for at, latency in newest])
 
 
 def _pairs(reply: Reply) -> list[tuple[bytes, bytes]]:
@@ -166,8 +168,7 @@ def _pairs(reply: Reply) -> list[tuple[bytes, bytes]]:
 
 
 def _map(pairs: Sequence[tuple[bytes, bytes]], resp3: bool) -> bytes:
-    flat = b"".join(key + value for key, value in pairs)
-    return b"%%%d\r\n%b" % (len(pairs), flat) if resp3 else b"*%d\r\n%b" % (2 * len(pairs), flat)
+    return mapping([item for pair in pairs for item in pair], 3 if resp3 else 2)
 
 
 _CALLS = b"$5\r\ncalls\r\n"
@@ -232,8 +233,7 @@ def union(replies: Sequence[Reply]) -> Reply:
     failed = _first_error(replies)
     if failed is not None:
         return failed
-    items = list(dict.fromkeys(item for reply in replies for item in elements(reply)))
-    return b"*%d\r\n%b" % (len(items), b"".join(items))
+    return array(list(dict.fromkeys(item for reply in replies for item in elements(reply))))
 
 
 def sum_per_name(replies: Sequence[Reply]) -> Reply:
@@ -247,8 +247,7 @@ def sum_per_name(replies: Sequence[Reply]) -> Reply:
     items = []
     for k in range(0, len(first), 2):
         items += [first[k], integer(sum(int(column[k + 1][1:-2]) for column in columns))]
-    count = len(items) // 2 if replies[0][:1] == b"%" else len(items)
-    return b"%b%d\r\n%b" % (replies[0][:1], count, b"".join(items))
+    return mapping(items, 3 if replies[0][:1] == b"%" else 2)
 
 
 # Whole-keyspace commands sent to every master, by command name as the table names them.
@@ -318,7 +317,7 @@ def _in_order(replies: Sequence[Reply], order: list[int]) -> Reply:
     for reply in replies:
         for value in elements(reply):
             values[next(at)] = value
-    return b"*%d\r\n%b" % (len(values), b"".join(values))
+    return array(values)
 
 
 # -- SCAN across masters --------------------------------------------------------------------------
@@ -377,5 +376,4 @@ class ScanPlan:
             value = node_cursor * SLOTS + self.slot
         else:
             value = self._next if self._next is not None else 0
-        text = b"%d" % value
-        return b"*2\r\n$%d\r\n%b\r\n%b" % (len(text), text, keys)
+        return array([bulk(b"%d" % value), keys])
