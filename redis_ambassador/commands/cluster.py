@@ -19,7 +19,7 @@ from __future__ import annotations
 import secrets
 
 from redis_ambassador import errors
-from redis_ambassador.commands.connection import container
+from redis_ambassador.commands.connection import Container
 from redis_ambassador.commands.state import ClientState, Handler, ServerFacts
 from redis_ambassador.protocol.replies import array, bulk, integer, mapping, status, verbatim
 from redis_ambassador.slots import key_slot
@@ -194,4 +194,4 @@ _REFUSED: dict[bytes, str] = {
         "commands addressed to a slot number are not routed by the ambassador yet",
     ),
 }  # fmt: skip
-cluster_command = container("cluster", _SUBCOMMANDS, _REFUSED)
+cluster_command = Container("cluster", _SUBCOMMANDS, _REFUSED)

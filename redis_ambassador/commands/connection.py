@@ -40,20 +40,31 @@ def reset_command(client: ClientState, args: list[bytes], facts: ServerFacts) ->
     return RESET
 
 
-def container(
-    command: str, subcommands: dict[bytes, tuple[int, Handler]], refused: dict[bytes, str]
-) -> Handler:
-    """The handler of a command made of subcommands (CLIENT, CLUSTER), checking as Redis does:
+class Container:
+    """A command made of subcommands (CLIENT, CLUSTER) answered here, checking as Redis does:
     the subcommand first (unknown, or refused here with the reason), then its arity."""
 
-    def handle(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
+    def __init__(
+        self, command: str, subcommands: dict[bytes, tuple[int, Handler]], refused: dict[bytes, str]
+    ) -> None:
+        self._command = command
+        self._subcommands = subcommands
+        self._refused = refused
+
+    def knows(self, sub: bytes) -> bool:
+        """Whether ``sub`` (lower case) is answered or refused here: some are whatever the
+        nodes' Redis version knows (CLIENT SETINFO and NO-TOUCH, for client libraries)."""
+        return sub in self._subcommands or sub in self._refused
+
+    def __call__(self, client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
+        command = self._command
         if len(args) < 2:
             return errors.wrong_arity(command)
         args = as_bytes(args)  # options read as text, names kept
         sub = args[1].lower()
-        found = subcommands.get(sub)
+        found = self._subcommands.get(sub)
         if found is None:
-            reason = refused.get(sub)
+            reason = self._refused.get(sub)
             if reason is not None:
                 return errors.not_supported([f"{command} ".encode() + sub], reason)
             return errors.unknown_subcommand(args[1], command)
@@ -61,8 +72,6 @@ def container(
         if not arity_ok(arity, len(args)):
             return errors.wrong_arity(f"{command}|{sub.decode()}")
         return handler(client, args, facts)
-
-    return handle
 
 
 def _setname(client: ClientState, args: list[bytes], facts: ServerFacts) -> bytes:
@@ -294,4 +303,4 @@ _REFUSED: dict[bytes, str] = {
     b"unpause": "pausing clients is not supported by the ambassador yet",
     b"unblock": "unblocking another client's command is not supported by the ambassador yet",
 }
-client_command = container("client", _SUBCOMMANDS, _REFUSED)
+client_command = Container("client", _SUBCOMMANDS, _REFUSED)

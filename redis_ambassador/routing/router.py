@@ -21,6 +21,7 @@ from redis_ambassador import errors
 from redis_ambassador.commands.admin import ADMIN, uptime
 from redis_ambassador.commands.auth import NO_AUTH_NEEDED, ClientAuth
 from redis_ambassador.commands.cluster import REAL_VIEW
+from redis_ambassador.commands.connection import Container
 from redis_ambassador.commands.info import ClusterView
 from redis_ambassador.commands.lanes import (
     CROSS_PROTOCOL,
@@ -401,10 +402,9 @@ class Router:
     def _route(self, call: Call) -> bool:
         """Redis's checks before running a command, in its order, then the family's handler."""
         session, spec, args = call.session, call.spec, call.args
-        # CLIENT and CLUSTER are answered here, subcommand by subcommand, some of them (CLIENT
-        # SETINFO, NO-TOUCH) whatever the nodes' Redis knows: the handler checks those itself.
-        emulated = spec.subcommands and call.base in LOCAL and call.name not in self._to_node
-        refusal = None if emulated else check(spec, args)
+        refusal = check(spec, args)
+        if refusal is not None and self._emulated(call):
+            refusal = None
         if refusal is None and not session.authenticated and call.base not in NO_AUTH_NEEDED:
             refusal = errors.NOAUTH
         if refusal is not None:
@@ -433,6 +433,19 @@ class Router:
         if call.name in SOURCES:
             self._scripts.learn(call.name, args)
         return family.handle(call)
+
+    def _emulated(self, call: Call) -> bool:
+        """A subcommand of CLIENT or CLUSTER the nodes' Redis version does not know but the
+        ambassador answers (CLIENT SETINFO, NO-TOUCH, for client libraries): its handler checks
+        it."""
+        local = LOCAL.get(call.base)
+        return (
+            bool(call.spec.subcommands)  # resolved to the container: the table lacks it
+            and isinstance(local, Container)
+            and call.name not in self._to_node
+            and len(call.args) > 1
+            and local.knows(bytes(call.args[1]).lower())
+        )
 
     # -- the families routed here -------------------------------------------------------------
 

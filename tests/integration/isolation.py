@@ -202,7 +202,9 @@ _SERVER_SPECIFIC = (
 )  # fmt: skip
 # Commands whose keys a split may spread over several slots (commands.split_cross_slot, on by
 # default): CROSSSLOT for them, outside a transaction, is a defect.
-_SPLITTABLE = frozenset(["mget", "mset", "del", "unlink", "exists", "touch"])
+# What the ambassador splits by slot, and how many arguments make one key's part (MSET: key and
+# value); with arguments left over it cannot, and says CROSSSLOT as a cluster node does.
+_SPLITTABLE = {"mget": 1, "mset": 2, "del": 1, "unlink": 1, "exists": 1, "touch": 1}
 # Commands the ambassador refuses because they act on one node of the cluster only: they are
 # not connection state, and the refusal is documented (commands/local.py REFUSED, CLUSTER's).
 _ONE_NODE = _names(
@@ -280,7 +282,8 @@ def _cross_slot(command: Command, state: SessionState, match: re.Match[bytes]) -
         slots |= state.multi_slots
     if state.multi or command.base == "watch":
         slots |= state.watch_slots
-    if command.base in _SPLITTABLE and not state.multi:
+    step = _SPLITTABLE.get(command.base)
+    if step is not None and not state.multi and (len(command.args) - 1) % step == 0:
         return False
     return len(slots) > 1
 
