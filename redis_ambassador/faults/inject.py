@@ -88,7 +88,7 @@ class Catch:
         self.remaining = 0
         self._then(reply)
 
-    def holding(self, size: int) -> None:
+    def large_reply(self, size: int) -> None:
         """A large reply arrived: not counted against the client's output buffer limit (the
         fault decides what the client gets, and when)."""
 
@@ -186,20 +186,20 @@ class Injector:
         action = rule.action
         spec = rule.spec
         if action == "error":
-            self._later(delay, batch.fill, index, b"-" + spec["error"].encode() + b"\r\n")
+            self._after(delay, batch.fill, index, b"-" + spec["error"].encode() + b"\r\n")
         elif action == "redirect":
-            self._later(delay, redirect, rule)
+            self._after(delay, redirect, rule)
         elif action in ("drop", "reset") and spec[action] == "before":
-            self._later(delay, client.cut, action == "reset")
+            self._after(delay, client.cut, action == "reset")
         else:
 
             def then(reply: Reply) -> None:
-                self._later(delay, self._deliver, rule, client, batch, index, reply)
+                self._after(delay, self._deliver, rule, client, batch, index, reply)
 
             send(Catch(batch.lane, then))
         return True
 
-    def _later(self, delay: float, act: Callable[..., object], *args: object) -> None:
+    def _after(self, delay: float, act: Callable[..., object], *args: object) -> None:
         if delay:
             self._loop.call_later(delay, act, *args)
         else:

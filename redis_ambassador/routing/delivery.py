@@ -89,7 +89,7 @@ class Delivery:
             conn.send(*entry)
             return
         self._owners.request_refresh()
-        if not self.retries.wait(pool.address, entry):
+        if not self.retries.park(pool.address, entry):
             self.fail(entry, errors.node_unavailable(pool.name, "circuit breaker open"))
 
     def send_anywhere(self, session: Session, batch: Collector, i: int, frame: bytes) -> None:
@@ -145,7 +145,7 @@ class Delivery:
             # owner.
             if reply.startswith(_TOPOLOGY_HINTS):
                 self._owners.request_refresh()
-            if via.private or not self.retries.later(via.address, entry):
+            if via.private or not self.retries.retry(via.address, entry):
                 self.fail(entry, reply)  # the node's refusal, once the retries are spent
 
     def _follow_redirect(self, entry: Entry, reply: bytes, via: NodeConnection) -> None:
@@ -168,7 +168,7 @@ class Delivery:
             # Pointed at a node whose breaker is open (its replica is not promoted yet): wait
             # for a usable master instead of hopping to it again and again.
             self._owners.request_refresh()
-            if not self.retries.wait(via.address, (batch, index, frame, attempt)):
+            if not self.retries.park(via.address, (batch, index, frame, attempt)):
                 self.fail(entry, errors.node_unavailable(str(address), "circuit breaker open"))
             return
         if moved:
@@ -223,12 +223,12 @@ class Delivery:
             batch, _, frame, hops = entry
             if batch is None:
                 continue
-            if not replay or not self._replays(frame, hops) or not self.retries.later(None, entry):
+            if not replay or not self._replays(frame, hops) or not self.retries.retry(None, entry):
                 self.fail(entry, errors.node_unavailable(str(conn.address), conn.failure))
         # Commands never written are safe to send again (after a pause, to let the topology
         # refresh; if the slot moved, the node's MOVED leads on).
         for entry in unsent:
-            if entry[0] is not None and not self.retries.later(conn.address, entry):
+            if entry[0] is not None and not self.retries.retry(conn.address, entry):
                 self.fail(entry, errors.node_unavailable(str(conn.address), "cannot connect"))
 
     def node_error(self, frame: bytes) -> None:

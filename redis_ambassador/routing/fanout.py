@@ -40,9 +40,9 @@ class Gather:
     def complete(self) -> None:
         self._into.fill(self._index, bytes(self._merge(self.replies)))  # type: ignore[arg-type]
 
-    def holding(self, size: int) -> None:
+    def large_reply(self, size: int) -> None:
         """A large part arrived: it counts in the real client's output buffer meanwhile."""
-        self._into.holding(size)
+        self._into.large_reply(size)
 
 
 class FanOut:
@@ -138,5 +138,5 @@ class FanOut:
                 self._delivery.deliver(pool, gather.lane, (gather, j, frame, 0))
                 continue
             owners.request_refresh()
-            if not self._delivery.retries.wait(None, (gather, j, frame, 0)):
+            if not self._delivery.retries.park(None, (gather, j, frame, 0)):
                 gather.fill(j, owners.uncovered)

@@ -71,11 +71,14 @@ class _Owed:
 class _Link:
     """One subscriber connection and what the client is subscribed to over it."""
 
-    __slots__ = ("channels", "conn", "owed", "patterns", "shard")
+    __slots__ = ("avoid", "channels", "conn", "owed", "patterns", "shard")
 
     def __init__(self, conn: SubscriberConnection, shard: bool) -> None:
         self.conn = conn
         self.shard = shard
+        # Where not to subscribe again what it held: a node that gave it up while still
+        # running (a master Sentinel demotes later); None after a lost connection.
+        self.avoid: Address | None = None
         self.channels: set[bytes] = set()
         self.patterns: set[bytes] = set()
         self.owed: deque[_Owed] = deque()
@@ -285,6 +288,7 @@ class Subscriptions:
         master Sentinel demotes only later): subscribe again where the topology says now."""
         for link in [self._classic, *self._shard.values()]:
             if link is not None and link.conn.address == address:
+                link.avoid = address
                 link.conn.close()
                 self._replace(link, errors.node_unavailable(str(address), "no longer the master"))
 
@@ -320,7 +324,7 @@ class Subscriptions:
             return  # the client left or reset meanwhile
         if not lost.shard:
             link = self._classic_link()
-            if link is None or link.conn.address == lost.conn.address:
+            if link is None or link.conn.address == lost.avoid:
                 self._retry(lost, attempts)
                 return
             for kind, names in ((b"SUBSCRIBE", lost.channels), (b"PSUBSCRIBE", lost.patterns)):

@@ -46,7 +46,10 @@ class Retries:
         self._sent = sent  # commands written to every node so far (the budget grows with it)
         self._uncovered = uncovered
         self._random = rand
-        self._budget = RetryBudget(0.0, 0.0, scheduler.time())
+        # Made with its settings, so it starts with the floor's tokens (as RetryBudget does).
+        self._budget = RetryBudget(
+            config.retry_budget_percent / 100, config.retry_budget_floor, scheduler.time()
+        )
         self.configure(config)
         # The last topology refresh reached no node at all: waiting is pointless, fail fast.
         self.unreachable = False
@@ -64,7 +67,7 @@ class Retries:
         """A command's retry history (made on its first redirection or retry)."""
         return self.policy.attempt(hops, self._scheduler.time())
 
-    def later(self, address: Address | None, entry: Entry) -> bool:
+    def retry(self, address: Address | None, entry: Entry) -> bool:
         """Send ``entry`` again after a backoff with jitter; False if the policy gives up (the
         retry budget is charged when it is sent)."""
         batch, index, frame, hops = entry
@@ -79,7 +82,7 @@ class Retries:
         self._scheduler.call_later(delay, self._resend, address, entry, True)
         return True
 
-    def wait(self, address: Address | None, entry: Entry) -> bool:
+    def park(self, address: Address | None, entry: Entry) -> bool:
         """Look again shortly for a usable master for ``entry`` (none serves its slot, or the
         one that does has its breaker open), until the command's deadline; False at once
         while no node of the cluster can be reached (fail fast)."""
@@ -121,7 +124,7 @@ class Retries:
         pool = self._route_again(frame, address)
         if pool is None or not pool.breaker.allows:
             self._refresh()  # to learn of the promotion as soon as it happens
-            if not self.wait(address, entry):
+            if not self.park(address, entry):
                 if pool is None:
                     self._fail(entry, self._uncovered)
                 else:

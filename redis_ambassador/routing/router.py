@@ -115,7 +115,7 @@ class Router:
         self.faults = faults
         self._upstream = upstream
         self._table = table
-        self._scheduler = scheduler
+        self.scheduler = scheduler
         # One server behind (standalone, Sentinel; None: a cluster): every key is in "slot 0",
         # so no command is refused or split for its keys' slots.
         self._one_shard = backend
@@ -171,7 +171,7 @@ class Router:
         return Placement(
             any_master=lambda: address_of(owners.by_slot[_PUBSUB_SLOT] or owners.any_master()),
             owner=lambda slot: address_of(owners.by_slot[slot]),
-            connect=upstream.connect,
+            connect=upstream.subscribe,
             refresh=self.request_refresh,
             scheduler=scheduler,
             slot_of=owners.slot_of,
@@ -341,7 +341,7 @@ class Router:
         command that changed how the rest goes (stopping where the batch was cut: QUIT, or
         commands held behind a blocking one)."""
         i = start
-        while i < len(batch.replies):
+        while i < len(batch.replies) and not session.client.gone:
             mode = session.reply_mode
             if mode != "on":
                 batch.silence(i)
@@ -359,8 +359,9 @@ class Router:
         frames: list[bytes],
     ) -> bool:
         """Route anything but a plain single-key command; True when the rest of the read must
-        take the slow path (the client's state changed, or the batch was cut). Counts it, and
-        its error if the ambassador answered with one at once."""
+        take the slow path (the client's state changed, the batch was cut, or the client is
+        gone: a fault cut it, and nothing it sent after runs). Counts it, and its error if the
+        ambassador answered with one at once."""
         spec = self._table.resolve(commands[i])
         name = spec.name if spec is not None else ""
         self.stats.count(name)
@@ -379,7 +380,7 @@ class Router:
             reply = replies[i]
             if reply is not None and reply[:1] == b"-":
                 self.stats.error(name)
-        return changed
+        return changed or session.client.gone
 
     def _unknown(self, session: Session, batch: Batch, i: int, args: list[bytes]) -> bool:
         """A command the cluster does not know: never sent to a node, where it would share a
@@ -468,7 +469,7 @@ class Router:
             # No master serves the slot (a failover in progress?): wait for one, within the
             # retry budget, rather than fail at once.
             self.request_refresh()
-            if not self.delivery.retries.wait(None, (call.batch, call.index, call.frame, 0)):
+            if not self.delivery.retries.park(None, (call.batch, call.index, call.frame, 0)):
                 call.answer(owners.uncovered)
             return False
         if self._reads.spreads and "readonly" in spec.flags and session.watching is None:
@@ -546,12 +547,12 @@ class Router:
     def upstream_auth(self, block: int) -> bytes:
         return self._signin.upstream_auth(block)
 
-    def answered(self, session: Session, batch: Batch, elapsed: float) -> None:
+    def timed(self, session: Session, batch: Batch, elapsed: float) -> None:
         """A sampled or slow batch's replies were written ``elapsed`` seconds after it was
         read: the latency histogram, the slow log."""
         spec = self._table.resolve(batch.first) if batch.first else None
-        self.stats.answered(
-            self._scheduler.time(), spec.name if spec is not None else "unknown", elapsed,
+        self.stats.timed(
+            self.scheduler.time(), spec.name if spec is not None else "unknown", elapsed,
             batch.sampled, elapsed >= self.slow_after, len(batch.replies),
             session.client.describe(),
         )  # fmt: skip

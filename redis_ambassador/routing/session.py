@@ -268,7 +268,7 @@ class BatchOwner(Protocol):
         """A batch's last reply is in: write whatever is complete at the head of the queue."""
         ...
 
-    def holding(self, batch: Batch, size: int) -> None:
+    def large_reply(self, batch: Batch, size: int) -> None:
         """A large reply for ``batch`` waits to be written: it counts in the output buffer."""
         ...
 
@@ -287,8 +287,8 @@ class Batch:
     """The replies owed for one read's commands (a Collector)."""
 
     __slots__ = (
-        "_owner", "close_after", "complete", "first", "held", "read_at", "remaining", "replies",
-        "sampled", "session", "silent",
+        "_owner", "close_after", "complete", "first", "large_bytes", "read_at", "remaining",
+        "replies", "sampled", "session", "silent",
     )  # fmt: skip
 
     def __init__(
@@ -315,14 +315,14 @@ class Batch:
         self.read_at = read_at
         self.first = first
         self.sampled = False
-        self.held = 0  # bytes of its large replies, counted in the client's output buffer
+        self.large_bytes = 0  # bytes of its large replies, counted in the client's output buffer
 
     @property
     def lane(self) -> int:
         return self.session.lane
 
-    def holding(self, size: int) -> None:
-        self._owner.holding(self, size)
+    def large_reply(self, size: int) -> None:
+        self._owner.large_reply(self, size)
 
     def silence(self, index: int) -> None:
         """The command at ``index`` runs, but its reply is not written."""

@@ -193,7 +193,7 @@ class _Verification:
         self._conn.close()
         self._signin.verified(self, bytes(self.replies[0]))  # type: ignore[arg-type]
 
-    def holding(self, size: int) -> None:
+    def large_reply(self, size: int) -> None:
         """A long reply to an AUTH is an error text: nothing to count it against."""
 
 

@@ -52,7 +52,7 @@ class RouterStats:
         self.refreshes["ok"] += 1
         self.refreshed_at = now
 
-    def answered(
+    def timed(
         self, now: float, name: str, elapsed: float, sampled: bool, slow: bool, commands: int,
         client: str,
     ) -> None:  # fmt: skip

@@ -28,6 +28,7 @@ from redis_ambassador.routing.session import Batch, Session
 
 if TYPE_CHECKING:
     from redis_ambassador.config import ServerConfig
+    from redis_ambassador.loop import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ class Dispatcher(Protocol):
 
     settings: ServerConfig  # the server's limits, read by each new connection
     pool_size: int
+    scheduler: Scheduler  # the event loop's time and timers (a fault's paced writes)
     slow_after: float  # seconds after which a request is slow
 
     @property
@@ -142,7 +144,7 @@ class Dispatcher(Protocol):
         """Send (or answer) every command of one read; replies land in ``batch`` by index."""
         ...
 
-    def answered(self, session: Session, batch: Batch, elapsed: float) -> None:
+    def timed(self, session: Session, batch: Batch, elapsed: float) -> None:
         """A sampled or slow batch's replies were written ``elapsed`` seconds after its read."""
         ...
 
@@ -152,10 +154,27 @@ class ClientConnection(asyncio.Protocol):
 
     # Slots, not a per-instance dict: ten thousand idle clients each keep only these.
     __slots__ = (
-        "_batches", "_closing", "_held", "_held_error", "_inflight", "_max_inflight",
-        "_max_output", "_max_output_hard", "_parser", "_reading", "_registry", "_replies_held",
-        "_router", "_transport", "_write_paused", "connected_at", "fd", "last_read",
-        "local_address", "peer", "session",
+        "_batches",
+        "_closing",
+        "_held",
+        "_held_error",
+        "_inflight",
+        "_large_bytes",
+        "_max_inflight",
+        "_max_output",
+        "_max_output_hard",
+        "_parser",
+        "_reading",
+        "_registry",
+        "_router",
+        "_transport",
+        "_write_paused",
+        "connected_at",
+        "fd",
+        "last_read",
+        "local_address",
+        "peer",
+        "session",
     )  # fmt: skip
 
     def __init__(self, router: Dispatcher, registry: ClientRegistry) -> None:
@@ -172,9 +191,9 @@ class ClientConnection(asyncio.Protocol):
         self._max_inflight = settings.max_inflight_per_client
         self._max_output = settings.max_output_buffer
         self._max_output_hard = settings.output_buffer_hard_limit
-        # Bytes of large replies received for batches not yet written (Batch.held): with the
+        # Bytes of large replies received for batches not yet written (Batch.large_bytes): with the
         # transport's buffer, what the hard output buffer limit measures.
-        self._replies_held = 0
+        self._large_bytes = 0
         self._batches: deque[Batch] = deque()
         self._inflight = 0  # commands read but not yet answered
         self._transport: asyncio.Transport | None = None
@@ -282,9 +301,9 @@ class ClientConnection(asyncio.Protocol):
         if not batches or batches[0].remaining:
             # The common case: exactly one batch became writable.
             replies = head.replies if head.silent is None else head.written()
-            held = head.held
-            if held:  # a large reply among them: not joined (a copy), see write_joined
-                self._replies_held -= held
+            large = head.large_bytes
+            if large:  # a large reply among them: not joined (a copy), see write_joined
+                self._large_bytes -= large
                 self._registry.bytes_out += write_joined(transport.write, replies)  # type: ignore[arg-type]
             else:
                 data = replies[0] if len(replies) == 1 else b"".join(replies)  # type: ignore[arg-type]
@@ -301,7 +320,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             out = list(head.written())
             done = len(head.replies)
-            held = head.held
+            large = head.large_bytes
             close = head.close_after
             if head.read_at:
                 self._timed(head)
@@ -311,16 +330,16 @@ class ClientConnection(asyncio.Protocol):
                     self._timed(nxt)
                 out.extend(nxt.written())
                 done += len(nxt.replies)
-                held += nxt.held
+                large += nxt.large_bytes
                 close = nxt.close_after
-            if held:
+            if large:
                 self._registry.bytes_out += write_joined(transport.write, out)  # type: ignore[arg-type]
             else:
                 data = b"".join(out)  # type: ignore[arg-type]
                 transport.write(data)
                 self._registry.bytes_out += len(data)
             self._inflight -= done
-            self._replies_held -= held
+            self._large_bytes -= large
             if self._write_paused and self._hard_limit_reached(transport):
                 return
             if close:
@@ -348,20 +367,22 @@ class ClientConnection(asyncio.Protocol):
         self._inflight += 1
         batch.fill(0, message)
 
-    def holding(self, batch: Batch, size: int) -> None:
+    def large_reply(self, batch: Batch, size: int) -> None:
         """A large reply arrived for ``batch`` and waits until the batch can be written: it
         counts in this client's output buffer (a pipeline of large GETs that the client never
         reads must hit the hard limit before the replies are written, not after)."""
         transport = self._transport
         if transport is None:
             return
-        batch.held += size
-        self._replies_held += size
+        batch.large_bytes += size
+        self._large_bytes += size
         self._hard_limit_reached(transport)
 
     def waiting_before(self, batch: Batch, index: int) -> bool:
-        """Whether any command sent before ``batch[index]`` still awaits its reply."""
-        return self._batches[0] is not batch or None in batch.replies[:index]
+        """Whether any command sent before ``batch[index]`` still awaits its reply (none does
+        once the client is cut: its batches are gone)."""
+        batches = self._batches
+        return bool(batches) and (batches[0] is not batch or None in batch.replies[:index])
 
     def hold(
         self, batch: Batch, index: int, commands: list[list[bytes]], frames: list[bytes]
@@ -373,7 +394,8 @@ class ClientConnection(asyncio.Protocol):
         if index:
             batch.cut_after(index - 1)
         else:
-            self._batches.pop()  # the batch being dispatched is always the newest
+            # Not always the newest: a MONITOR line of its own may have been pushed after it.
+            self._batches.remove(batch)
         self._pause_reading()
 
     def _dispatch_held(self) -> None:
@@ -448,7 +470,7 @@ class ClientConnection(asyncio.Protocol):
         """A timed batch's replies were written: the latency sample, the slow log."""
         elapsed = _monotonic() - batch.read_at
         if batch.sampled or elapsed >= self._router.slow_after:
-            self._router.answered(self.session, batch, elapsed)
+            self._router.timed(self.session, batch, elapsed)
 
     def _refuse(self, reply: bytes) -> None:
         """Queue an error after everything owed, then close (Redis's protocol-error behaviour)."""
@@ -477,7 +499,7 @@ class ClientConnection(asyncio.Protocol):
     def _hard_limit_reached(self, transport: asyncio.Transport) -> bool:
         """Past the hard output buffer limit (replies written but unread, plus large ones
         waiting for their batch): disconnect now, as Redis's client-output-buffer-limit does."""
-        if self._replies_held + transport.get_write_buffer_size() <= self._max_output_hard:
+        if self._large_bytes + transport.get_write_buffer_size() <= self._max_output_hard:
             return False
         self.disconnect(
             "output_buffer_hard_limit",
@@ -516,7 +538,7 @@ class ClientConnection(asyncio.Protocol):
         for batch in self._batches:
             batch.drop()
         self._batches.clear()
-        self._replies_held = 0
+        self._large_bytes = 0
 
     def _limit_pause(self, reason: str) -> None:
         """Stop reading this client's commands for backpressure (``reason``: PAUSE_REASONS)."""
@@ -569,7 +591,7 @@ class ClientConnection(asyncio.Protocol):
         what is written meanwhile has gone out (a bandwidth or split fault)."""
         transport = self._transport
         if transport is not None and not isinstance(transport, PacedWriter):
-            paced = PacedWriter(self, transport, piece, pause, asyncio.get_running_loop())
+            paced = PacedWriter(self, transport, piece, pause, self._router.scheduler)
             self._transport = paced  # type: ignore[assignment]
 
     def restore_transport(self, paced: PacedWriter, transport: asyncio.Transport) -> None:

@@ -38,6 +38,6 @@ class Collector(Protocol):
         """Every reply is in (``remaining`` reached 0)."""
         ...
 
-    def holding(self, size: int) -> None:
+    def large_reply(self, size: int) -> None:
         """A reply of ``size`` bytes (over LARGE_REPLY) is about to be stored here."""
         ...

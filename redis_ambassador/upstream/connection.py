@@ -51,7 +51,7 @@ class ConnectionOwner(Protocol):
         self, conn: NodeConnection, unsent: list[Entry], sent: list[Entry]
     ) -> None: ...
     def schedule_flush(self, conn: NodeConnection) -> None: ...
-    def answered(self, conn: NodeConnection) -> None: ...
+    def alive(self, conn: NodeConnection) -> None: ...
     def observed(self, conn: NodeConnection, seconds: float) -> None: ...
     def errored(self, frame: bytes) -> None: ...
 
@@ -209,7 +209,7 @@ class NodeConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if not self.reads:
-            self._owner.answered(self)  # the node answers on this connection: it is alive
+            self._owner.alive(self)  # the node answers on this connection: it is alive
         self.reads += 1
         partial = self._partial
         if partial is not None:
@@ -261,7 +261,7 @@ class NodeConnection(asyncio.Protocol):
                 if end - pos > LARGE_REPLY:
                     asker = inflight[0][0]
                     if asker is not None:
-                        asker.holding(end - pos)
+                        asker.large_reply(end - pos)
                     if buf is partial and not pos:
                         partial = buf = self._hand_over(partial, end)
                         find = buf.find

@@ -33,6 +33,7 @@ from redis_ambassador.upstream.breaker import BreakerSettings, CircuitBreaker, S
 from redis_ambassador.upstream.connection import UNOPENED, ConnectionOwner, Entry, NodeConnection
 from redis_ambassador.upstream.credentials import Credentials
 from redis_ambassador.upstream.names import Names
+from redis_ambassador.upstream.subscriber import SubscriberConnection
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ class Upstream(ConnectionOwner):
         self._dirty: list[NodeConnection] = []
         self._loop = scheduler
         self.partitioned: frozenset[Address] = frozenset()  # cut off by chaos rules
+        self._subscribers: weakref.WeakSet[SubscriberConnection] = weakref.WeakSet()
         # Set by the router: what to do when a reply is a redirection, a connection fails, or
         # a node's circuit breaker changes state.
         self.on_redirect: Callable[[Entry, bytes, NodeConnection], None] = _unset
@@ -264,12 +266,20 @@ class Upstream(ConnectionOwner):
                 for conn in [*pool.conns, *pool.private]:
                     if conn is not UNOPENED and not conn.closed:
                         conn.abort(_PARTITIONED)
+            for subscriber in list(self._subscribers):
+                if subscriber.address == address and not subscriber.closed:
+                    subscriber.abort(_PARTITIONED)
         for address in self.partitioned - cut:
             log.warning("chaos: node %s reachable again", address)
         self.partitioned = cut
 
     def start_soon(self, task: Callable[[], object], name: str) -> None:
         self.dialer.start_soon(task, name)
+
+    def subscribe(self, conn: SubscriberConnection, address: Address) -> None:
+        """Connect a client's subscriber connection (kept track of: a partition cuts it too)."""
+        self._subscribers.add(conn)
+        self.connect(conn, address)
 
     def connect(self, conn: asyncio.Protocol, address: Address) -> None:
         """Connect ``conn`` to a node; a node partitioned by a chaos rule refuses, as if it did."""
@@ -321,7 +331,7 @@ class Upstream(ConnectionOwner):
         if pool is not None:
             pool.latency.observe(seconds)
 
-    def answered(self, conn: NodeConnection) -> None:
+    def alive(self, conn: NodeConnection) -> None:
         pool = self._pools.get(conn.address)
         if pool is not None:
             pool.breaker.success()

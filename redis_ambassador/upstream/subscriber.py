@@ -58,6 +58,13 @@ class SubscriberConnection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def abort(self, reason: str) -> None:
+        """Drop the connection now, as if the node had (a chaos partition): its listener
+        subscribes again elsewhere."""
+        self.failure = reason
+        if self._transport is not None:
+            self._transport.abort()
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         if self.closing:

@@ -270,7 +270,7 @@ class Owner:
     def schedule_flush(self, conn: NodeConnection) -> None:
         pass
 
-    def answered(self, conn: NodeConnection) -> None:
+    def alive(self, conn: NodeConnection) -> None:
         pass
 
     def observed(self, conn: NodeConnection, seconds: float) -> None:
@@ -297,7 +297,7 @@ class Batch:
         self.replies: list[bytes | bytearray | None] = [None] * size
         self.remaining = size
         self.completed = 0
-        self.held = 0  # bytes of large replies announced by holding()
+        self.large_bytes = 0  # bytes of large replies announced by holding()
 
     def complete(self) -> None:
         self.completed += 1
@@ -308,8 +308,8 @@ class Batch:
         if not self.remaining:
             self.complete()
 
-    def holding(self, size: int) -> None:
-        self.held += size
+    def large_reply(self, size: int) -> None:
+        self.large_bytes += size
 
 
 def connected(auth: bytes = b"", protocol: int = 2) -> tuple[NodeConnection, Transport, Owner]:
@@ -393,7 +393,7 @@ class FakeClient:
     def batch_complete(self) -> None:
         self.completed += 1
 
-    def holding(self, batch: ClientBatch, size: int) -> None:
+    def large_reply(self, batch: ClientBatch, size: int) -> None:
         self.held_bytes += size
 
     def batch(self, size: int = 1) -> ClientBatch:

@@ -42,6 +42,7 @@ class FakeDispatcher:
 
     def __init__(self, overrides: Mapping[str, object] | None = None) -> None:
         self.settings = config(overrides).server
+        self.scheduler = FakeScheduler()
         self.answering = True
         self.reads: list[list[list[bytes]]] = []  # the commands of each dispatch
         self.pending: list[tuple[Batch, list[list[bytes]]]] = []
@@ -75,7 +76,7 @@ class FakeDispatcher:
             if i < len(batch.replies) and batch.replies[i] is None:
                 batch.fill(i, reply_to(args))
 
-    def answered(self, session: Session, batch: Batch, elapsed: float) -> None:
+    def timed(self, session: Session, batch: Batch, elapsed: float) -> None:
         pass
 
 
@@ -183,9 +184,9 @@ def test_a_large_reply_held_past_the_hard_limit_disconnects_the_client() -> None
     ).holding_replies()
     client.conn.data_received(read(b"GET big", b"GET huge"))
     batch, _ = client.router.pending[0]
-    batch.holding(3000)  # what a node connection announces before storing a large reply
+    batch.large_reply(3000)  # what a node connection announces before storing a large reply
     assert not client.transport.aborted
-    batch.holding(3000)
+    batch.large_reply(3000)
     assert client.transport.aborted and client.conn.gone
     assert client.registry.closed_by["output_buffer_hard_limit"] == 1
     client.router.complete(0)
@@ -232,12 +233,6 @@ def test_a_departed_clients_session_lets_go_of_its_connection() -> None:
         gc.enable()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ClientConnection.hold(batch, 0) pops the newest batch, assuming it is the one being "
-    "dispatched; a push() during the dispatch (a MONITOR line of the client's own command) "
-    "appended a newer one, so the held batch stays queued unanswered and the client hangs",
-)
 def test_a_command_held_after_a_push_in_the_same_dispatch_runs_once_earlier_replies_are_out(
     client: Client,
 ) -> None:
@@ -258,12 +253,6 @@ def test_a_command_held_after_a_push_in_the_same_dispatch_runs_once_earlier_repl
     assert client.router.reads[-1] == [[b"BLPOP", b"q", b"0"]]  # dispatched again, alone
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ClientConnection.cut() empties its batches but keeps the transport, so "
-    "waiting_before() (asked by the router for a blocking command or WATCH later in the same "
-    "read) indexes an empty deque: IndexError out of data_received",
-)
 def test_a_client_cut_mid_read_answers_the_routers_questions_about_the_rest(
     client: Client,
 ) -> None:
@@ -281,11 +270,6 @@ def test_a_client_cut_mid_read_answers_the_routers_questions_about_the_rest(
     assert client.transport.closed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ClientConnection.pace() looks up asyncio.get_running_loop() for its PacedWriter "
-    "instead of being given a Scheduler like the other stages: it cannot run without a loop",
-)
 def test_pacing_a_clients_replies_needs_no_running_event_loop(client: Client) -> None:
     client.conn.pace(4, 0.01)
     client.conn.data_received(read(b"GET a"))

@@ -22,7 +22,7 @@ def test_a_large_reply_read_in_pieces_is_handed_over_and_what_follows_is_read_af
     grown = conn._partial  # where the reads went
     conn.data_received(REPLY[-100:] + b"+OK\r\n$2\r\nab")
     (reply,) = big.replies
-    assert reply is grown and reply == REPLY and big.held == len(REPLY)
+    assert reply is grown and reply == REPLY and big.large_bytes == len(REPLY)
     assert after.replies == [b"+OK\r\n"]
     conn.send(after, 0, GET)  # type: ignore[arg-type]
     conn.data_received(b"\r\n")

@@ -170,16 +170,10 @@ def test_rotated_credentials_sign_new_connections_in_and_the_old_ones_still_coun
     assert not nodes.upstream.signs_in_as(old.auth_frame, acl_block)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Upstream.partition aborts the pool's lanes and clients' private connections, but a "
-    "subscriber connection (routing/pubsub.py, opened through Upstream.connect) is tracked by "
-    "no pool: it stays open, and messages keep arriving from a partitioned node",
-)
 def test_a_partition_aborts_the_subscriber_connections_to_the_node_too(nodes: Nodes) -> None:
     client = FakeClient()
     placement = Placement(
-        lambda: NODE, lambda slot: NODE, nodes.upstream.connect, lambda: None, nodes.scheduler
+        lambda: NODE, lambda slot: NODE, nodes.upstream.subscribe, lambda: None, nodes.scheduler
     )
     subscriptions = client.session.subscriptions = Subscriptions(client.session, placement)
     subscriptions.classic(Batch(), 0, [b"SUBSCRIBE", b"news"])  # type: ignore[arg-type]

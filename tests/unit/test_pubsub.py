@@ -129,13 +129,6 @@ def test_a_lost_subscriber_connection_subscribes_again_elsewhere_after_a_delay(
     assert sub.client.pushes == [message(b"sport", b"goal")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Subscriptions._try_resubscribe only resubscribes classic channels on a node whose "
-    "address differs from the lost connection's: when the node is still the one the topology "
-    "names (a dropped connection, a quick restart), it retries 120 times, then gives the "
-    "subscriptions up with a log line; the client never hears of it",
-)
 def test_a_lost_subscriber_connection_subscribes_again_on_the_same_node_if_it_is_still_there(
     sub: Subscriber,
 ) -> None:

@@ -63,7 +63,7 @@ def test_a_retry_waits_a_bound_that_doubles_up_to_the_cap_until_attempts_run_out
     run = Retrying({"upstream.retry_budget_floor": 1000})
     sending = entry()
     delays = []
-    while run.retries.later(MASTERS[0], sending):
+    while run.retries.retry(MASTERS[0], sending):
         [delay] = run.scheduler.timers
         run.scheduler.advance(delay - 0.001)
         assert run.delivered == []
@@ -79,20 +79,20 @@ def test_a_retry_waits_a_bound_that_doubles_up_to_the_cap_until_attempts_run_out
 
 def test_no_retry_waits_past_the_commands_deadline() -> None:
     run = Retrying({"upstream.retry_deadline": 0.25, "upstream.retry_budget_floor": 1000})
-    assert run.retries.later(None, entry())
+    assert run.retries.retry(None, entry())
     run.scheduler.advance(0.1)
     [again] = run.delivered
-    assert run.retries.later(None, again)
+    assert run.retries.retry(None, again)
     assert run.scheduler.timers == [pytest.approx(0.15)]  # not 0.2: the deadline comes first
     run.scheduler.advance(0.15)
-    assert not run.retries.later(None, run.delivered[-1])
+    assert not run.retries.retry(None, run.delivered[-1])
 
 
 def test_a_parked_command_is_sent_at_once_on_wake_and_spends_no_budget() -> None:
     run = Retrying({"upstream.retry_budget_percent": 0, "upstream.retry_budget_floor": 0})
     run.owner = None  # no master serves the slot yet
     waiting = entry()
-    assert run.retries.wait(None, waiting)
+    assert run.retries.park(None, waiting)
     assert run.scheduler.timers == [pytest.approx(0.1)]
     run.owner = run.pool  # a new slot map came
     run.retries.wake()
@@ -104,7 +104,7 @@ def test_a_parked_command_is_sent_at_once_on_wake_and_spends_no_budget() -> None
 def test_a_parked_command_with_no_master_by_its_deadline_gets_clusterdown() -> None:
     run = Retrying({"upstream.retry_deadline": 1.0})
     run.owner = None
-    assert run.retries.wait(None, entry())
+    assert run.retries.park(None, entry())
     run.scheduler.advance(0.99)
     assert run.failed == [] and run.refreshes > 0  # it looked again, asking for a refresh
     run.scheduler.advance(0.02)
@@ -116,7 +116,7 @@ def test_retries_beyond_the_budget_fail_with_the_reason() -> None:
     run = Retrying({"upstream.retry_budget_percent": 50, "upstream.retry_budget_floor": 0})
     run.sent = 4  # half of 4 commands: 2 retries
     for _ in range(3):
-        assert run.retries.later(MASTERS[0], entry())
+        assert run.retries.retry(MASTERS[0], entry())
     run.scheduler.advance(0.1)
     assert len(run.delivered) == 2
     [(_, reply)] = run.failed
@@ -125,15 +125,9 @@ def test_retries_beyond_the_budget_fail_with_the_reason() -> None:
     assert run.stats.budget_exhausted == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Retries makes its RetryBudget with floor 0 and configures the floor after, so the "
-    "bucket starts empty instead of with floor * window tokens (RetryBudget's own start): "
-    "retries right after start (or at a zero jitter draw) are refused as over budget",
-)
 def test_a_new_retry_budget_starts_with_its_floors_tokens() -> None:
     # A zero jitter draw: the retry goes at once, with no time to earn a token.
     run = Retrying({"upstream.retry_budget_percent": 0, "upstream.retry_budget_floor": 100}, 0.0)
-    assert run.retries.later(MASTERS[0], entry())
+    assert run.retries.retry(MASTERS[0], entry())
     run.scheduler.advance(0.0)
     assert run.failed == [] and len(run.delivered) == 1
