@@ -5,7 +5,7 @@
 #
 # Meant to run as a sidecar: in the network namespace of the application it serves (a pod's
 # containers share one; docker compose's `network_mode: "service:..."` does the same), so the
-# application reaches it on localhost:6379. See "Deploying it as a sidecar" in README.md.
+# application reaches it on localhost:6379. See docs/deployment.md.
 #
 # Two stages: the first builds a wheel of this package, the second installs it with its
 # dependencies. hiredis and uvloop ship manylinux wheels, so no compiler is needed anywhere.
@@ -32,8 +32,9 @@ USER 10001:10001
 
 # The Redis listener stays on the default 127.0.0.1:6379: a sidecar's application shares its
 # network namespace and connects to localhost, and nothing outside the pod can reach the
-# cluster through it (it has no authentication of its own). To publish it from a standalone
-# container (`docker run -p 6379:6379`), set REDIS_AMBASSADOR_LISTEN=0.0.0.0:6379.
+# cluster through it (without server.client_auth it asks clients for no password). To publish
+# it from a standalone container (`docker run -p 6379:6379`), set
+# REDIS_AMBASSADOR_LISTEN=0.0.0.0:6379, and turn server.client_auth on.
 #
 # The admin listener (/metrics, /healthz, /readyz) binds every interface instead: kubelet's
 # HTTP probes and Prometheus's scrapes come from outside the pod, to the pod's IP. The

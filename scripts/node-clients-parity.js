@@ -6,7 +6,7 @@
 //   NODE_PATH=/tmp/node-clients/node_modules node scripts/node-clients-parity.js PORT > out.json
 //
 // Start both servers empty (FLUSHALL, on each master for the ambassador). Not part of the test
-// suite: CI has no Node.js packages. Last run: see README, "Client libraries".
+// suite: CI has no Node.js packages. Last run: see docs/commands.md, "Client libraries".
 const Redis = require("ioredis");
 const { createClient } = require("redis");
 

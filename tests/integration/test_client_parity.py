@@ -892,7 +892,8 @@ CROSSSLOT = Failure("ClusterCrossSlotError", "Keys in request don't hash to the 
 
 def test_what_a_cluster_refuses_gets_the_clusters_error(pair: Pair) -> None:
     """Where one Redis and a Redis Cluster differ by nature, the application gets what Redis
-    Cluster answers (README: "What it does with each command"); pinned here so a change shows.
+    Cluster answers (docs/commands.md: "What it does with each command"); pinned here so a
+    change shows.
     Each command's two keys hash to different slots."""
     cases: list[tuple[tuple[str, ...], Failure]] = [
         (("BLPOP", "la", "lb", "0.1"), CROSSSLOT),  # a priority queue over two lists

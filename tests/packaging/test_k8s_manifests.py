@@ -171,8 +171,9 @@ def test_both_deployments_scrape_annotations_point_at_the_admin_port() -> None:
         assert annotations["prometheus.io/path"] == "/metrics"
 
 
-# The README's sizing rule ("Sizing: memory"): limit >= 64 MiB + L x 1.5 x V, with V the largest
-# value (server.max_bulk_len) and L the connections moving one at once: two, the manifests say.
+# The sizing rule (docs/operations.md, "Sizing: memory"): limit >= 64 MiB + L x 1.5 x V, with V
+# the largest value (server.max_bulk_len) and L the connections moving one at once: two, the
+# manifests say.
 MiB = 1024 * 1024
 _UNITS = {"Ki": 1024, "Mi": MiB, "Gi": 1024 * MiB}
 LARGE_VALUE_CONNECTIONS = 2

@@ -21,7 +21,7 @@ from redis_ambassador.config import (
 )
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
-README = Path(__file__).resolve().parents[2] / "README.md"
+CONFIGURATION_DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def error_of(env: dict[str, str]) -> str:
@@ -288,8 +288,8 @@ def test_the_example_file_names_each_pattern_variable_above_its_key() -> None:
         assert name in " ".join(comment), f"{name} is not named above {dotted}"
 
 
-def test_the_readme_names_each_pattern_variable() -> None:
-    text = README.read_text(encoding="utf-8")
+def test_the_configuration_docs_name_each_pattern_variable() -> None:
+    text = CONFIGURATION_DOCS.read_text(encoding="utf-8")
     for name in PATTERN_ENV:
         assert f"`{name}`" in text, name
     assert "config check" in text
