@@ -38,7 +38,7 @@ class ChaosClient:
         return list(self._call("GET", "/chaos/rules")["rules"])
 
     def add(self, **spec: Any) -> dict[str, Any]:
-        """Add a rule (fields as in the README: ``command="GET", delay_ms=200``); its view."""
+        """Add a rule (fields as in docs/chaos.md: ``command="GET", delay_ms=200``); its view."""
         return self._call("POST", "/chaos/rules", spec)
 
     def remove(self, rule_id: str) -> dict[str, Any]:

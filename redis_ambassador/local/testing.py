@@ -297,7 +297,7 @@ class Chaos:
     # -- fault rules -----------------------------------------------------------------------
 
     def add(self, **spec: Any) -> Fault:
-        """Add a rule (fields as in the README); it stays until removed or the test ends."""
+        """Add a rule (fields as in docs/chaos.md); it stays until removed or the test ends."""
         return Fault(self, self.api.add(**spec))
 
     @contextmanager

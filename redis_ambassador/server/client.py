@@ -1,6 +1,6 @@
 """One client connection: read commands, hand them to the router, write replies in order.
 
-A read's commands form one ``Batch`` (routing/batch.py). Its replies are filled in as nodes answer
+A read's commands form one ``Batch`` (routing/session.py). Its replies are filled in as nodes answer
 (in any order across nodes) and the batch is written once complete, after every earlier batch:
 the client sees replies in exactly the order it sent the commands, as from a single Redis. The
 connection owns bytes in and out and the limits on them; the client's routing state is its

@@ -1,7 +1,7 @@
 """The reply slot: where a node connection puts the reply to each command it was given.
 
 Every command sent to a node is queued with its collector and its index there. A client's read
-(``routing.batch.Batch``), a fan-out's parts (``Gather``), a command under a fault (``Catch``) and
+(``routing.session.Batch``), a fan-out's parts (``Gather``), a command under a fault (``Catch``) and
 an ACL sign-in check each collect replies this way, and the node connection knows them only by
 this contract.
 
