@@ -1,6 +1,6 @@
 """Benchmark: redis-benchmark against a local Redis Cluster directly and through the ambassador.
 
-Method and targets: /work/shared/PERFORMANCE.md; usage and what each figure means: bench/README.md.
+Method and targets: docs/performance.md; usage and what each figure means: bench/README.md.
 One command starts a 3-master cluster (no replicas) and one ambassador per target in front of it
 (this tree; with --compare/--variant also other git refs and environments), runs every case direct
 and through each ambassador interleaved round by round, measures each ambassador's CPU per request
@@ -84,12 +84,14 @@ CASES = (
     Case("1 client, pipeline 1", 1, 1, 10_000, 5_000),
 )
 
-# Target thresholds from PERFORMANCE.md ("Targets"), applied to the worse of SET and GET.
-TARGET_P16_RATIO = 0.45
-AIM_P16_RATIO = 0.66
-TARGET_P1_RATIO = 0.42
-TARGET_ADDED_P50_US = 60.0
-TARGET_IDLE_KB = 8.0
+# The targets (docs/performance.md, "Targets"), applied to the worse of SET and GET. The
+# 1-client latency target is "no more than predixy's in the same run"; this bench does not run
+# predixy, so it checks predixy's figure from the last run that did (+24 us).
+TARGET_P16_RATIO = 0.66
+TARGET_P16_CPU_US = 1.4
+TARGET_P1_RATIO = 0.75
+TARGET_ADDED_P50_US = 24.0
+TARGET_IDLE_KB = 4.0
 
 
 class BenchError(RuntimeError):
@@ -922,18 +924,25 @@ def summarize(runs: list[Run], target: str) -> dict[str, dict[str, dict[str, Any
 def evaluate_targets(
     summary: dict[str, dict[str, dict[str, Any]]], idle: IdleResult | None
 ) -> list[dict[str, Any]]:
-    """Each PERFORMANCE.md target with its figure (the worse of SET and GET) and PASS/MISS."""
+    """Each target of docs/performance.md with its figure (the worse of SET and GET) and
+    PASS/MISS."""
     p16, p1, one = (summary[c.name] for c in CASES)
     p16_ratio = min(p16[t]["ratio"] for t in TESTS)
+    p16_cpu = max(p16[t]["ambassador_cpu_us_per_request"] for t in TESTS)
     p1_ratio = min(p1[t]["ratio"] for t in TESTS)
     added = max(one[t]["added_p50_us"] for t in TESTS)
     targets: list[dict[str, Any]] = [
         {
-            "target": f"50 clients, pipeline 16: ratio >= {TARGET_P16_RATIO} (aim {AIM_P16_RATIO})",
-            "figure": f"{p16_ratio:.2f}x"
-            + (" (aim reached)" if p16_ratio >= AIM_P16_RATIO else ""),
+            "target": f"50 clients, pipeline 16: ratio >= {TARGET_P16_RATIO}",
+            "figure": f"{p16_ratio:.2f}x",
             "value": p16_ratio,
             "pass": p16_ratio >= TARGET_P16_RATIO,
+        },
+        {
+            "target": f"50 clients, pipeline 16: CPU <= {TARGET_P16_CPU_US} us per request",
+            "figure": f"{p16_cpu:.2f} us",
+            "value": p16_cpu,
+            "pass": p16_cpu <= TARGET_P16_CPU_US,
         },
         {
             "target": f"50 clients, pipeline 1: ratio >= {TARGET_P1_RATIO}",
@@ -1010,7 +1019,7 @@ def print_report(outcomes: list[Outcome], rounds: int, direct_rounded: bool) -> 
     for outcome in outcomes:
         _print_idle(outcome.idle, "" if single else f" ({outcome.name})")
     print()
-    print("Targets (PERFORMANCE.md; figure = the worse of SET and GET)")
+    print("Targets (docs/performance.md; figure = the worse of SET and GET)")
     for outcome in outcomes:
         indent = "  " if single else "    "
         if not single:
