@@ -112,7 +112,10 @@ class Delivery:
 
     def private(self, session: Session, address: Address) -> NodeConnection:
         """The client's own connection to a node, opened on first use, in its protocol."""
-        conn = session.private.get(address)
+        private = session.private
+        if private is None:
+            private = session.private = {}
+        conn = private.get(address)
         if (
             conn is None
             or conn.closed
@@ -123,7 +126,7 @@ class Delivery:
         ):
             if conn is not None:
                 conn.close()
-            conn = session.private[address] = self._upstream.private(
+            conn = private[address] = self._upstream.private(
                 address, session.protocol, session.upstream_auth
             )
         return conn

@@ -61,9 +61,6 @@ class Monitors:
     def __init__(self) -> None:
         self.watching: list[Session] = []
 
-    def __bool__(self) -> bool:
-        return bool(self.watching)
-
     def start(self, session: Session) -> None:
         if session not in self.watching:
             self.watching.append(session)

@@ -298,7 +298,15 @@ class Router:
         frames: list[bytes],
     ) -> None:
         """Send (or answer) every command of one read; replies land in ``batch`` by index."""
-        if not session.plain or self.monitors:
+        # Session.plain, inlined (once per read), and the monitors' list itself: no call here.
+        if (
+            session.transaction is not None
+            or session.watching is not None
+            or session.subscriptions is not None
+            or session.reply_mode != "on"
+            or not session.authenticated
+            or self.monitors.watching
+        ):
             self._dispatch_each(session, batch, commands, frames, 0)
             return
         fast = self._fast.get
@@ -412,7 +420,7 @@ class Router:
             self._transactions.refused(call, refusal)
             return False
         family = self._families[call.name]
-        if self.monitors and "admin" not in spec.flags and call.base not in _SIGN_IN:
+        if self.monitors.watching and "admin" not in spec.flags and call.base not in _SIGN_IN:
             if call.base == "reset":
                 self.monitors.stop(session)  # as in Redis, it no longer sees its own RESET
             self.monitors.feed(session, args, self._destination(call, family))

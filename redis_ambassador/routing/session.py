@@ -135,8 +135,9 @@ class Session:
         self.lib_ver = b""
         self.no_evict = False
         self.no_touch = False
-        # Connections to nodes for this client alone (blocking commands, WATCH), by node.
-        self.private: dict[Address, NodeConnection] = {}
+        # Connections to nodes for this client alone (blocking commands, WATCH), by node;
+        # made on first use (an empty dict per idle client is memory for nothing).
+        self.private: dict[Address, NodeConnection] | None = None
         self.transaction: Transaction | None = None  # between MULTI and EXEC/DISCARD
         self.watching: NodeConnection | None = None  # the private connection holding WATCHes
         self.watched_slot: int | None = None
@@ -164,17 +165,6 @@ class Session:
     @property
     def last_read(self) -> float:
         return self.client.last_read
-
-    @property
-    def plain(self) -> bool:
-        """Nothing about the client changes how its commands route: the router's fast path."""
-        return (
-            self.transaction is None
-            and self.watching is None
-            and self.subscriptions is None
-            and self.reply_mode == "on"
-            and self.authenticated
-        )
 
     @property
     def upstream_auth(self) -> bytes:
@@ -211,17 +201,16 @@ class Session:
         """The connection is gone: its own node connections (blocking commands, WATCH) and
         subscriptions go too, and the session lets go of it (a callback arriving late finds a
         client that has left), so neither keeps the other alive."""
-        for conn in self.private.values():
-            conn.close()
-        self.private.clear()
+        if self.private is not None:
+            for conn in self.private.values():
+                conn.close()
+            self.private = None
         self.unsubscribed()
-        self.client = _Departed(self.client.describe())
+        self.client = DEPARTED
 
 
 class _Departed:
     """What a session's client is once its connection has gone: every request is a no-op."""
-
-    __slots__ = ("_described",)
 
     peer = "?"
     local_address = ("", 0)
@@ -229,11 +218,8 @@ class _Departed:
     connected_at = last_read = 0.0
     gone = True
 
-    def __init__(self, described: str) -> None:
-        self._described = described
-
     def describe(self) -> str:
-        return f"{self._described}, gone"
+        return "a client that has left"
 
     def waiting_before(self, batch: Batch, index: int) -> bool:
         return False
@@ -257,6 +243,9 @@ class _Departed:
 
     def pace(self, piece: int, pause: float) -> None:
         pass
+
+
+DEPARTED = _Departed()
 
 
 class BatchOwner(Protocol):
@@ -287,8 +276,8 @@ class Batch:
     """The replies owed for one read's commands (a Collector)."""
 
     __slots__ = (
-        "_owner", "close_after", "complete", "first", "large_bytes", "read_at", "remaining",
-        "replies", "sampled", "session", "silent",
+        "_owner", "close_after", "first", "large_bytes", "read_at", "remaining", "replies",
+        "sampled", "session", "silent",
     )  # fmt: skip
 
     def __init__(
@@ -300,9 +289,6 @@ class Batch:
     ) -> None:
         self._owner = owner
         self.session = owner.session
-        # The owner's own method, so a node connection's call on the last reply goes straight
-        # there (the collector contract's hot path).
-        self.complete: Callable[[], None] = owner.batch_complete
         self.replies: list[Reply | None] = [None] * size
         self.remaining = size
         self.close_after = False
@@ -320,6 +306,9 @@ class Batch:
     @property
     def lane(self) -> int:
         return self.session.lane
+
+    def complete(self) -> None:
+        self._owner.batch_complete()
 
     def large_reply(self, size: int) -> None:
         self._owner.large_reply(self, size)
