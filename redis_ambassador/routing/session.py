@@ -276,8 +276,8 @@ class Batch:
     """The replies owed for one read's commands (a Collector)."""
 
     __slots__ = (
-        "_owner", "close_after", "first", "large_bytes", "read_at", "remaining", "replies",
-        "sampled", "session", "silent",
+        "_owner", "close_after", "complete", "first", "large_bytes", "read_at", "remaining",
+        "replies", "sampled", "session", "silent",
     )  # fmt: skip
 
     def __init__(
@@ -289,6 +289,9 @@ class Batch:
     ) -> None:
         self._owner = owner
         self.session = owner.session
+        # The owner's own method, so a node connection's call on the last reply goes straight
+        # there (the collector contract's hot path), without a call of ours in between.
+        self.complete: Callable[[], None] = owner.batch_complete
         self.replies: list[Reply | None] = [None] * size
         self.remaining = size
         self.close_after = False
@@ -306,9 +309,6 @@ class Batch:
     @property
     def lane(self) -> int:
         return self.session.lane
-
-    def complete(self) -> None:
-        self._owner.batch_complete()
 
     def large_reply(self, size: int) -> None:
         self._owner.large_reply(self, size)
