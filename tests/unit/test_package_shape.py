@@ -111,3 +111,10 @@ def test_the_router_keeps_to_dispatch() -> None:
     checks and the table of families."""
     lines = (PACKAGE / "routing" / "router.py").read_text().count("\n")
     assert lines < 600, f"routing/router.py is {lines} lines"
+
+
+def test_test_modules_have_names_of_their_own() -> None:
+    """pytest imports test modules by their base name (no packages under tests/): two files of
+    one name in different folders stop the whole run at collection."""
+    names = [path.name for path in (PACKAGE.parent / "tests").rglob("test_*.py")]
+    assert sorted({name for name in names if names.count(name) > 1}) == []
