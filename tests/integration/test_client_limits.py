@@ -234,6 +234,7 @@ def test_the_open_files_limit_is_raised_to_fit_max_clients_as_redis_does(
 ) -> None:
     port = _free_port("127.0.0.1")
     serve = [sys.executable, "-m", "redis_ambassador", "serve", "--listen", f"127.0.0.1:{port}"]
+    serve += ["--admin", "off"]  # not the default 9090, which anything else may hold
     for seed in cluster.seeds:
         serve += ["--seed", seed]
     # Started under a soft limit of 1024 open files, as many systems set it.

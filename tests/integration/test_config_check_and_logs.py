@@ -145,12 +145,21 @@ def test_serve_finds_the_cluster_from_the_pattern_names(
 
 def _start_serve(tmp_path: Path, env: dict[str, str], *args: str) -> Ambassador:
     """`serve` with the given environment and no --seed (conftest's Ambassador.start always
-    passes --seed)."""
-    port = _free_port("127.0.0.1")
+    passes --seed); the admin listener on a free port, not the default 9090 (which anything else
+    on the machine may hold)."""
+    port, admin = _free_port("127.0.0.1"), _free_port("127.0.0.1")
     log = tmp_path / f"serve-{port}.log"
     with log.open("wb") as stderr:
         process = subprocess.Popen(
-            [*CLI, "serve", "--listen", f"127.0.0.1:{port}", *args],
+            [
+                *CLI,
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--admin",
+                f"127.0.0.1:{admin}",
+                *args,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=stderr,
