@@ -173,8 +173,12 @@ class Session:
         return self._auth_for(self.block)
 
     def set_protocol(self, protocol: int) -> None:
-        """HELLO 2/3: later commands use node connections that speak the same protocol."""
+        """HELLO 2/3: later commands use node connections that speak the same protocol (the
+        one holding the client's WATCHes switches with it: reopened, it would lose them)."""
         self.protocol = protocol
+        watching = self.watching
+        if watching is not None and watching.protocol != protocol and not watching.closed:
+            watching.switch_protocol(protocol)
         # Each block is 2 * pool_size lanes: RESP2's, then RESP3's.
         self.lane = (2 * self.block + (protocol == 3)) * self._pool_size + self._lane_base
 

@@ -29,6 +29,7 @@ Entry = tuple[Collector | None, int, bytes, "Attempt | int"]
 ASKING = b"*1\r\n$6\r\nASKING\r\n"
 READONLY = b"*1\r\n$8\r\nREADONLY\r\n"
 HELLO3 = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"
+HELLO2 = b"*2\r\n$5\r\nHELLO\r\n$1\r\n2\r\n"
 # Replies the router acts on instead of forwarding: redirections, refusals that say "not now"
 # (the command did not run, so sending it again is safe; READONLY: a master Sentinel demoted),
 # and a script missing on this node.
@@ -116,6 +117,14 @@ class NodeConnection(asyncio.Protocol):
             self.out.append(READONLY)
 
     # -- the owner's side -------------------------------------------------------------------
+
+    def switch_protocol(self, protocol: int) -> None:
+        """HELLO 2/3 on a connection of one client's own (its WATCHes stay): the client
+        switched, and its later replies on it must come in the new protocol. The node's
+        reply (the server map) is dropped."""
+        assert self.private
+        self.send(None, 0, HELLO3 if protocol == 3 else HELLO2)
+        self.protocol = protocol
 
     def send(
         self, batch: Collector | None, index: int, frame: bytes, hops: Attempt | int = 0

@@ -142,6 +142,27 @@ def test_watch_makes_exec_fail_when_another_client_changes_the_key(
     assert client.get(key) == b"100"
 
 
+def test_hello_while_watching_switches_the_watching_connection_and_keeps_the_watch(
+    ambassador: Ambassador, tag: str
+) -> None:
+    """HELLO 3 after WATCH: the replies that come over the connection holding the watch are
+    RESP3 from then on, as from one Redis, and the watch still guards the transaction."""
+    key, members = f"{tag}k", f"{tag}set"
+    with ambassador.raw() as conn, ambassador.raw() as other:
+        assert conn.exchange(resp("WATCH", key)) == [b"+OK\r\n"]
+        assert conn.exchange(resp("HELLO", "3"))[0].startswith(b"%7\r\n")
+        assert conn.exchange(resp("SMEMBERS", members)) == [b"~0\r\n"]
+        assert other.exchange(resp("SET", key, "changed")) == [b"+OK\r\n"]
+        request = resp("MULTI") + resp("SET", key, "mine") + resp("EXEC")
+        assert conn.exchange(request, 3) == [b"+OK\r\n", b"+QUEUED\r\n", b"_\r\n"]
+        assert conn.exchange(resp("HELLO", "2") + resp("WATCH", key), 2)[1] == b"+OK\r\n"
+        assert conn.exchange(resp("SMEMBERS", members) + resp("UNWATCH"), 2) == [
+            b"*0\r\n",
+            b"+OK\r\n",
+        ]
+        conn.exchange(resp("DEL", key))
+
+
 def test_watch_then_unwatch_or_discard_forgets_the_watch(
     ambassador: Ambassador, raw: Raw, tag: str
 ) -> None:
