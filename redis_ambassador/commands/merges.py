@@ -288,20 +288,20 @@ FANOUT: dict[str, Merge] = {
 SPLITTABLE: dict[str, int] = {"mget": 1, "mset": 2, "del": 1, "unlink": 1, "exists": 1, "touch": 1}
 
 
-def split_by_slot(args: list[bytes], step: int) -> tuple[list[tuple[int, bytes]], Merge]:
-    """One command per slot, each keeping its keys' order, and the merge of their replies.
-
-    ``args`` must have whole groups (the caller checked the arity).
-    """
+def split_by_slot(name: str, args: list[bytes]) -> tuple[list[tuple[int, bytes]], Merge] | None:
+    """One command per slot, each keeping its keys' order, and the merge of their replies;
+    None if the command (``name``, lower-case) may not be split, or lacks whole groups."""
+    step = SPLITTABLE.get(name)
+    if step is None or (len(args) - 1) % step:
+        return None
     groups: dict[int, list[int]] = {}  # slot -> indexes of the groups' first argument
     for i in range(1, len(args), step):
         groups.setdefault(key_slot(args[i]), []).append(i)
-    name = args[0]
     parts = [
-        (slot, encode_command([name, *(a for i in firsts for a in args[i : i + step])]))
+        (slot, encode_command([args[0], *(a for i in firsts for a in args[i : i + step])]))
         for slot, firsts in groups.items()
     ]
-    if name.lower() != b"mget":
+    if name != "mget":
         return parts, all_ok if step == 2 else sum_integers
     order = [(i - 1) // step for firsts in groups.values() for i in firsts]
     return parts, lambda replies: _in_order(replies, order)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from redis_ambassador import errors
 from redis_ambassador.commands.admin import ADMIN, Plan, To
-from redis_ambassador.commands.merges import SPLITTABLE, Merge, ScanPlan, split_by_slot
+from redis_ambassador.commands.merges import Merge, ScanPlan, split_by_slot
 from redis_ambassador.routing.call import Call
 from redis_ambassador.routing.delivery import Delivery
 from redis_ambassador.routing.owners import Owners
@@ -61,12 +61,11 @@ class FanOut:
 
     def cross_slot(self, call: Call) -> None:
         """Split a multi-key command whose keys span slots, if it may be; else CROSSSLOT."""
-        args = call.args
-        step = SPLITTABLE.get(call.name) if self.split_cross_slot else None
-        if step is None or (len(args) - 1) % step:
+        split = split_by_slot(call.name, call.args) if self.split_cross_slot else None
+        if split is None:
             call.answer(errors.CROSSSLOT)
             return
-        parts, merge = split_by_slot(args, step)
+        parts, merge = split
         by_slot = self._owners.by_slot
         self.send(call.batch, call.index, [(by_slot[slot], frame) for slot, frame in parts], merge)
 

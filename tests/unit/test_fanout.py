@@ -24,7 +24,7 @@ def decode(frame: bytes) -> list[bytes]:
 
 def test_mget_is_split_per_slot_and_values_come_back_in_the_order_asked() -> None:
     keys = [b"a", b"b", b"{a}x", b"c", b"a"]  # a and {a}x share a slot; a is asked twice
-    parts, merge = split_by_slot([b"MGET", *keys], 1)
+    parts, merge = split_by_slot("mget", [b"MGET", *keys])
     by_slot = {slot: decode(frame) for slot, frame in parts}
     assert by_slot[key_slot(b"a")] == [b"MGET", b"a", b"{a}x", b"a"]
     assert set(by_slot) == {key_slot(k) for k in keys}
@@ -38,7 +38,7 @@ def test_mget_is_split_per_slot_and_values_come_back_in_the_order_asked() -> Non
 
 
 def test_mset_is_split_in_key_value_pairs_and_answers_ok_or_the_first_error() -> None:
-    parts, merge = split_by_slot([b"MSET", b"a", b"1", b"b", b"2", b"a", b"3"], 2)
+    parts, merge = split_by_slot("mset", [b"MSET", b"a", b"1", b"b", b"2", b"a", b"3"])
     commands = sorted(decode(frame) for _, frame in parts)
     assert commands == [[b"MSET", b"a", b"1", b"a", b"3"], [b"MSET", b"b", b"2"]]
     assert merge([b"+OK\r\n", b"+OK\r\n"]) == b"+OK\r\n"
@@ -48,9 +48,14 @@ def test_mset_is_split_in_key_value_pairs_and_answers_ok_or_the_first_error() ->
 
 @pytest.mark.parametrize("name", [b"DEL", b"UNLINK", b"EXISTS", b"TOUCH"])
 def test_counting_commands_add_up_their_parts(name: bytes) -> None:
-    parts, merge = split_by_slot([name, b"a", b"b", b"c"], 1)
+    parts, merge = split_by_slot(name.decode().lower(), [name, b"a", b"b", b"c"])
     assert len(parts) == 3
     assert merge([b":1\r\n", b":0\r\n", b":2\r\n"]) == b":3\r\n"
+
+
+def test_what_cannot_be_split_is_none() -> None:
+    assert split_by_slot("mset", [b"MSET", b"a", b"1", b"b"]) is None  # a key without value
+    assert split_by_slot("msetnx", [b"MSETNX", b"a", b"1", b"b", b"2"]) is None
 
 
 def test_keys_concatenates_every_nodes_array_untouched() -> None:
