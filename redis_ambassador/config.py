@@ -545,6 +545,16 @@ class CommandsConfig:
             "command per slot (not atomic across slots); false: refuse them with CROSSSLOT"
         },
     )
+    cross_slot_transactions: str = field(
+        default="per-node",
+        metadata={
+            "help": "MULTI/EXEC whose keys span slots: 'per-node' runs one MULTI/EXEC per slot "
+            "on its master, one after another, and answers one EXEC reply in the order queued "
+            "(each part atomic, the parts not isolated from each other); 'refuse' answers Redis "
+            "Cluster's CROSSSLOT",
+            "choices": ("per-node", "refuse"),
+        },
+    )
     deny: tuple[str, ...] = field(
         default=DEFAULT_DENIED,
         metadata={

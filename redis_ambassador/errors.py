@@ -19,6 +19,26 @@ def _shown(arg: bytes) -> str:
 
 
 CROSSSLOT = error("CROSSSLOT Keys in request don't hash to the same slot")
+# A transaction whose keys span slots, under commands.cross_slot_transactions = "refuse".
+CROSSSLOT_TRANSACTION = error(
+    "CROSSSLOT Keys in request don't hash to the same slot "
+    "(commands.cross_slot_transactions = refuse)"
+)
+WATCH_SEVERAL_NODES = error(
+    "CROSSSLOT redis-ambassador: watched keys must live on one node: a transaction that "
+    "commits on one node could not be undone on another"
+)
+
+
+def part_failed(why: str) -> bytes:
+    """A command of a per-node transaction whose node's part could not run (or may not have):
+    the parts before it were applied, as the reply's other items show."""
+    return error(
+        f"ERR redis-ambassador: this command's part of the transaction failed ({why}); "
+        "the parts before it were applied"
+    )
+
+
 INVALID_CURSOR = error("ERR invalid cursor")
 CLUSTERDOWN_UNCOVERED = error("CLUSTERDOWN Hash slot not served")
 SELECT_IN_CLUSTER = error("ERR SELECT is not allowed in cluster mode")

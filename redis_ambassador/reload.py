@@ -59,6 +59,7 @@ LIVE_KEYS: frozenset[str] = (
             "upstream.breaker_reset_timeout",
             "upstream.breaker_successes",
             "commands.split_cross_slot",
+            "commands.cross_slot_transactions",  # read at each MULTI
             "commands.deny",
             "commands.allow",
             "commands.cluster_view",

@@ -161,6 +161,21 @@ LOCAL: dict[str, Handler] = {
     "asking": _ok,  # redirections are the ambassador's business
 }
 
+# Answered here and changing nothing about the client (CLUSTER: every subcommand): inside MULTI
+# they are queued and answered at EXEC in their place, as one Redis would. The other local
+# commands (SELECT, CLIENT SETNAME, HELLO, ...) change the client's session, which is kept here
+# and not replayed at EXEC: they cannot be queued.
+_INERT = frozenset(
+    ["ping", "echo", "readonly", "readwrite", "asking", "role", "client|getname", "client|id",
+     "client|info", "client|list", "client|help"]
+)  # fmt: skip
+
+
+def answered_at_exec(name: str) -> bool:
+    """Whether the local command ``name`` (as the command table names it) may be queued."""
+    return name in _INERT or name.startswith("cluster")
+
+
 BLOCKING_WITHOUT_KEYS = "a blocking command without keys has no node to wait on"
 _WAIT = (
     "it counts the replicas that acknowledged this connection's writes, and the ambassador "

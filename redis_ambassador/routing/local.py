@@ -4,6 +4,8 @@ RESET, MONITOR, CLIENT REPLY)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from redis_ambassador import errors
 from redis_ambassador.commands.local import LOCAL
 from redis_ambassador.commands.state import ServerFacts
@@ -31,16 +33,16 @@ class LocalAnswers:
 
     def answer(self, call: Call) -> bool:
         """PING, ECHO, SELECT, CLIENT, CLUSTER, ROLE, ...: the answer of commands/local.py."""
-        local = LOCAL[call.base]
-        session = call.session
-
-        def answer() -> bytes:
-            return local(session, call.args, self._facts)
-
+        answer = self.deferred(call)
         chaos = self.chaos
         if chaos is None or not chaos.before_answer(call, answer):
             call.answer(answer())
         return False
+
+    def deferred(self, call: Call) -> Callable[[], bytes]:
+        """The command's answer, to be made when called (at once, or at EXEC when queued)."""
+        local, session, args = LOCAL[call.base], call.session, call.args
+        return lambda: local(session, args, self._facts)
 
     def reset(self, call: Call) -> bool:
         """RESET: a new connection's state; answered even under CLIENT REPLY OFF, which it

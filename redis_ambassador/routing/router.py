@@ -25,11 +25,10 @@ from redis_ambassador.commands.connection import Container
 from redis_ambassador.commands.info import ClusterView
 from redis_ambassador.commands.lanes import (
     CROSS_PROTOCOL,
-    FORWARDED,
     connection_state_commands,
     sets_connection_state,
 )
-from redis_ambassador.commands.local import LOCAL, REFUSED
+from redis_ambassador.commands.local import LOCAL, REFUSED, answered_at_exec
 from redis_ambassador.commands.merges import FANOUT
 from redis_ambassador.commands.policy import CommandPolicy
 from redis_ambassador.commands.scripts import SOURCES, ScriptCache
@@ -74,6 +73,7 @@ _PUBSUB_SLOT = 0
 _CLUSTER_ONLY = frozenset(["cluster", "readonly", "readwrite", "asking"])
 # Why a command cannot be queued in a transaction through the ambassador.
 _ANSWERED_HERE = "the ambassador answers it itself"
+_SESSION_STATE = "it changes the client's session, which the ambassador keeps outside transactions"
 _PRIVATE_CONNECTION = "subscriptions need a node connection of the client's own"
 _EVERY_NODE = "it needs every node of the cluster"
 # Why a command that sets connection state is refused when the ambassador has no handler for it.
@@ -87,12 +87,14 @@ _SHARED_CONNECTION = (
 class Family:
     """How the router treats one command: its handler (True: the client's state changed, the
     rest of the read takes the slow path), whether the command policy governs it, why it cannot
-    be queued in a transaction (None: it can), and where MONITOR shows it going ("": its keys')."""
+    be queued in a transaction (None: it can), where MONITOR shows it going ("": its keys'), and
+    whether, queued, it is answered here at EXEC."""
 
     handle: Callable[[Call], bool]
     governed: bool = True
     in_transaction: str | None = None
     shown: str = ""
+    answered_at_exec: bool = False  # queued in MULTI, answered here when EXEC runs
 
 
 class Router:
@@ -188,6 +190,8 @@ class Router:
         self.refresher.config = config
         self._upstream.set_breaker_settings(BreakerSettings.from_config(config.upstream))
         self._fanout.split_cross_slot = config.commands.split_cross_slot
+        self._transactions.split_cross_slot = config.commands.split_cross_slot
+        self._transactions.per_node = config.commands.cross_slot_transactions == "per-node"
         # Local commands a node answers instead (CLUSTER INFO/SLOTS/... with cluster_view "real").
         self._to_node = REAL_VIEW if config.commands.cluster_view == "real" else frozenset()
         if self._to_node and self._one_shard is not None:
@@ -218,8 +222,9 @@ class Router:
         if special is not None:
             return Family(special, False, _ANSWERED_HERE, "ambassador")
         if base in LOCAL and name not in self._to_node:
-            queued = None if base in FORWARDED else _ANSWERED_HERE
-            return Family(local.answer, False, queued, "ambassador")
+            if answered_at_exec(name):
+                return Family(local.answer, False, None, "ambassador", answered_at_exec=True)
+            return Family(local.answer, False, _SESSION_STATE, "ambassador")
         reason = REFUSED.get(name) or REFUSED.get(base)
         if reason is not None:
             return Family(partial(_refuse, reason), False, reason, "ambassador")
@@ -437,7 +442,8 @@ class Router:
             if call.base == "ping" and self._pubsub.ping(call):
                 return False
         if session.transaction is not None and call.base not in NOT_QUEUED:
-            self._transactions.queue(call, family.in_transaction)
+            answer = self._local.deferred(call) if family.answered_at_exec else None
+            self._transactions.queue(call, family.in_transaction, answer)
             return False
         if call.name in SOURCES:
             self._scripts.learn(call.name, args)

@@ -71,7 +71,7 @@ def test_transaction_replies_are_byte_for_byte_the_nodes(
     assert replies[19] == b"$1\r\n1\r\n"  # DISCARD dropped SET k 2
 
 
-def test_key_in_another_slot_is_crossslot_and_aborts_the_transaction(
+def test_a_transaction_over_two_slots_runs_per_node_and_answers_one_exec(
     cluster: LocalCluster, ambassador: Ambassador, raw: Raw, tag: str
 ) -> None:
     a = f"{tag}a"
@@ -79,19 +79,14 @@ def test_key_in_another_slot_is_crossslot_and_aborts_the_transaction(
     replies = raw(ambassador.host, ambassador.port).exchange(
         resp("MULTI") + resp("SET", a, "1") + resp("SET", b, "1") + resp("EXEC"), 4
     )
-    assert replies == [
-        b"+OK\r\n",
-        b"+QUEUED\r\n",
-        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n",
-        b"-EXECABORT Transaction discarded because of previous errors.\r\n",
-    ]
+    assert replies == [b"+OK\r\n", b"+QUEUED\r\n", b"+QUEUED\r\n", b"*2\r\n+OK\r\n+OK\r\n"]
     client = ambassador.client()
-    assert client.exists(a, b) == 0
-    # redis-py's transactional pipeline gets Redis Cluster's error for the whole.
+    assert client.exists(a, b) == 2
+    # redis-py's pipeline is transactional by default: it works across slots as on one Redis.
     pipe = client.pipeline()
-    pipe.set(a, "1").set(b, "1")
-    with pytest.raises(redis.ResponseError, match="hash to the same slot"):
-        pipe.execute()
+    pipe.set(a, "2").incr(b).get(a)
+    assert pipe.execute() == [True, 2, b"2"]
+    client.delete(a, b)
 
 
 def test_transaction_is_atomic_against_other_clients(ambassador: Ambassador, tag: str) -> None:

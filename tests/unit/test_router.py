@@ -191,9 +191,8 @@ def test_multi_queues_here_and_exec_sends_the_block_in_one_write_on_one_connecti
     assert client.session.transaction is None
 
 
-def test_a_command_queued_across_slots_makes_exec_abort_without_sending_anything(
-    cluster: Cluster,
-) -> None:
+def test_under_refuse_a_command_queued_across_slots_makes_exec_abort_sending_nothing() -> None:
+    cluster = build_cluster({"commands.cross_slot_transactions": "refuse"})
     client = cluster.client()
     replies = [
         client.send(cluster.router, command).replies[0]
@@ -202,10 +201,58 @@ def test_a_command_queued_across_slots_makes_exec_abort_without_sending_anything
     assert replies == [
         OK,
         b"+QUEUED\r\n",
-        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n",
+        b"-CROSSSLOT Keys in request don't hash to the same slot "
+        b"(commands.cross_slot_transactions = refuse)\r\n",
         b"-EXECABORT Transaction discarded because of previous errors.\r\n",
     ]
     assert cluster.sent_anywhere() == []
+
+
+def test_per_node_runs_one_block_per_node_one_after_another_and_answers_in_queued_order(
+    cluster: Cluster,
+) -> None:
+    client = cluster.client(client_id=2)
+    router = cluster.router
+    for command in ([b"MULTI"], [b"SET", A, b"1"], [b"INCR", B], [b"GET", A], [b"CLIENT", b"ID"]):
+        assert client.send(router, command).replies[0] in (OK, b"+QUEUED\r\n")
+    executed = client.send(router, [b"EXEC"])
+    first, second = cluster.lane(A), cluster.lane(B)
+    assert cluster.written(first) == [[b"MULTI"], [b"SET", A, b"1"], [b"GET", A], [b"EXEC"]]
+    assert cluster.written(second) == []  # the next part waits for the first one's EXEC
+    cluster.answer(first, OK, b"+QUEUED\r\n", b"+QUEUED\r\n", array(OK, b"$1\r\n1\r\n"))
+    assert cluster.written(second) == [[b"MULTI"], [b"INCR", B], [b"EXEC"]]
+    assert executed.replies == [None]
+    cluster.answer(second, OK, b"+QUEUED\r\n", array(b":7\r\n"))
+    assert executed.replies == [array(OK, b":7\r\n", b"$1\r\n1\r\n", b":2\r\n")]
+
+
+def test_per_node_a_first_part_refused_is_the_whole_reply_and_nothing_else_runs(
+    cluster: Cluster,
+) -> None:
+    client = cluster.client(client_id=2)
+    for command in ([b"MULTI"], [b"SET", A, b"1"], [b"INCR", B]):
+        client.send(cluster.router, command)
+    executed = client.send(cluster.router, [b"EXEC"])
+    refused = b"-EXECABORT Transaction discarded because of: OOM command not allowed\r\n"
+    cluster.answer(cluster.lane(A), OK, b"-OOM command not allowed\r\n", refused)
+    assert executed.replies == [refused]
+    assert cluster.written(cluster.lane(B)) == []
+
+
+def test_per_node_a_later_part_failing_leaves_the_first_applied_and_says_so(
+    cluster: Cluster,
+) -> None:
+    client = cluster.client(client_id=2)
+    for command in ([b"MULTI"], [b"INCR", A], [b"INCR", B]):
+        client.send(cluster.router, command)
+    executed = client.send(cluster.router, [b"EXEC"])
+    cluster.answer(cluster.lane(A), OK, b"+QUEUED\r\n", array(b":1\r\n"))
+    second = cluster.lane(B)
+    cluster.written(second)
+    second.connection_lost(ConnectionResetError())
+    [reply] = executed.replies
+    assert reply is not None and reply.startswith(b"*2\r\n:1\r\n-ERR redis-ambassador: ")
+    assert b"the parts before it were applied" in reply
 
 
 # -- what the router does for the client itself ---------------------------------------------------
